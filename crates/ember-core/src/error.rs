@@ -1,0 +1,113 @@
+//! Typed errors of the explanation pipeline.
+
+use thiserror::Error;
+
+/// Everything that can go wrong while explaining a model.
+///
+/// None of these is a panic: user input (layer names, class indices, batches) is checked and
+/// reported with enough context to fix the call.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum CamError {
+    /// The input batch holds no image.
+    #[error("the input batch is empty: pass at least one image")]
+    EmptyBatch,
+
+    /// No layer was chosen and the model names no default layer.
+    #[error("no layer to explain: choose one with `layer(..)` (the model declares no default layer)")]
+    NoLayer,
+
+    /// A requested layer name is not a tap of this model.
+    #[error("unknown layer `{name}`{}", suggestion_text(.closest))]
+    UnknownLayer {
+        /// The name that was asked for.
+        name: String,
+        /// The known names closest to it, best first.
+        closest: Vec<String>,
+    },
+
+    /// The layer exists but the forward pass never went through its tap.
+    #[error("layer `{0}` was not reached during the forward pass (is its tap on the path to the output?)")]
+    TapNotReached(String),
+
+    /// The same tap fired twice in one forward pass, so its activation is ambiguous.
+    #[error("layer `{0}` was reached more than once in one forward pass; give each use its own tap name")]
+    TapReachedTwice(String),
+
+    /// The tapped activation has no two spatial dimensions.
+    #[error(
+        "layer `{layer}` has an activation of shape {shape:?} (rank {}); CAM methods need a spatial \
+         [batch, channels, height, width] activation (token/transformer layers are not supported yet)",
+        .shape.len()
+    )]
+    NotSpatial {
+        /// The tapped layer.
+        layer: String,
+        /// Shape of the activation that was seen.
+        shape: Vec<usize>,
+    },
+
+    /// The model's score does not depend on the tapped layer.
+    #[error("the target score does not depend on layer `{0}`, so it has no gradient there")]
+    LayerDoesNotAffectScore(String),
+
+    /// A class index is outside the model's output.
+    #[error("class {class} is out of range: the model has {num_classes} classes (0..={})", .num_classes.saturating_sub(1))]
+    ClassOutOfRange {
+        /// The class that was asked for.
+        class: usize,
+        /// The number of classes of the model output.
+        num_classes: usize,
+    },
+
+    /// A per-sample list (targets, classes) does not match the batch size.
+    #[error("{what} has {got} entries but the batch holds {batch} images")]
+    BatchMismatch {
+        /// What did not match.
+        what: &'static str,
+        /// Its length.
+        got: usize,
+        /// The batch size.
+        batch: usize,
+    },
+
+    /// The target score of an image is NaN or infinite.
+    #[error("the target score of image {index} is not finite ({value}); check the input and the model")]
+    NonFiniteScore {
+        /// Index of the image in the batch.
+        index: usize,
+        /// The score seen.
+        value: f32,
+    },
+
+    /// The input does not have the shape the model needs.
+    #[error("the input has shape {got:?} but the model expects {expected}")]
+    InputShape {
+        /// What the model accepts, in words (`[N, 3, 224, 224]`).
+        expected: String,
+        /// The shape seen.
+        got: Vec<usize>,
+    },
+
+    /// The model output is not what the target needs.
+    #[error("the model output cannot be used as a target: {0}")]
+    BadOutput(String),
+
+    /// An explanation is already running on this thread (taps are armed per thread).
+    #[error("an explanation is already running on this thread; explanations cannot be nested")]
+    NestedExplanation,
+
+    /// A tensor could not be read back from the device.
+    #[error("could not read a tensor from the device: {0}")]
+    Read(String),
+}
+
+fn suggestion_text(closest: &[String]) -> String {
+    if closest.is_empty() {
+        String::new()
+    } else {
+        format!("; closest names: {}", closest.join(", "))
+    }
+}
+
+/// Result alias of the crate.
+pub type Result<T, E = CamError> = std::result::Result<T, E>;

@@ -1,0 +1,324 @@
+//! The pipeline: forward with armed taps → target score → one backward → per-method map →
+//! rectifier → normalise → upsample → layer aggregation.
+
+use burn::tensor::{Int, Tensor};
+
+use crate::error::{CamError, Result};
+use crate::methods::{CamMethod, GradCam, Method};
+use crate::model::CamModel;
+use crate::rectifier::Rectifier;
+use crate::resize::resize_bilinear;
+use crate::tap::{Capture, Recording, TapSession};
+use crate::target::{Target, TargetScores};
+
+/// What was computed for one tapped layer. Everything stays on the device.
+#[derive(Debug, Clone)]
+pub struct LayerMap {
+    /// The layer's tap name.
+    pub layer: String,
+    /// The method's signed map before rectification, at feature resolution `[N, h, w]`.
+    pub raw: Tensor<3>,
+    /// The channel weights `[N, K]`, for channel-weighting methods.
+    pub channel_weights: Option<Tensor<2>>,
+    /// The rectified, normalised map upsampled to the input size `[N, H, W]`.
+    pub map: Tensor<3>,
+    /// The activations `[N, K, h, w]`, when [`Explainer::keep_tensors`] is set.
+    pub activations: Option<Tensor<4>>,
+    /// ∂score/∂activations `[N, K, h, w]` (not negated), when [`Explainer::keep_tensors`] is set.
+    pub gradients: Option<Tensor<4>>,
+}
+
+/// The activations and gradients of one layer: what the taps capture, or what a caller brings
+/// from elsewhere (another framework, a saved run) to [`Explainer::explain_tensors`].
+#[derive(Debug, Clone)]
+pub struct LayerTensors {
+    /// The layer's name.
+    pub layer: String,
+    /// Activations `[N, K, h, w]`.
+    pub activations: Tensor<4>,
+    /// ∂score/∂activations `[N, K, h, w]`, not negated.
+    pub gradients: Tensor<4>,
+}
+
+/// The result of one explanation call.
+#[derive(Debug, Clone)]
+pub struct Explanation<O> {
+    /// The final maps `[N, H, W]` at the input resolution: in [0, 1], or in [-1, 1] for the
+    /// signed rectifier. With several layers, their aggregation.
+    pub maps: Tensor<3>,
+    /// Every stage per layer, in the order the layers were requested.
+    pub layers: Vec<LayerMap>,
+    /// The explained score of each image `[N]`.
+    pub scores: Tensor<1>,
+    /// The explained class of each image `[N]`, for class targets.
+    pub classes: Option<Tensor<1, Int>>,
+    /// The model's output for the batch.
+    pub output: O,
+}
+
+/// Explains model decisions with one CAM method.
+///
+/// ```
+/// use ember_core::{Explainer, HiResCam, Rectifier};
+/// let explainer = Explainer::new(HiResCam).layer("features").rectifier(Rectifier::Abs);
+/// # let _ = explainer;
+/// ```
+#[derive(Debug)]
+pub struct Explainer {
+    method: Box<dyn CamMethod>,
+    layers: Vec<String>,
+    rectifier: Rectifier,
+    keep_tensors: bool,
+}
+
+impl Default for Explainer {
+    fn default() -> Self {
+        Self::new(GradCam)
+    }
+}
+
+impl From<Method> for Explainer {
+    fn from(method: Method) -> Self {
+        Self::boxed(method.build())
+    }
+}
+
+impl Explainer {
+    /// An explainer using `method`, the ReLU rectifier and the model's default layer.
+    pub fn new(method: impl CamMethod + 'static) -> Self {
+        Self::boxed(Box::new(method))
+    }
+
+    /// An explainer using a boxed method (see [`Method::build`]).
+    pub fn boxed(method: Box<dyn CamMethod>) -> Self {
+        Self {
+            method,
+            layers: Vec::new(),
+            rectifier: Rectifier::default(),
+            keep_tensors: false,
+        }
+    }
+
+    /// Adds a layer to explain; with several, maps are aggregated as pytorch-grad-cam does.
+    pub fn layer(mut self, name: impl Into<String>) -> Self {
+        self.layers.push(name.into());
+        self
+    }
+
+    /// Sets the rectifier ([`Rectifier::Relu`] by default).
+    pub fn rectifier(mut self, rectifier: Rectifier) -> Self {
+        self.rectifier = rectifier;
+        self
+    }
+
+    /// Also returns each layer's activations and gradients.
+    pub fn keep_tensors(mut self, keep: bool) -> Self {
+        self.keep_tensors = keep;
+        self
+    }
+
+    /// The method in use.
+    pub fn method(&self) -> &dyn CamMethod {
+        self.method.as_ref()
+    }
+
+    /// Explains `target` for every image of `input` (`[N, C, H, W]`, on the model's device).
+    pub fn explain<M, T>(&self, model: &M, input: Tensor<4>, target: &T) -> Result<Explanation<M::Output>>
+    where
+        M: CamModel + ?Sized,
+        T: Target<M::Output> + ?Sized,
+    {
+        let [batch, _, height, width] = input.dims();
+        if batch == 0 {
+            return Err(CamError::EmptyBatch);
+        }
+        model.check_input(&input)?;
+        let layers = self.resolve_layers(model)?;
+
+        let session = TapSession::arm(&layers)?;
+        let output = model.forward(input);
+        let recording = session.finish();
+        let captures = captures_in_order(recording, &layers, model)?;
+
+        let TargetScores { scores, classes } = target.scores(&output, batch)?;
+        check_finite(&scores)?;
+        let total = scores.clone().sum();
+        if !total.is_tracked() {
+            return Err(CamError::LayerDoesNotAffectScore(layers[0].clone()));
+        }
+        let mut gradients = total.backward();
+
+        let layer_tensors = captures
+            .into_iter()
+            .map(
+                |Capture {
+                     name,
+                     activation,
+                     probe,
+                 }| {
+                    let gradients = probe
+                        .grad_remove(&mut gradients)
+                        .ok_or_else(|| CamError::LayerDoesNotAffectScore(name.clone()))?;
+                    Ok(LayerTensors {
+                        layer: name,
+                        activations: activation,
+                        gradients,
+                    })
+                },
+            )
+            .collect::<Result<Vec<_>>>()?;
+        let (layer_maps, maps) = self.explain_tensors(layer_tensors, height, width);
+        Ok(Explanation {
+            maps,
+            layers: layer_maps,
+            scores: scores.inner(),
+            classes,
+            output,
+        })
+    }
+
+    /// The pipeline after capture: each layer's map (method → rectifier → normalisation →
+    /// upsampling to `height × width`) and their aggregation.
+    pub fn explain_tensors(
+        &self,
+        layers: Vec<LayerTensors>,
+        height: usize,
+        width: usize,
+    ) -> (Vec<LayerMap>, Tensor<3>) {
+        let layer_maps: Vec<LayerMap> = layers
+            .into_iter()
+            .map(|l| self.layer_map(l.layer, l.activations, l.gradients, height, width))
+            .collect();
+        let maps = self.aggregate(&layer_maps);
+        (layer_maps, maps)
+    }
+
+    /// Method → rectifier → per-image normalisation → upsampling, for one layer.
+    fn layer_map(
+        &self,
+        layer: String,
+        activations: Tensor<4>,
+        gradients: Tensor<4>,
+        height: usize,
+        width: usize,
+    ) -> LayerMap {
+        let output = self
+            .method
+            .compute(activations.clone(), self.rectifier.prepare_gradients(gradients.clone()));
+        let normalised = self.rectifier.normalise(self.rectifier.rectify(output.map.clone()));
+        let (activations, gradients) = if self.keep_tensors {
+            (Some(activations), Some(gradients))
+        } else {
+            (None, None)
+        };
+        LayerMap {
+            layer,
+            raw: output.map,
+            channel_weights: output.channel_weights,
+            map: resize_bilinear(normalised, height, width),
+            activations,
+            gradients,
+        }
+    }
+
+    /// pytorch-grad-cam's layer aggregation, applied even to a single layer: clip negatives,
+    /// average over layers, normalise again.
+    fn aggregate(&self, layer_maps: &[LayerMap]) -> Tensor<3> {
+        let stacked: Tensor<4> = Tensor::stack(layer_maps.iter().map(|l| l.map.clone()).collect(), 1);
+        let stacked = if self.rectifier.is_signed() {
+            stacked
+        } else {
+            stacked.clamp_min(0.0)
+        };
+        self.rectifier.normalise(stacked.mean_dim(1).squeeze_dim::<3>(1))
+    }
+
+    fn resolve_layers<M: CamModel + ?Sized>(&self, model: &M) -> Result<Vec<String>> {
+        let layers = if self.layers.is_empty() {
+            vec![model.default_layer().ok_or(CamError::NoLayer)?]
+        } else {
+            self.layers.clone()
+        };
+        let known = model.layers();
+        if known.is_empty() {
+            return Ok(layers);
+        }
+        layers
+            .into_iter()
+            .map(|name| match known.iter().find(|l| l.answers_to(&name)) {
+                Some(layer) => Ok(layer.name.clone()),
+                None => {
+                    let names: Vec<String> = known.iter().map(|l| l.name.clone()).collect();
+                    Err(unknown_layer(&name, &names))
+                }
+            })
+            .collect()
+    }
+}
+
+/// The captures of the requested layers in request order, or why one is missing.
+fn captures_in_order<M: CamModel + ?Sized>(recording: Recording, layers: &[String], model: &M) -> Result<Vec<Capture>> {
+    if let Some(problem) = recording.problem {
+        return Err(problem);
+    }
+    let mut captures = recording.captures;
+    layers
+        .iter()
+        .map(|name| {
+            let position = captures.iter().position(|c| &c.name == name);
+            match position {
+                Some(index) => Ok(captures.swap_remove(index)),
+                None if model.layers().is_empty() && !recording.seen.contains(name) => {
+                    Err(unknown_layer(name, &recording.seen))
+                }
+                None => Err(CamError::TapNotReached(name.clone())),
+            }
+        })
+        .collect()
+}
+
+fn unknown_layer(name: &str, known: &[String]) -> CamError {
+    CamError::UnknownLayer {
+        name: name.to_owned(),
+        closest: closest_names(name, known, 3),
+    }
+}
+
+/// The `count` names most similar to `name` (substring matches first, then by edit distance).
+pub fn closest_names(name: &str, known: &[String], count: usize) -> Vec<String> {
+    let wanted = name.to_ascii_lowercase();
+    let mut scored: Vec<(bool, f64, &String)> = known
+        .iter()
+        .map(|candidate| {
+            let lower = candidate.to_ascii_lowercase();
+            let contains = lower.contains(&wanted) || wanted.contains(&lower);
+            (contains, strsim::normalized_levenshtein(&wanted, &lower), candidate)
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.total_cmp(&a.1)));
+    let mut closest: Vec<String> = Vec::with_capacity(count);
+    for (_, _, candidate) in scored {
+        if !closest.contains(candidate) {
+            closest.push(candidate.clone());
+        }
+        if closest.len() == count {
+            break;
+        }
+    }
+    closest
+}
+
+fn check_finite(scores: &Tensor<1>) -> Result<()> {
+    let values = scores
+        .clone()
+        .inner()
+        .try_into_vec_as::<f32>()
+        .map_err(|e| CamError::Read(format!("{e:?}")))?;
+    match values.iter().position(|v| !v.is_finite()) {
+        Some(index) => Err(CamError::NonFiniteScore {
+            index,
+            value: values[index],
+        }),
+        None => Ok(()),
+    }
+}

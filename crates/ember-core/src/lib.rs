@@ -1,0 +1,30 @@
+//! Ember's CAM engine.
+//!
+//! * [`LayerTap`] / [`tap`] — the one place where activations and gradients are captured;
+//! * [`Explainer`] — the pipeline, the same for every method;
+//! * [`methods`] — one small file per CAM method;
+//! * [`Rectifier`], [`Target`] and [`CamModel`] — what to show, what to explain, what to run.
+//!
+//! The engine is backend-agnostic: tensors stay on the device of the input batch, and only the
+//! part of the network after the earliest armed tap is differentiated.
+
+mod error;
+mod explainer;
+pub mod methods;
+mod model;
+mod rectifier;
+mod resize;
+mod tap;
+mod target;
+
+pub use error::{CamError, Result};
+pub use explainer::{Explainer, Explanation, LayerMap, LayerTensors, closest_names};
+pub use methods::{
+    CamMethod, GradCam, GradCamElementWise, GradCamPlusPlus, HiResCam, LayerCam, Method, MethodOutput, UnknownMethod,
+    XGradCam,
+};
+pub use model::{CamModel, LayerInfo, check_input_chw};
+pub use rectifier::{Rectifier, UnknownRectifier};
+pub use resize::resize_bilinear;
+pub use tap::{LayerTap, tap};
+pub use target::{ClassTarget, ScoreFn, Target, TargetScores};

@@ -1,0 +1,142 @@
+//! CAM methods: each turns (activations, gradients) of one layer into a map.
+//!
+//! A method sees `activations` and `gradients` of shape `[N, K, h, w]` (gradients already
+//! negated for counterfactual explanations) and returns a signed map `[N, h, w]` at feature
+//! resolution, plus the per-channel weights when the method has them. Rectifying, normalising
+//! and upsampling are the pipeline's job, so a new method is one small file implementing
+//! [`CamMethod`]. Formulas and epsilons follow pytorch-grad-cam 1.5.7.
+
+mod grad_cam;
+mod grad_cam_elementwise;
+mod grad_cam_plus_plus;
+mod hires_cam;
+mod layer_cam;
+mod xgrad_cam;
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::tensor::Tensor;
+
+pub use grad_cam::GradCam;
+pub use grad_cam_elementwise::GradCamElementWise;
+pub use grad_cam_plus_plus::GradCamPlusPlus;
+pub use hires_cam::HiResCam;
+pub use layer_cam::LayerCam;
+pub use xgrad_cam::XGradCam;
+
+/// What a method computes for one layer.
+#[derive(Debug, Clone)]
+pub struct MethodOutput {
+    /// The signed, un-normalised map at feature resolution, `[N, h, w]`.
+    pub map: Tensor<3>,
+    /// The channel weights `α_k` `[N, K]`, for methods that weight whole channels.
+    pub channel_weights: Option<Tensor<2>>,
+}
+
+/// A class-activation-map method.
+pub trait CamMethod: fmt::Debug + Send + Sync {
+    /// The method's name as pytorch-grad-cam and the command line spell it (`gradcam`).
+    fn name(&self) -> &'static str;
+
+    /// The map of one layer from its activations and gradients, both `[N, K, h, w]`.
+    fn compute(&self, activations: Tensor<4>, gradients: Tensor<4>) -> MethodOutput;
+}
+
+/// `Σ_k α_k · A^k`: the map of a channel-weighting method.
+pub(crate) fn weighted_channel_sum(weights: Tensor<2>, activations: Tensor<4>) -> MethodOutput {
+    let [batch, channels] = weights.dims();
+    let map = (activations * weights.clone().reshape([batch, channels, 1, 1]))
+        .sum_dim(1)
+        .squeeze_dim::<3>(1);
+    MethodOutput {
+        map,
+        channel_weights: Some(weights),
+    }
+}
+
+/// `Σ_k M^k`: the map of a method that weights every activation element.
+pub(crate) fn channel_sum(elementwise: Tensor<4>) -> MethodOutput {
+    MethodOutput {
+        map: elementwise.sum_dim(1).squeeze_dim::<3>(1),
+        channel_weights: None,
+    }
+}
+
+/// `Σ_{i,j} x_ij` per channel: `[N, K, h, w]` → `[N, K]`.
+///
+/// Summed row by row, then over rows: a two-level sum whose rounding error grows with √(h·w)
+/// instead of h·w. It matters for Grad-CAM++, whose denominator `2g² + ΣA·g³` can nearly cancel
+/// and then amplifies any error of ΣA by orders of magnitude.
+pub(crate) fn spatial_sum(x: Tensor<4>) -> Tensor<2> {
+    x.sum_dim(3).sum_dim(2).flatten::<2>(1, 3)
+}
+
+/// The built-in methods by name, for configuration files and command lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    /// [`GradCam`]
+    GradCam,
+    /// [`HiResCam`]
+    HiResCam,
+    /// [`GradCamElementWise`]
+    GradCamElementWise,
+    /// [`XGradCam`]
+    XGradCam,
+    /// [`GradCamPlusPlus`]
+    GradCamPlusPlus,
+    /// [`LayerCam`]
+    LayerCam,
+}
+
+impl Method {
+    /// Every built-in method.
+    pub const ALL: [Method; 6] = [
+        Method::GradCam,
+        Method::HiResCam,
+        Method::GradCamElementWise,
+        Method::XGradCam,
+        Method::GradCamPlusPlus,
+        Method::LayerCam,
+    ];
+
+    /// The implementation of this method.
+    pub fn build(self) -> Box<dyn CamMethod> {
+        match self {
+            Method::GradCam => Box::new(GradCam),
+            Method::HiResCam => Box::new(HiResCam),
+            Method::GradCamElementWise => Box::new(GradCamElementWise),
+            Method::XGradCam => Box::new(XGradCam),
+            Method::GradCamPlusPlus => Box::new(GradCamPlusPlus),
+            Method::LayerCam => Box::new(LayerCam),
+        }
+    }
+
+    /// The name pytorch-grad-cam and the command line use.
+    pub fn name(self) -> &'static str {
+        self.build().name()
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A method name that is not one of [`Method::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown method `{0}`; expected one of: gradcam, hirescam, gradcam-elementwise, xgradcam, gradcam++, layercam")]
+pub struct UnknownMethod(pub String);
+
+impl FromStr for Method {
+    type Err = UnknownMethod;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.to_ascii_lowercase();
+        Method::ALL
+            .into_iter()
+            .find(|m| m.name() == wanted || (wanted == "gradcampp" && *m == Method::GradCamPlusPlus))
+            .ok_or_else(|| UnknownMethod(s.to_owned()))
+    }
+}

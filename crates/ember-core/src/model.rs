@@ -1,0 +1,85 @@
+//! The interface between a model and the explainer.
+
+use burn::tensor::Tensor;
+
+use crate::error::{CamError, Result};
+
+/// A tappable layer as a model declares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerInfo {
+    /// The name the layer's tap is addressed by (for ONNX models, the node name).
+    pub name: String,
+    /// Another name the layer answers to (for ONNX models, the output tensor name).
+    pub output: Option<String>,
+    /// The operation that produces the layer's output (`Conv`, `Clip`, …).
+    pub op_type: String,
+    /// The output shape, `None` for dimensions only known at run time (the batch); empty when
+    /// unknown.
+    pub shape: Vec<Option<usize>>,
+}
+
+impl LayerInfo {
+    /// Whether `name` addresses this layer (by its name or its output name).
+    pub fn answers_to(&self, name: &str) -> bool {
+        self.name == name || self.output.as_deref() == Some(name)
+    }
+}
+
+/// Checks that `input` is `[N, C, H, W]` with the static dimensions in `chw` (`None` = any).
+pub fn check_input_chw(input: &Tensor<4>, chw: &[Option<usize>]) -> Result<()> {
+    let dims = input.dims();
+    let matches = chw
+        .iter()
+        .zip(&dims[1..])
+        .all(|(expected, got)| expected.is_none_or(|e| e == *got));
+    if matches {
+        return Ok(());
+    }
+    let expected: Vec<String> = chw
+        .iter()
+        .map(|d| d.map_or_else(|| "?".to_owned(), |d| d.to_string()))
+        .collect();
+    Err(CamError::InputShape {
+        expected: format!("[N, {}]", expected.join(", ")),
+        got: dims.to_vec(),
+    })
+}
+
+/// A model the explainer can run: a forward pass over an image batch whose layers carry taps.
+///
+/// Closures `Fn(Tensor<4>) -> O` implement it, so a native Burn module needs no impl:
+/// `explainer.explain(&|x| model.forward(x), input, &target)`. Models that know their layers
+/// (generated ONNX models) implement it to get name checking, suggestions and a default layer.
+pub trait CamModel {
+    /// What the forward pass returns (`Tensor<2>` logits for a classifier).
+    type Output;
+
+    /// The forward pass. Taps inside it are armed by the explainer.
+    fn forward(&self, input: Tensor<4>) -> Self::Output;
+
+    /// The tappable layers in graph order, if the model knows them.
+    fn layers(&self) -> Vec<LayerInfo> {
+        Vec::new()
+    }
+
+    /// The layer explained when none is chosen.
+    fn default_layer(&self) -> Option<String> {
+        None
+    }
+
+    /// Rejects inputs the model cannot take, with a readable reason.
+    fn check_input(&self, _input: &Tensor<4>) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl<F, O> CamModel for F
+where
+    F: Fn(Tensor<4>) -> O,
+{
+    type Output = O;
+
+    fn forward(&self, input: Tensor<4>) -> O {
+        self(input)
+    }
+}

@@ -1,0 +1,159 @@
+//! Layer taps: the one place where activations and their gradients are captured.
+//!
+//! A tap is an identity on the forward pass. While an explanation runs (a [`TapSession`] is
+//! alive on the current thread) and the tap's name is armed, it adds a zero "probe" tensor that
+//! requires a gradient: `y = a + p` with `p = 0`, so `y == a` and `∂score/∂p == ∂score/∂a`
+//! exactly. Because the probe is the only tensor that requires a gradient, autodiff records only
+//! the operations downstream of the earliest armed tap: the layers before it run on the plain
+//! backend and parameters never receive gradients.
+//!
+//! Unarmed, a tap costs one thread-local lookup. The session is a guard: when it is dropped
+//! (normally, on an error or in a panic) every capture is released, so no state survives an
+//! explanation call.
+
+use std::cell::RefCell;
+use std::marker::PhantomData;
+
+use burn::module::Module;
+use burn::tensor::Tensor;
+
+use crate::error::{CamError, Result};
+
+/// A named tap to place between two layers of a Burn model.
+///
+/// ```
+/// use burn::prelude::*;
+/// use ember_core::LayerTap;
+///
+/// #[derive(Module, Debug)]
+/// struct Net {
+///     conv: burn::nn::conv::Conv2d,
+///     features: LayerTap,
+/// }
+///
+/// impl Net {
+///     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+///         self.features.forward(self.conv.forward(x))
+///     }
+/// }
+/// ```
+#[derive(Module, Debug)]
+pub struct LayerTap {
+    #[module(skip)]
+    name: String,
+}
+
+impl LayerTap {
+    /// A tap addressed by `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self { name: name.into() }
+    }
+
+    /// The name the explainer addresses this tap by.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Identity; records the activation when an explanation has armed this tap.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        tap(&self.name, x)
+    }
+}
+
+/// What one armed tap captured during a forward pass.
+pub(crate) struct Capture {
+    pub name: String,
+    /// The activation, without autodiff.
+    pub activation: Tensor<4>,
+    /// The zero probe whose gradient is ∂score/∂activation.
+    pub probe: Tensor<4>,
+}
+
+/// Everything the taps saw during one forward pass.
+#[derive(Default)]
+pub(crate) struct Recording {
+    armed: Vec<String>,
+    /// Names of every tap the forward pass went through, armed or not, in order.
+    pub seen: Vec<String>,
+    pub captures: Vec<Capture>,
+    /// The first problem met by an armed tap, reported after the forward pass.
+    pub problem: Option<CamError>,
+}
+
+thread_local! {
+    static ACTIVE: RefCell<Option<Recording>> = const { RefCell::new(None) };
+}
+
+/// Arms taps on the current thread for the lifetime of the guard.
+pub(crate) struct TapSession {
+    // Thread-bound: the recording lives in a thread-local.
+    _not_send: PhantomData<*const ()>,
+}
+
+impl TapSession {
+    /// Arms the named taps. Fails if an explanation already runs on this thread.
+    pub fn arm(layers: &[String]) -> Result<Self> {
+        ACTIVE.with(|active| {
+            let mut active = active.borrow_mut();
+            if active.is_some() {
+                return Err(CamError::NestedExplanation);
+            }
+            *active = Some(Recording {
+                armed: layers.to_vec(),
+                ..Recording::default()
+            });
+            Ok(Self { _not_send: PhantomData })
+        })
+    }
+
+    /// Ends the session and hands over what was captured.
+    pub fn finish(self) -> Recording {
+        ACTIVE.with(|active| active.borrow_mut().take()).unwrap_or_default()
+    }
+}
+
+impl Drop for TapSession {
+    fn drop(&mut self) {
+        // `try_with`: the thread-local may already be gone when a thread is torn down.
+        let _ = ACTIVE.try_with(|active| active.borrow_mut().take());
+    }
+}
+
+/// The tap itself: identity unless `name` is armed by the running explanation.
+///
+/// Generated ONNX models call this directly; native models go through [`LayerTap`].
+pub fn tap<const D: usize>(name: &str, x: Tensor<D>) -> Tensor<D> {
+    ACTIVE.with(|active| {
+        let mut active = active.borrow_mut();
+        let Some(recording) = active.as_mut() else {
+            return x;
+        };
+        recording.seen.push(name.to_owned());
+        if !recording.armed.iter().any(|armed| armed == name) {
+            return x;
+        }
+        let dims = x.dims();
+        if D != 4 {
+            recording.problem.get_or_insert(CamError::NotSpatial {
+                layer: name.to_owned(),
+                shape: dims.to_vec(),
+            });
+            return x;
+        }
+        if recording.captures.iter().any(|c| c.name == name) {
+            recording
+                .problem
+                .get_or_insert(CamError::TapReachedTwice(name.to_owned()));
+            return x;
+        }
+        let activation: Tensor<4> = x.reshape([dims[0], dims[1], dims[2], dims[3]]);
+        let probe = Tensor::<4>::zeros(activation.dims(), &activation.device().autodiff()).require_grad();
+        let probed = activation.clone().autodiff() + probe.clone();
+        recording.captures.push(Capture {
+            name: name.to_owned(),
+            activation: activation.inner(),
+            probe,
+        });
+        probed.reshape(dims)
+    })
+}

@@ -1,0 +1,148 @@
+//! Every method with every rectifier, and the formulas of the individual methods.
+
+mod common;
+
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+use common::*;
+use ember_core::methods::CamMethod;
+use ember_core::{ClassTarget, Explainer, GradCamElementWise, GradCamPlusPlus, LayerCam, Method, Rectifier, ScoreFn};
+
+#[test]
+fn every_method_with_every_rectifier_gives_normalised_finite_maps() {
+    let model = DeepNet::new(21);
+    let x = input(2, 31);
+    for method in Method::ALL {
+        for rectifier in Rectifier::ALL {
+            let explanation = Explainer::from(method)
+                .layer("block1")
+                .rectifier(rectifier)
+                .explain(&model, x.clone(), &ClassTarget::TopClass)
+                .unwrap_or_else(|e| panic!("{method} with {rectifier}: {e}"));
+            assert_eq!(explanation.maps.dims(), [2, SIZE, SIZE]);
+            let maps = to_vec(explanation.maps);
+            assert!(
+                maps.iter().all(|v| v.is_finite()),
+                "{method}/{rectifier}: non-finite map"
+            );
+            let (low, high) = if rectifier.is_signed() { (-1.0, 1.0) } else { (0.0, 1.0) };
+            assert!(
+                maps.iter().all(|&v| (low - 1e-6..=high + 1e-6).contains(&v)),
+                "{method}/{rectifier}: map outside [{low}, {high}]"
+            );
+            let peak = maps.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            assert!(peak > 0.99, "{method}/{rectifier}: map not normalised (peak {peak})");
+        }
+    }
+}
+
+#[test]
+fn counterfactual_is_relu_of_the_negated_signed_map_for_linear_methods() {
+    // For Grad-CAM and HiResCAM the map is linear in the gradients, so negating the gradients
+    // negates the signed map: counterfactual = normalise(max(−raw, 0)).
+    let model = DeepNet::new(22);
+    let x = input(1, 32);
+    for method in [Method::GradCam, Method::HiResCam] {
+        let explain = |rectifier| {
+            Explainer::from(method)
+                .layer("block2")
+                .rectifier(rectifier)
+                .explain(&model, x.clone(), &ClassTarget::Class(1))
+                .unwrap()
+        };
+        let signed = to_vec(explain(Rectifier::None).layers[0].raw.clone());
+        let counterfactual = to_vec(explain(Rectifier::Counterfactual).layers[0].raw.clone());
+        let negated: Vec<f32> = signed.iter().map(|v| -v).collect();
+        assert!(max_abs_diff(&counterfactual, &negated) <= 1e-6 * max_abs(&signed));
+    }
+}
+
+#[test]
+fn abs_keeps_negative_evidence_that_relu_removes() {
+    let model = DeepNet::new(23);
+    let x = input(1, 33);
+    let explain = |rectifier| {
+        Explainer::from(Method::HiResCam)
+            .layer("block2")
+            .rectifier(rectifier)
+            .explain(&model, x.clone(), &ClassTarget::Class(0))
+            .unwrap()
+    };
+    let raw = to_vec(explain(Rectifier::None).layers[0].raw.clone());
+    assert!(
+        raw.iter().any(|v| *v < 0.0) && raw.iter().any(|v| *v > 0.0),
+        "test needs a map of both signs"
+    );
+    let relu = to_vec(explain(Rectifier::Relu).layers[0].raw.clone());
+    let abs = to_vec(explain(Rectifier::Abs).layers[0].raw.clone());
+    // The raw map is the same; the rectified, normalised layer maps differ where raw < 0.
+    assert_eq!(relu, abs);
+    let relu_map = to_vec(explain(Rectifier::Relu).layers[0].map.clone());
+    let abs_map = to_vec(explain(Rectifier::Abs).layers[0].map.clone());
+    assert!(max_abs_diff(&relu_map, &abs_map) > 0.05);
+}
+
+fn tensor4(values: &[f32], dims: [usize; 4]) -> Tensor<4> {
+    Tensor::<1>::from_data(values, &device()).reshape(dims)
+}
+
+#[test]
+fn gradcam_plus_plus_follows_its_closed_form_on_hand_values() {
+    // One image, one channel, 1×2 pixels: A = [1, 3], g = [2, −1].
+    let activations = tensor4(&[1.0, 3.0], [1, 1, 1, 2]);
+    let gradients = tensor4(&[2.0, -1.0], [1, 1, 1, 2]);
+    let out = GradCamPlusPlus.compute(activations, gradients);
+    let sum_a = 4.0f32;
+    let a0 = 4.0 / (2.0 * 4.0 + sum_a * 8.0 + 1e-6);
+    let alpha = a0 * 2.0; // the negative gradient contributes max(g, 0) = 0
+    let weights = to_vec(out.channel_weights.unwrap());
+    assert!((weights[0] - alpha).abs() < 1e-7);
+    assert!(max_abs_diff(&to_vec(out.map), &[alpha, 3.0 * alpha]) < 1e-6);
+}
+
+#[test]
+fn layercam_and_elementwise_follow_their_closed_forms_on_hand_values() {
+    // Two channels, 1×2 pixels.
+    let a = [1.0, 2.0, 3.0, -1.0];
+    let g = [0.5, -2.0, -1.0, 4.0];
+    let layer = LayerCam.compute(tensor4(&a, [1, 2, 1, 2]), tensor4(&g, [1, 2, 1, 2]));
+    // Σ_k max(g, 0)·A: pixel 0: 0.5·1 + 0·3 = 0.5; pixel 1: 0·2 + 4·(−1) = −4.
+    assert!(max_abs_diff(&to_vec(layer.map), &[0.5, -4.0]) < 1e-7);
+    let elementwise = GradCamElementWise.compute(tensor4(&a, [1, 2, 1, 2]), tensor4(&g, [1, 2, 1, 2]));
+    // Σ_k max(g·A, 0): pixel 0: 0.5 + 0 = 0.5; pixel 1: 0 + 0 = 0.
+    assert!(max_abs_diff(&to_vec(elementwise.map), &[0.5, 0.0]) < 1e-7);
+    assert!(layer.channel_weights.is_none());
+}
+
+#[test]
+fn a_closure_target_explains_a_softmax_probability() {
+    let model = GapNet::new(24);
+    let x = input(2, 34);
+    let class = 1;
+    let probability = ScoreFn(|logits: &Tensor<2>| softmax(logits.clone(), 1).narrow(1, class, 1).reshape([2]));
+    let explanation = Explainer::from(Method::GradCam)
+        .layer("features")
+        .explain(&|x| model.forward(x), x, &probability)
+        .unwrap();
+    let scores = to_vec(explanation.scores);
+    let logits = to_vec(explanation.output);
+    for image in 0..2 {
+        let row = &logits[image * CLASSES..(image + 1) * CLASSES];
+        let total: f32 = row.iter().map(|v| v.exp()).sum();
+        assert!((scores[image] - row[class].exp() / total).abs() < 1e-6);
+    }
+    assert!(explanation.classes.is_none());
+}
+
+#[test]
+fn method_and_rectifier_names_round_trip() {
+    for method in Method::ALL {
+        assert_eq!(method.name().parse::<Method>().unwrap(), method);
+    }
+    for rectifier in Rectifier::ALL {
+        assert_eq!(rectifier.name().parse::<Rectifier>().unwrap(), rectifier);
+    }
+    let error = "gradcam+".parse::<Method>().unwrap_err();
+    assert!(error.to_string().contains("gradcam++"));
+    assert!("relu6".parse::<Rectifier>().is_err());
+}

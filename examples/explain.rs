@@ -1,0 +1,160 @@
+//! Explain the bundled ImageNet MobileNetV2 on a photo and write a heat-map overlay.
+//!
+//! ```text
+//! cargo run --release --example explain                    # flex, the CPU backend
+//! cargo run --release --example explain --features wgpu    # wgpu, the GPU backend
+//! cargo run --release --example explain -- --image photo.jpg --class "tabby" --method gradcam++
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use burn::tensor::Device;
+#[cfg(feature = "wgpu")]
+use burn::tensor::DeviceKind;
+use burn::tensor::activation::softmax;
+use clap::Parser;
+use ember_cam::models::{imagenet_classes, mobilenet_v2};
+use ember_cam::vision::{Colormap, Preprocess, load_rgb, overlay, write_npy};
+use ember_cam::{CamModel, ClassTarget, Explainer, Method, Rectifier, burn, closest_names, maps_to_host};
+
+#[derive(Parser, Debug)]
+#[command(about = "Explain an ImageNet MobileNetV2 decision with a class activation map")]
+struct Args {
+    /// Photo to explain (any format the `image` crate reads).
+    #[arg(long, default_value = "examples/images/chelsea.png")]
+    image: PathBuf,
+    /// Class to explain: an index (0–999) or an ImageNet class name; the top class by default.
+    #[arg(long)]
+    class: Option<String>,
+    /// Layer to explain: an ONNX node or output name (see --list-layers); the last spatial layer
+    /// by default.
+    #[arg(long)]
+    layer: Option<String>,
+    /// CAM method: gradcam, hirescam, gradcam-elementwise, xgradcam, gradcam++, layercam.
+    #[arg(long, default_value = "gradcam")]
+    method: Method,
+    /// What to do with negative evidence: relu, abs, none (signed), counterfactual.
+    #[arg(long, default_value = "relu")]
+    rectifier: Rectifier,
+    /// Where to write the overlay PNG.
+    #[arg(long, default_value = "explanation.png")]
+    out: PathBuf,
+    /// Also write the final map (float32, 224×224) as a .npy file.
+    #[arg(long)]
+    save_npy: Option<PathBuf>,
+    /// Backend: flex (CPU), ndarray (CPU) or wgpu (GPU); wgpu when built with --features wgpu.
+    #[arg(long, default_value = DEFAULT_DEVICE)]
+    device: String,
+    /// List the tappable layers and exit.
+    #[arg(long)]
+    list_layers: bool,
+}
+
+#[cfg(feature = "wgpu")]
+const DEFAULT_DEVICE: &str = "wgpu";
+#[cfg(not(feature = "wgpu"))]
+const DEFAULT_DEVICE: &str = "flex";
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn device(name: &str) -> Result<Device, String> {
+    match name {
+        "flex" => Ok(Device::flex()),
+        #[cfg(feature = "ndarray")]
+        "ndarray" => Ok(Device::ndarray()),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => Ok(Device::wgpu(DeviceKind::DefaultDevice)),
+        "ndarray" | "wgpu" => Err(format!("the {name} backend is not built in: add `--features {name}`")),
+        other => Err(format!("unknown device `{other}`; expected flex, ndarray or wgpu")),
+    }
+}
+
+fn parse_class(text: &str, classes: &[&str]) -> Result<usize, String> {
+    if let Ok(index) = text.parse::<usize>() {
+        return Ok(index);
+    }
+    if let Some(index) = classes.iter().position(|c| c.eq_ignore_ascii_case(text)) {
+        return Ok(index);
+    }
+    let names: Vec<String> = classes.iter().map(|c| c.to_string()).collect();
+    Err(format!(
+        "unknown class name `{text}`; closest: {}",
+        closest_names(text, &names, 3).join(", ")
+    ))
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let device = device(&args.device)?;
+    let model = mobilenet_v2::Model::from_embedded(&device);
+    if args.list_layers {
+        for layer in model.layers() {
+            let shape: Vec<String> = layer
+                .shape
+                .iter()
+                .map(|d| d.map_or("N".into(), |d| d.to_string()))
+                .collect();
+            println!("{:<48} {:<18} [{}]", layer.name, layer.op_type, shape.join(", "));
+        }
+        return Ok(());
+    }
+    let classes = imagenet_classes();
+    let target = match &args.class {
+        Some(text) => ClassTarget::Class(parse_class(text, &classes)?),
+        None => ClassTarget::TopClass,
+    };
+
+    let photo = load_rgb(&args.image).map_err(|e| e.to_string())?;
+    let (input, shown) = Preprocess::imagenet().apply(&photo, &device);
+    let mut explainer = Explainer::from(args.method).rectifier(args.rectifier);
+    if let Some(layer) = &args.layer {
+        explainer = explainer.layer(layer.clone());
+    }
+    let explanation = explainer.explain(&model, input, &target).map_err(|e| e.to_string())?;
+
+    let probabilities = softmax(explanation.output.clone().inner(), 1);
+    let (top_p, top_i) = probabilities.topk_with_indices(5, 1);
+    let top_p = top_p.try_into_vec_as::<f32>().map_err(|e| format!("{e:?}"))?;
+    let top_i = top_i.try_into_vec_as::<i64>().map_err(|e| format!("{e:?}"))?;
+    println!("top-5 on {} ({}):", args.image.display(), args.device);
+    for (p, i) in top_p.iter().zip(&top_i) {
+        println!("  {:>5.1}%  {:>3}  {}", 100.0 * p, i, classes[*i as usize]);
+    }
+    let class = explanation
+        .classes
+        .clone()
+        .and_then(|c| c.try_into_vec_as::<i64>().ok())
+        .map(|c| c[0] as usize)
+        .unwrap_or_default();
+    let layer = &explanation.layers[0].layer;
+    println!(
+        "explained `{}` ({class}) with {} ({}) at layer {layer}",
+        classes[class], args.method, args.rectifier
+    );
+
+    let map = maps_to_host(&explanation.maps).map_err(|e| e.to_string())?;
+    let display: Vec<f32> = if args.rectifier.is_signed() {
+        map.iter().map(|v| 0.5 * (v + 1.0)).collect()
+    } else {
+        map.clone()
+    };
+    let blended = overlay(&shown, &display, &Colormap::jet(), 0.5).map_err(|e| e.to_string())?;
+    blended
+        .save(&args.out)
+        .map_err(|e| format!("cannot write {}: {e}", args.out.display()))?;
+    println!("overlay written to {}", args.out.display());
+    if let Some(path) = &args.save_npy {
+        let [_, h, w] = explanation.maps.dims();
+        write_npy(path, &map, &[h as u64, w as u64]).map_err(|e| e.to_string())?;
+        println!("map written to {}", path.display());
+    }
+    Ok(())
+}

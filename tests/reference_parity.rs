@@ -1,0 +1,407 @@
+//! Stage-by-stage parity with pytorch-grad-cam 1.5.7 (fixtures from `xtask/reference/make_fixtures.py`).
+//!
+//! Tolerances: final maps ≤ 1e-4 absolute; logits, activations, gradients, channel weights and
+//! raw maps ≤ 1e-4 relative to the largest magnitude of the reference array (a per-array relative
+//! error; element-wise relative errors are meaningless where values cross zero).
+
+use std::collections::BTreeMap;
+
+use burn::module::Param;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
+use burn::prelude::*;
+use ember_cam::models::mobilenet_v2;
+use ember_cam::{CamModel, ClassTarget, Explainer, LayerTap, LayerTensors, Method, burn};
+
+const FINAL_ABS: f32 = 1e-4;
+const STAGE_REL: f32 = 1e-4;
+
+/// The worst difference per stage over all cases of a test, printed at its end.
+type Worst = BTreeMap<String, f32>;
+
+struct Fixture {
+    arrays: BTreeMap<String, (Vec<f32>, Vec<usize>)>,
+}
+
+impl Fixture {
+    fn open(name: &str) -> Self {
+        let path = format!("tests/fixtures/{name}.npz");
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let mut npz = npyz::npz::NpzArchive::new(std::io::BufReader::new(file)).unwrap();
+        let names: Vec<String> = npz.array_names().map(str::to_owned).collect();
+        let arrays = names
+            .into_iter()
+            .map(|key| {
+                let array = npz.by_name(&key).unwrap().unwrap();
+                let shape = array.shape().iter().map(|&d| d as usize).collect();
+                (key, (array.into_vec::<f32>().unwrap(), shape))
+            })
+            .collect();
+        Self { arrays }
+    }
+
+    fn get(&self, key: &str) -> &(Vec<f32>, Vec<usize>) {
+        self.arrays.get(key).unwrap_or_else(|| panic!("fixture has no `{key}`"))
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.arrays.contains_key(key)
+    }
+
+    fn tensor<const D: usize>(&self, key: &str) -> Tensor<D> {
+        let (values, shape) = self.get(key);
+        Tensor::from_data(TensorData::new(values.clone(), shape.clone()), &Device::flex())
+    }
+}
+
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.inner().try_into_vec_as::<f32>().unwrap()
+}
+
+/// Compares `ours` with the first `ours.len()` values of the reference (image 0 when `ours`
+/// covers a single image) and records the worst difference of the stage.
+fn compare(worst_table: &mut Worst, stage: &str, case: &str, ours: &[f32], reference: &[f32], relative: bool) {
+    let reference = &reference[..ours.len()];
+    let scale = if relative {
+        reference
+            .iter()
+            .fold(0.0f32, |m, v| m.max(v.abs()))
+            .max(f32::MIN_POSITIVE)
+    } else {
+        1.0
+    };
+    let worst = ours
+        .iter()
+        .zip(reference)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
+        / scale;
+    let limit = if relative { STAGE_REL } else { FINAL_ABS };
+    let entry = worst_table.entry(stage.to_owned()).or_insert(0.0);
+    *entry = entry.max(worst);
+    assert!(
+        worst <= limit,
+        "{case}: {stage} differs by {worst:.3e} (limit {limit:.0e})"
+    );
+}
+
+fn print_worst(title: &str, table: &Worst) {
+    println!("worst differences, {title}:");
+    for (stage, worst) in table.iter() {
+        println!("  {stage:<28} {worst:.2e}");
+    }
+}
+
+/// Positions `(image, y·w + x)` where the 1×1 convolution `conv`, the first op after the layer,
+/// has an output within 1e-5 of a ReLU6 kink (0 or 6) in Ember's own forward pass. There the
+/// ReLU6 gradient is 0 or 1 depending on float rounding, so PyTorch and Burn may legitimately take
+/// different sides, which changes ∂score/∂A at that position (the 1×1 convolution maps each
+/// position to itself).
+fn relu6_ties<M: CamModel<Output = Tensor<2>>>(model: &M, input: Tensor<4>, conv: &str) -> Vec<(usize, usize)> {
+    let explanation = Explainer::from(Method::GradCam)
+        .layer(conv)
+        .keep_tensors(true)
+        .explain(model, input, &ClassTarget::TopClass)
+        .unwrap();
+    let activations = explanation.layers[0].activations.clone().unwrap();
+    let [_, channels, height, width] = activations.dims();
+    let values = host(activations);
+    let mut ties: Vec<(usize, usize)> = values
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.abs() < 1e-5 || (*v - 6.0).abs() < 1e-5)
+        .map(|(i, _)| (i / (channels * height * width), i % (height * width)))
+        .collect();
+    ties.sort_unstable();
+    ties.dedup();
+    ties
+}
+
+/// One reference fixture and how to explain it.
+struct Case<'a> {
+    fixture: &'a str,
+    layers: &'a [&'a str],
+    other_class: usize,
+    /// The 1×1 convolution after layer 0 whose ReLU6 ties may flip gradients (see [`relu6_ties`]).
+    tie_conv: Option<&'a str>,
+}
+
+/// Every method, both targets, the batch and image 0 alone, compared stage by stage:
+/// * Ember end to end (its own forward and backward): logits, activations, gradients, and the
+///   raw maps, weights and final maps wherever no ReLU6 tie was found;
+/// * the CAM maths alone: the reference's own activations and gradients through Ember's
+///   post-capture pipeline (`explain_tensors`) give its raw maps, weights and final maps.
+fn check_all_cases<M: CamModel<Output = Tensor<2>>>(worst: &mut Worst, model: &M, case: Case<'_>) {
+    let Case {
+        fixture: name,
+        layers,
+        other_class,
+        tie_conv,
+    } = case;
+    let fixture = Fixture::open(name);
+    let input: Tensor<4> = fixture.tensor("input");
+    let logits = host(model.forward(input.clone()));
+    compare(worst, "logits (rel)", name, &logits, &fixture.get("logits").0, true);
+    let ties = tie_conv
+        .map(|conv| relu6_ties(model, input.clone(), conv))
+        .unwrap_or_default();
+    if !ties.is_empty() {
+        println!("{name}: ReLU6 ties after layer 0 at (image, position) {ties:?}");
+    }
+    for method in Method::ALL {
+        for (target_name, target) in [
+            ("top", ClassTarget::TopClass),
+            ("other", ClassTarget::Class(other_class)),
+        ] {
+            let prefix = format!("{method}/{target_name}");
+            if !fixture.has(&format!("{prefix}/final")) {
+                continue;
+            }
+            let explainer = layers
+                .iter()
+                .fold(Explainer::from(method).keep_tensors(true), |e, l| e.layer(*l));
+            for (images, count) in [("batch", 2), ("single", 1)] {
+                let case = format!("{name} {prefix} {images}");
+                let explanation = explainer
+                    .explain(model, input.clone().narrow(0, 0, count), &target)
+                    .unwrap();
+                let tied = ties.iter().any(|(image, _)| *image < count);
+                let mut reference_tensors = Vec::new();
+                for (i, layer) in explanation.layers.iter().enumerate() {
+                    let stage = |s: &str| {
+                        format!(
+                            "{s}{}",
+                            if layers.len() > 1 {
+                                format!(" (layer {i})")
+                            } else {
+                                String::new()
+                            }
+                        )
+                    };
+                    let (activations, shape) = fixture.get(&format!("{target_name}/activations{i}"));
+                    let (gradients, _) = fixture.get(&format!("{target_name}/gradients{i}"));
+                    compare(
+                        worst,
+                        &stage("activations (rel)"),
+                        &case,
+                        &host(layer.activations.clone().unwrap()),
+                        activations,
+                        true,
+                    );
+                    let mut ours = host(layer.gradients.clone().unwrap());
+                    let mut theirs = gradients[..ours.len()].to_vec();
+                    if i == 0 {
+                        // Positions on a ReLU6 tie are reported, not compared.
+                        let [_, channels, height, width] = [shape[0], shape[1], shape[2], shape[3]];
+                        for &(image, position) in ties.iter().filter(|(image, _)| *image < count) {
+                            for channel in 0..channels {
+                                let index = (image * channels + channel) * height * width + position;
+                                let diff = (ours[index] - theirs[index]).abs();
+                                let entry = worst.entry("gradients at ReLU6 ties (abs)".into()).or_insert(0.0);
+                                *entry = entry.max(diff);
+                                ours[index] = 0.0;
+                                theirs[index] = 0.0;
+                            }
+                        }
+                    }
+                    compare(worst, &stage("gradients (rel)"), &case, &ours, &theirs, true);
+                    let to_tensor = |values: &[f32]| {
+                        Tensor::<4>::from_data(
+                            TensorData::new(values[..ours.len()].to_vec(), [count, shape[1], shape[2], shape[3]]),
+                            &Device::flex(),
+                        )
+                    };
+                    reference_tensors.push(LayerTensors {
+                        layer: layer.layer.clone(),
+                        activations: to_tensor(activations),
+                        gradients: to_tensor(gradients),
+                    });
+                    if !tied {
+                        compare(
+                            worst,
+                            &stage("raw map (rel)"),
+                            &case,
+                            &host(layer.raw.clone()),
+                            &fixture.get(&format!("{prefix}/raw{i}")).0,
+                            true,
+                        );
+                        if let Some(weights) = &layer.channel_weights {
+                            compare(
+                                worst,
+                                &stage("channel weights (rel)"),
+                                &case,
+                                &host(weights.clone()),
+                                &fixture.get(&format!("{prefix}/weights{i}")).0,
+                                true,
+                            );
+                        }
+                    }
+                }
+                let final_map = host(explanation.maps.clone());
+                let reference_final = &fixture.get(&format!("{prefix}/final")).0;
+                if tied {
+                    let diff = final_map
+                        .iter()
+                        .zip(reference_final)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0.0, f32::max);
+                    let entry = worst.entry("final map with a tie (abs)".into()).or_insert(0.0);
+                    *entry = entry.max(diff);
+                } else {
+                    compare(worst, "final map (abs)", &case, &final_map, reference_final, false);
+                }
+
+                // The CAM maths alone, from the reference's activations and gradients.
+                let [_, height, width] = explanation.maps.dims();
+                let (maths_layers, maths_final) = explainer.explain_tensors(reference_tensors, height, width);
+                for (i, layer) in maths_layers.iter().enumerate() {
+                    let stage = |s: &str| {
+                        format!(
+                            "CAM maths: {s}{}",
+                            if layers.len() > 1 {
+                                format!(" (layer {i})")
+                            } else {
+                                String::new()
+                            }
+                        )
+                    };
+                    compare(
+                        worst,
+                        &stage("raw map (rel)"),
+                        &case,
+                        &host(layer.raw.clone()),
+                        &fixture.get(&format!("{prefix}/raw{i}")).0,
+                        true,
+                    );
+                    let weights_key = format!("{prefix}/weights{i}");
+                    assert_eq!(
+                        layer.channel_weights.is_some(),
+                        fixture.has(&weights_key),
+                        "{case}: channel weights"
+                    );
+                    if let Some(weights) = &layer.channel_weights {
+                        compare(
+                            worst,
+                            &stage("channel weights (rel)"),
+                            &case,
+                            &host(weights.clone()),
+                            &fixture.get(&weights_key).0,
+                            true,
+                        );
+                    }
+                }
+                compare(
+                    worst,
+                    "CAM maths: final map (abs)",
+                    &case,
+                    &host(maths_final),
+                    reference_final,
+                    false,
+                );
+            }
+        }
+    }
+}
+
+const LAST_BLOCK: &str = "/features/features.18/features.18.2/Clip";
+const BLOCK_13: &str = "/features/features.13/Add";
+/// The 1×1 expansion convolution right after block 13 (followed by a ReLU6).
+const BLOCK_14_EXPAND: &str = "/features/features.14/conv/conv.0/conv.0.0/Conv";
+
+#[test]
+fn mobilenet_matches_pytorch_grad_cam() {
+    let model = mobilenet_v2::Model::from_embedded(&Device::flex());
+    let mut worst = Worst::new();
+    let cases = [
+        Case {
+            fixture: "reference_mobilenet_7x7",
+            layers: &[LAST_BLOCK],
+            other_class: 281,
+            tie_conv: None,
+        },
+        Case {
+            fixture: "reference_mobilenet_14x14",
+            layers: &[BLOCK_13],
+            other_class: 281,
+            tie_conv: Some(BLOCK_14_EXPAND),
+        },
+        Case {
+            fixture: "reference_mobilenet_two_layers",
+            layers: &[BLOCK_13, LAST_BLOCK],
+            other_class: 281,
+            tie_conv: Some(BLOCK_14_EXPAND),
+        },
+    ];
+    for case in cases {
+        check_all_cases(&mut worst, &model, case);
+    }
+    print_worst("MobileNetV2 (flex)", &worst);
+}
+
+/// The reference's SmallCnn, natively in Burn, with the fixture's weights.
+#[derive(Module, Debug)]
+struct SmallCnn {
+    conv1: Conv2d,
+    conv2: Conv2d,
+    relu2: LayerTap,
+    fc: Linear,
+    #[module(skip)]
+    gap: bool,
+}
+
+impl SmallCnn {
+    fn load(head: &str) -> Self {
+        let weights = Fixture::open(&format!("small_cnn_{head}_weights"));
+        let device = Device::flex();
+        let conv = |name: &str, from: usize| {
+            let mut conv = Conv2dConfig::new([from, 8], [3, 3])
+                .with_padding(PaddingConfig2d::Same)
+                .init(&device);
+            conv.weight = Param::from_tensor(weights.tensor::<4>(&format!("{name}.weight")));
+            conv.bias = Some(Param::from_tensor(weights.tensor::<1>(&format!("{name}.bias"))));
+            conv
+        };
+        let gap = head == "gap";
+        let mut fc = LinearConfig::new(if gap { 8 } else { 8 * 16 * 16 }, 10).init(&device);
+        // PyTorch stores Linear weights as [out, in], Burn as [in, out].
+        fc.weight = Param::from_tensor(weights.tensor::<2>("fc.weight").transpose());
+        fc.bias = Some(Param::from_tensor(weights.tensor::<1>("fc.bias")));
+        Self {
+            conv1: conv("conv1", 3),
+            conv2: conv("conv2", 8),
+            relu2: LayerTap::new("relu2"),
+            fc,
+            gap,
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        use burn::tensor::activation::relu;
+        let x = self
+            .relu2
+            .forward(relu(self.conv2.forward(relu(self.conv1.forward(x)))));
+        let x = if self.gap {
+            x.mean_dims(&[2, 3]).flatten::<2>(1, 3)
+        } else {
+            x.flatten::<2>(1, 3)
+        };
+        self.fc.forward(x)
+    }
+}
+
+#[test]
+fn small_cnns_match_pytorch_grad_cam() {
+    let mut worst = Worst::new();
+    for head in ["gap", "flatten"] {
+        let model = SmallCnn::load(head);
+        let fixture = format!("reference_small_cnn_{head}");
+        let case = Case {
+            fixture: &fixture,
+            layers: &["relu2"],
+            other_class: 7,
+            tie_conv: None,
+        };
+        check_all_cases(&mut worst, &|x| model.forward(x), case);
+    }
+    print_worst("small CNNs (flex)", &worst);
+}
