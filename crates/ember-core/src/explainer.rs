@@ -284,20 +284,46 @@ fn unknown_layer(name: &str, known: &[String]) -> CamError {
     }
 }
 
-/// The `count` names most similar to `name` (substring matches first, then by edit distance).
+/// The `count` names most similar to `name`: names containing it first, then those sharing
+/// most of its parts (split at `/`, `.`, `_`, …, so ONNX paths compare by their components),
+/// then by edit distance.
 pub fn closest_names(name: &str, known: &[String], count: usize) -> Vec<String> {
+    fn parts(text: &str) -> Vec<String> {
+        text.split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
     let wanted = name.to_ascii_lowercase();
-    let mut scored: Vec<(bool, f64, &String)> = known
+    let wanted_parts = parts(&wanted);
+    let mut scored: Vec<(bool, f64, f64, &String)> = known
         .iter()
         .map(|candidate| {
             let lower = candidate.to_ascii_lowercase();
-            let contains = lower.contains(&wanted) || wanted.contains(&lower);
-            (contains, strsim::normalized_levenshtein(&wanted, &lower), candidate)
+            let contains = lower.contains(&wanted);
+            let mut candidate_parts = parts(&lower);
+            let shared = wanted_parts
+                .iter()
+                .filter(|part| match candidate_parts.iter().position(|c| c == *part) {
+                    Some(index) => {
+                        candidate_parts.swap_remove(index);
+                        true
+                    }
+                    None => false,
+                })
+                .count();
+            let share = shared as f64 / wanted_parts.len().max(1) as f64;
+            (
+                contains,
+                share,
+                strsim::normalized_levenshtein(&wanted, &lower),
+                candidate,
+            )
         })
         .collect();
-    scored.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.total_cmp(&a.1)));
+    scored.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.total_cmp(&a.1)).then(b.2.total_cmp(&a.2)));
     let mut closest: Vec<String> = Vec::with_capacity(count);
-    for (_, _, candidate) in scored {
+    for (_, _, _, candidate) in scored {
         if !closest.contains(candidate) {
             closest.push(candidate.clone());
         }

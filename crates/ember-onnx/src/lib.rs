@@ -475,10 +475,7 @@ impl CustomOp for TapOp {
             .to_owned();
         let input = ctx.arg(&node.inputs[0]);
         let output = arg_to_ident(&node.outputs[0]);
-        let runtime: syn_path::Path = self
-            .runtime_crate
-            .parse()
-            .map_err(ProcessError::Custom)?;
+        let runtime: syn_path::Path = self.runtime_crate.parse().map_err(ProcessError::Custom)?;
         Ok(quote! { let #output = #runtime::tap(#layer, #input); })
     }
 }

@@ -4,24 +4,48 @@ use image::{Rgb, RgbImage};
 
 use crate::VisionError;
 
-/// A 256-entry colour map.
+/// A colour map sampled at 256 levels.
 #[derive(Debug, Clone)]
 pub struct Colormap {
     table: Vec<[f32; 3]>,
 }
 
 impl Colormap {
-    /// Matplotlib's `jet`, the map pytorch-grad-cam's overlays use (through OpenCV).
+    /// Jet, the map of pytorch-grad-cam's overlays (OpenCV's `COLORMAP_JET`): dark blue, blue,
+    /// cyan, yellow, red, dark red at 0, ⅛, ⅜, ⅝, ⅞ and 1, linearly interpolated.
     pub fn jet() -> Self {
-        Self::named("jet").expect("colorcet ships jet")
+        let gradient: colorgrad::LinearGradient = colorgrad::GradientBuilder::new()
+            .html_colors(&["#00007f", "#0000ff", "#00ffff", "#ffff00", "#ff0000", "#7f0000"])
+            .domain(&[0.0, 0.125, 0.375, 0.625, 0.875, 1.0])
+            .build()
+            .expect("valid jet anchors");
+        Self::sample(&gradient)
     }
 
-    /// Any colour map colorcet knows (`jet`, `turbo`, `viridis`, `inferno`, …).
+    /// Turbo (Google's perceptually smoother replacement for jet).
+    pub fn turbo() -> Self {
+        Self::sample(&colorgrad::preset::turbo())
+    }
+
+    /// Viridis (perceptually uniform, readable in grey and by most colour-blind viewers).
+    pub fn viridis() -> Self {
+        Self::sample(&colorgrad::preset::viridis())
+    }
+
+    /// A map by name: `jet`, `turbo` or `viridis`.
     pub fn named(name: &str) -> Option<Self> {
-        let map: colorcet::ColorMap = name.parse().ok()?;
-        Some(Self {
-            table: map.get_rgb_float::<f32>(),
-        })
+        match name {
+            "jet" => Some(Self::jet()),
+            "turbo" => Some(Self::turbo()),
+            "viridis" => Some(Self::viridis()),
+            _ => None,
+        }
+    }
+
+    fn sample(gradient: &dyn colorgrad::Gradient) -> Self {
+        Self {
+            table: gradient.colors(256).map(|c| [c.r, c.g, c.b]).collect(),
+        }
     }
 
     /// The colour of `value` in [0, 1] (clamped), as RGB in [0, 1].
@@ -57,4 +81,30 @@ pub fn overlay(image: &RgbImage, map: &[f32], colormap: &Colormap, image_weight:
         let rgb = blended[(y * width + x) as usize];
         Rgb(rgb.map(|v| (255.0 * v / peak).round().clamp(0.0, 255.0) as u8))
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jet_runs_from_dark_blue_through_cyan_and_yellow_to_dark_red() {
+        let jet = Colormap::jet();
+        let close = |a: [f32; 3], b: [f32; 3]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 0.02);
+        assert!(close(jet.color(0.0), [0.0, 0.0, 0.498]));
+        assert!(close(jet.color(0.375), [0.0, 1.0, 1.0]));
+        assert!(close(jet.color(0.625), [1.0, 1.0, 0.0]));
+        assert!(close(jet.color(1.0), [0.498, 0.0, 0.0]));
+    }
+
+    #[test]
+    fn overlay_blends_like_show_cam_on_image_and_checks_sizes() {
+        let image = RgbImage::from_pixel(2, 1, Rgb([255, 255, 255]));
+        let blended = overlay(&image, &[0.0, 1.0], &Colormap::jet(), 0.5).unwrap();
+        // White + dark blue: (0.5·[0, 0, 0.498] + 0.5·1) / 0.749 → blue channel brightest.
+        assert_eq!(blended.get_pixel(0, 0)[2], 255);
+        assert!(blended.get_pixel(0, 0)[0] < blended.get_pixel(0, 0)[2]);
+        assert!(blended.get_pixel(1, 0)[0] > blended.get_pixel(1, 0)[2]);
+        assert!(overlay(&image, &[0.5], &Colormap::jet(), 0.5).is_err());
+    }
 }

@@ -1,0 +1,118 @@
+//! `examples/explain.rs` as a user runs it: a photo in, an overlay out, one readable line on error.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use image::{DynamicImage, ImageBuffer, Luma, Rgba};
+
+/// `target/<profile>/examples/explain`, built by `cargo test` next to the test binaries.
+fn example() -> PathBuf {
+    let mut path = std::env::current_exe().unwrap();
+    path.pop();
+    if path.ends_with("deps") {
+        path.pop();
+    }
+    path.join("examples")
+        .join(format!("explain{}", std::env::consts::EXE_SUFFIX))
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(example())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", example().display()))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ember-example-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// The error case: non-zero exit, exactly one line on stderr starting with `error:`, no panic.
+fn assert_clean_error(output: &Output, expected: &str) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "expected failure, stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "more than one line: {stderr}");
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains(expected),
+        "unexpected message: {stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn the_default_run_explains_the_cat_and_writes_an_overlay() {
+    let out = scratch("default.png");
+    let npy = scratch("default.npy");
+    let output = run(&["--out", out.to_str().unwrap(), "--save-npy", npy.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("Egyptian cat"), "{stdout}");
+    assert!(stdout.contains(&format!("overlay written to {}", out.display())));
+    let overlay = image::open(&out).unwrap();
+    assert_eq!((overlay.width(), overlay.height()), (224, 224));
+    let npy_bytes = std::fs::read(&npy).unwrap();
+    assert!(npy_bytes.starts_with(b"\x93NUMPY"));
+    assert_eq!(
+        npy_bytes.len() - 128,
+        224 * 224 * 4,
+        "float32 224×224 after a 128-byte header"
+    );
+}
+
+#[test]
+fn grayscale_alpha_and_16_bit_images_are_converted() {
+    let photo = image::open("examples/images/chelsea.png").unwrap();
+    let gray: ImageBuffer<Luma<u16>, Vec<u16>> = photo.to_luma16();
+    let rgba: ImageBuffer<Rgba<u8>, Vec<u8>> = photo.to_rgba8();
+    let cases = [
+        ("gray16.png", DynamicImage::ImageLuma16(gray)),
+        ("rgba.png", DynamicImage::ImageRgba8(rgba)),
+        ("rgb16.png", DynamicImage::ImageRgb16(photo.to_rgb16())),
+    ];
+    for (name, image) in cases {
+        let path = scratch(name);
+        image.save(&path).unwrap();
+        let out = scratch(&format!("{name}.overlay.png"));
+        let output = run(&["--image", path.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        assert!(
+            output.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(Path::new(&out).exists());
+    }
+}
+
+#[test]
+fn missing_and_corrupt_images_are_one_line_errors() {
+    assert_clean_error(&run(&["--image", "no/such/photo.jpg"]), "no/such/photo.jpg");
+    let corrupt = scratch("corrupt.png");
+    std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nthis is not a png").unwrap();
+    assert_clean_error(&run(&["--image", corrupt.to_str().unwrap()]), "cannot read image");
+}
+
+#[test]
+fn bad_layers_classes_and_devices_are_one_line_errors() {
+    let message = assert_clean_error(&run(&["--layer", "/features/features.18/Clip"]), "unknown layer");
+    assert!(message.contains("closest names: /features/features.18"), "{message}");
+    assert_clean_error(&run(&["--class", "1000"]), "class 1000 is out of range");
+    let message = assert_clean_error(&run(&["--class", "tabbby"]), "unknown class name `tabbby`");
+    assert!(message.contains("tabby"), "{message}");
+    assert_clean_error(&run(&["--device", "tpu"]), "unknown device `tpu`");
+}
+
+#[test]
+fn the_layers_can_be_listed() {
+    let output = run(&["--list-layers"]);
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(stdout.lines().count(), 98);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("/features/features.18/features.18.2/Clip") && l.contains("[N, 1280, 7, 7]"))
+    );
+}
