@@ -16,9 +16,17 @@ fn example() -> PathBuf {
         .join(format!("explain{}", std::env::consts::EXE_SUFFIX))
 }
 
+/// Runs the example on flex unless `args` choose a device (with `--features wgpu` the example's
+/// default is wgpu; these tests are about the example, backend parity is tested elsewhere).
 fn run(args: &[&str]) -> Output {
+    let device: &[&str] = if args.contains(&"--device") {
+        &[]
+    } else {
+        &["--device", "flex"]
+    };
     Command::new(example())
         .args(args)
+        .args(device)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", example().display()))
 }

@@ -11,7 +11,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use ember_cam::models::mobilenet_v2;
-use ember_cam::{CamModel, ClassTarget, Explainer, LayerTap, LayerTensors, Method, burn};
+use ember_cam::{CamModel, ClassTarget, Explainer, LayerMap, LayerTap, LayerTensors, Method, burn};
 
 const FINAL_ABS: f32 = 1e-4;
 const STAGE_REL: f32 = 1e-4;
@@ -117,6 +117,52 @@ fn relu6_ties<M: CamModel<Output = Tensor<2>>>(model: &M, input: Tensor<4>, conv
     ties
 }
 
+/// A stage's label: `"{prefix}{stage}"`, with the layer index when several layers are explained.
+fn stage_label(prefix: &str, stage: &str, layer: usize, layers: usize) -> String {
+    if layers > 1 {
+        format!("{prefix}{stage} (layer {layer})")
+    } else {
+        format!("{prefix}{stage}")
+    }
+}
+
+/// Compares a layer's raw map and channel weights with the fixture's.
+fn compare_layer_map(
+    worst: &mut Worst,
+    label: impl Fn(&str) -> String,
+    case: &str,
+    layer: &LayerMap,
+    fixture: &Fixture,
+    prefix: &str,
+    index: usize,
+) {
+    let raw = &fixture.get(&format!("{prefix}/raw{index}")).0;
+    compare(
+        worst,
+        &label("raw map (rel)"),
+        case,
+        &host(layer.raw.clone()),
+        raw,
+        true,
+    );
+    let weights_key = format!("{prefix}/weights{index}");
+    assert_eq!(
+        layer.channel_weights.is_some(),
+        fixture.has(&weights_key),
+        "{case}: channel weights"
+    );
+    if let Some(weights) = &layer.channel_weights {
+        compare(
+            worst,
+            &label("channel weights (rel)"),
+            case,
+            &host(weights.clone()),
+            &fixture.get(&weights_key).0,
+            true,
+        );
+    }
+}
+
 /// One reference fixture and how to explain it.
 struct Case<'a> {
     fixture: &'a str,
@@ -168,16 +214,7 @@ fn check_all_cases<M: CamModel<Output = Tensor<2>>>(worst: &mut Worst, model: &M
                 let tied = ties.iter().any(|(image, _)| *image < count);
                 let mut reference_tensors = Vec::new();
                 for (i, layer) in explanation.layers.iter().enumerate() {
-                    let stage = |s: &str| {
-                        format!(
-                            "{s}{}",
-                            if layers.len() > 1 {
-                                format!(" (layer {i})")
-                            } else {
-                                String::new()
-                            }
-                        )
-                    };
+                    let stage = |s: &str| stage_label("", s, i, layers.len());
                     let (activations, shape) = fixture.get(&format!("{target_name}/activations{i}"));
                     let (gradients, _) = fixture.get(&format!("{target_name}/gradients{i}"));
                     compare(
@@ -217,24 +254,7 @@ fn check_all_cases<M: CamModel<Output = Tensor<2>>>(worst: &mut Worst, model: &M
                         gradients: to_tensor(gradients),
                     });
                     if !tied {
-                        compare(
-                            worst,
-                            &stage("raw map (rel)"),
-                            &case,
-                            &host(layer.raw.clone()),
-                            &fixture.get(&format!("{prefix}/raw{i}")).0,
-                            true,
-                        );
-                        if let Some(weights) = &layer.channel_weights {
-                            compare(
-                                worst,
-                                &stage("channel weights (rel)"),
-                                &case,
-                                &host(weights.clone()),
-                                &fixture.get(&format!("{prefix}/weights{i}")).0,
-                                true,
-                            );
-                        }
+                        compare_layer_map(worst, stage, &case, layer, &fixture, &prefix, i);
                     }
                 }
                 let final_map = host(explanation.maps.clone());
@@ -255,40 +275,8 @@ fn check_all_cases<M: CamModel<Output = Tensor<2>>>(worst: &mut Worst, model: &M
                 let [_, height, width] = explanation.maps.dims();
                 let (maths_layers, maths_final) = explainer.explain_tensors(reference_tensors, height, width);
                 for (i, layer) in maths_layers.iter().enumerate() {
-                    let stage = |s: &str| {
-                        format!(
-                            "CAM maths: {s}{}",
-                            if layers.len() > 1 {
-                                format!(" (layer {i})")
-                            } else {
-                                String::new()
-                            }
-                        )
-                    };
-                    compare(
-                        worst,
-                        &stage("raw map (rel)"),
-                        &case,
-                        &host(layer.raw.clone()),
-                        &fixture.get(&format!("{prefix}/raw{i}")).0,
-                        true,
-                    );
-                    let weights_key = format!("{prefix}/weights{i}");
-                    assert_eq!(
-                        layer.channel_weights.is_some(),
-                        fixture.has(&weights_key),
-                        "{case}: channel weights"
-                    );
-                    if let Some(weights) = &layer.channel_weights {
-                        compare(
-                            worst,
-                            &stage("channel weights (rel)"),
-                            &case,
-                            &host(weights.clone()),
-                            &fixture.get(&weights_key).0,
-                            true,
-                        );
-                    }
+                    let stage = |s: &str| stage_label("CAM maths: ", s, i, layers.len());
+                    compare_layer_map(worst, stage, &case, layer, &fixture, &prefix, i);
                 }
                 compare(
                     worst,

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use clap::{Parser, Subcommand};
+use serde_json::Value;
 
 #[derive(Parser)]
 #[command(about = "Ember's project tasks")]
@@ -18,15 +19,39 @@ enum Task {
     ExportMobilenet,
     /// Regenerate the pytorch-grad-cam reference fixtures in tests/fixtures/ (needs Python and PyPI).
     Reference,
+    /// Time explanations against forward passes, side by side with pytorch-grad-cam when
+    /// `--python` points at a Python with torch and grad-cam (e.g. target/reference-venv/bin/python).
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Only flex, batch 1, Grad-CAM (under a minute after the build).
+    #[arg(long)]
+    quick: bool,
+    /// Backends: flex, ndarray, wgpu (the last two are compiled in on demand).
+    #[arg(long, value_delimiter = ',', default_value = "flex,ndarray,wgpu")]
+    backends: Vec<String>,
+    /// Timed runs per row, after 3 warm-up runs.
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    /// Also write the rows as a JSON list.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// A Python with torch and grad-cam for the pytorch-grad-cam rows; found automatically in
+    /// target/reference-venv when present.
+    #[arg(long)]
+    python: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let script = match cli.task {
-        Task::ExportMobilenet => "export_mobilenet.py",
-        Task::Reference => "make_fixtures.py",
+    let result = match cli.task {
+        Task::ExportMobilenet => run_python("export_mobilenet.py"),
+        Task::Reference => run_python("make_fixtures.py"),
+        Task::Bench(args) => bench(args),
     };
-    match run_python(script) {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("error: {message}");
@@ -65,5 +90,104 @@ fn run(command: &mut Command) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("{command:?} failed with {status}"))
+    }
+}
+
+/// Runs Ember's benchmark example (and pytorch-grad-cam's when Python allows) and prints one table.
+fn bench(args: BenchArgs) -> Result<(), String> {
+    let root = root();
+    let (backends, batches, methods) = if args.quick {
+        (vec!["flex".to_owned()], "1", "gradcam")
+    } else {
+        (args.backends.clone(), "1,8", "gradcam,hirescam,gradcam++")
+    };
+    let features: Vec<&str> = backends.iter().filter(|b| *b != "flex").map(String::as_str).collect();
+    let mut command = Command::new(env!("CARGO"));
+    command
+        .current_dir(&root)
+        .args(["run", "--quiet", "--release", "--example", "bench"])
+        .args(if features.is_empty() {
+            vec![]
+        } else {
+            vec!["--features".to_owned(), features.join(",")]
+        })
+        .args([
+            "--",
+            "--backends",
+            &backends.join(","),
+            "--batches",
+            batches,
+            "--methods",
+            methods,
+        ])
+        .args(["--runs", &args.runs.to_string()]);
+    let mut rows = json_lines(&mut command)?;
+
+    let python = args.python.clone().or_else(|| {
+        let venv = root.join("target/reference-venv/bin/python");
+        venv.exists().then_some(venv)
+    });
+    match python {
+        Some(python) => {
+            let mut command = Command::new(python);
+            command.current_dir(root.join("xtask/reference")).args([
+                "bench_pytorch.py",
+                "--batches",
+                batches,
+                "--runs",
+                &args.runs.to_string(),
+            ]);
+            match json_lines(&mut command) {
+                Ok(python_rows) => rows.extend(python_rows),
+                Err(e) => eprintln!("pytorch-grad-cam rows skipped: {e}"),
+            }
+        }
+        None => eprintln!("pytorch-grad-cam rows skipped: no --python and no target/reference-venv"),
+    }
+
+    println!("| model | batch | backend | method | forward ms | explain ms | explain / forward | peak heap MiB |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for row in &rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            field(row, "model"),
+            field(row, "batch"),
+            field(row, "backend"),
+            field(row, "method"),
+            field(row, "forward_ms"),
+            field(row, "explain_ms"),
+            field(row, "ratio"),
+            field(row, "peak_heap_mib"),
+        );
+    }
+    if let Some(path) = &args.json {
+        let list = serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?;
+        std::fs::write(path, list + "\n").map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The JSON objects a command prints on stdout, one per line.
+fn json_lines(command: &mut Command) -> Result<Vec<Value>, String> {
+    let output = command.output().map_err(|e| format!("cannot start {command:?}: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{command:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| l.trim_start().starts_with('{'))
+        .map(|l| serde_json::from_str(l).map_err(|e| format!("bad benchmark row `{l}`: {e}")))
+        .collect()
+}
+
+/// A field of a row for the table; `-` when absent.
+fn field(row: &Value, key: &str) -> String {
+    match &row[key] {
+        Value::Null => "-".to_owned(),
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
     }
 }

@@ -1,0 +1,120 @@
+//! Cost of an explanation against a forward pass; run through `cargo xtask bench`.
+//!
+//! Prints one JSON object per row on stdout: model, batch, backend, method, forward_ms,
+//! explain_ms (medians after warm-up), ratio, and the peak host heap of an explanation.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use burn::tensor::{Device, Distribution, Tensor};
+use clap::Parser;
+use ember_cam::models::mobilenet_v2;
+use ember_cam::{ClassTarget, Explainer, Method, burn};
+
+/// Counts live and peak heap bytes, so a row can report the memory an explanation needs.
+struct CountingAllocator;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(live, Ordering::Relaxed);
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+#[derive(Parser)]
+struct Args {
+    /// Backends to measure.
+    #[arg(long, value_delimiter = ',', default_value = "flex")]
+    backends: Vec<String>,
+    /// Batch sizes.
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    batches: Vec<usize>,
+    /// Methods.
+    #[arg(long, value_delimiter = ',', default_value = "gradcam")]
+    methods: Vec<Method>,
+    /// Timed runs per row (after 3 warm-up runs).
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+}
+
+fn device(name: &str) -> Option<Device> {
+    match name {
+        "flex" => Some(Device::flex()),
+        #[cfg(feature = "ndarray")]
+        #[allow(deprecated)]
+        "ndarray" => Some(Device::ndarray()),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => Some(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
+        _ => None,
+    }
+}
+
+/// Median milliseconds of `runs` calls after three warm-up calls; each call ends with a read
+/// back to the host, so asynchronous backends are timed to completion.
+fn median_ms(runs: usize, mut call: impl FnMut()) -> f64 {
+    for _ in 0..3 {
+        call();
+    }
+    let mut times: Vec<f64> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            call();
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+fn main() {
+    let args = Args::parse();
+    for backend in &args.backends {
+        let Some(device) = device(backend) else {
+            eprintln!("error: backend `{backend}` is not built in (see `cargo xtask bench --help`)");
+            std::process::exit(1);
+        };
+        let model = mobilenet_v2::Model::from_embedded(&device);
+        for &batch in &args.batches {
+            let input = Tensor::<4>::random([batch, 3, 224, 224], Distribution::Normal(0.0, 1.0), &device);
+            let forward_ms = median_ms(args.runs, || {
+                let logits = model.forward(input.clone());
+                let _ = logits.try_into_vec_as::<f32>();
+            });
+            for &method in &args.methods {
+                let explainer = Explainer::from(method);
+                let explain = || {
+                    let explanation = explainer
+                        .explain(&model, input.clone(), &ClassTarget::TopClass)
+                        .unwrap();
+                    let _ = explanation.maps.try_into_vec_as::<f32>();
+                };
+                let explain_ms = median_ms(args.runs, explain);
+                PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
+                let before = LIVE.load(Ordering::Relaxed);
+                explain();
+                let peak_mib = (PEAK.load(Ordering::Relaxed) - before) as f64 / (1024.0 * 1024.0);
+                println!(
+                    "{{\"model\": \"mobilenet_v2\", \"batch\": {batch}, \"backend\": \"{backend}\", \"method\": \"{method}\", \
+                     \"forward_ms\": {forward_ms:.2}, \"explain_ms\": {explain_ms:.2}, \"ratio\": {:.3}, \"peak_heap_mib\": {peak_mib:.1}}}",
+                    explain_ms / forward_ms
+                );
+            }
+        }
+    }
+}

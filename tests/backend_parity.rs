@@ -1,0 +1,121 @@
+//! The same explanations on every compiled backend: flex (always), ndarray and wgpu (with the
+//! `ndarray` / `wgpu` features). Maps agree with flex within 1e-4 absolute, with the same top-5.
+//!
+//! The layer is MobileNetV2's last block (7×7): after it come only global pooling and a linear
+//! layer, so no ReLU6 kink can turn a rounding difference between backends into a different
+//! gradient (see `reference_parity.rs` for such ties at earlier layers).
+//!
+//! A backend that cannot start fails the test when `CI` is set and is skipped with its reason
+//! otherwise (a laptop without Vulkan, say).
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use burn::tensor::{Device, Tensor, TensorData};
+use ember_cam::models::mobilenet_v2;
+use ember_cam::{ClassTarget, Explainer, GradCam, LayerTensors, Method, burn, maps_to_host};
+
+const LAYER: &str = "/features/features.18/features.18.2/Clip";
+const MAP_ABS: f32 = 1e-4;
+
+fn input(device: &Device) -> Tensor<4> {
+    let file = std::fs::File::open("tests/fixtures/reference_mobilenet_7x7.npz").unwrap();
+    let mut npz = npyz::npz::NpzArchive::new(std::io::BufReader::new(file)).unwrap();
+    let values = npz.by_name("input").unwrap().unwrap().into_vec::<f32>().unwrap();
+    Tensor::from_data(TensorData::new(values, [2, 3, 224, 224]), device)
+}
+
+/// Per method, the final maps `[2, 224, 224]` on the host; and the top-5 classes per image.
+struct Run {
+    maps: Vec<(Method, Vec<f32>)>,
+    top5: Vec<Vec<i64>>,
+}
+
+/// One forward and backward on `device`; every method from the captured tensors, on `device`.
+fn run(device: &Device) -> Run {
+    let model = mobilenet_v2::Model::from_embedded(device);
+    let explanation = Explainer::new(GradCam)
+        .layer(LAYER)
+        .keep_tensors(true)
+        .explain(&model, input(device), &ClassTarget::TopClass)
+        .unwrap();
+    let captured = &explanation.layers[0];
+    let [_, height, width] = explanation.maps.dims();
+    let maps = Method::ALL
+        .into_iter()
+        .map(|method| {
+            let tensors = LayerTensors {
+                layer: LAYER.into(),
+                activations: captured.activations.clone().unwrap(),
+                gradients: captured.gradients.clone().unwrap(),
+            };
+            let (_, maps) = Explainer::from(method).explain_tensors(vec![tensors], height, width);
+            (method, maps_to_host(&maps).unwrap())
+        })
+        .collect();
+    let (_, indices) = explanation.output.clone().inner().topk_with_indices(5, 1);
+    let indices = indices.try_into_vec_as::<i64>().unwrap();
+    Run {
+        maps,
+        top5: indices.chunks(5).map(<[i64]>::to_vec).collect(),
+    }
+}
+
+/// Starts `backend` and checks it against flex, or explains why it cannot start.
+fn check_against_flex(backend: &str, make_device: impl FnOnce() -> Device) {
+    let started = catch_unwind(AssertUnwindSafe(|| {
+        let device = make_device();
+        // A first operation forces the backend to find its adapter and compile.
+        let probe = Tensor::<1>::from_data([1.0f32, 2.0], &device)
+            .sum()
+            .into_scalar::<f32>();
+        assert_eq!(probe, 3.0);
+        device
+    }));
+    let device = match started {
+        Ok(device) => device,
+        Err(cause) => {
+            let reason = cause
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| cause.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            if std::env::var_os("CI").is_some() {
+                panic!("the {backend} backend cannot start in CI: {reason}");
+            }
+            eprintln!("skipping {backend}: the backend cannot start here ({reason})");
+            return;
+        }
+    };
+    let reference = run(&Device::flex());
+    let other = run(&device);
+    assert_eq!(other.top5, reference.top5, "{backend}: top-5 classes differ from flex");
+    for ((method, ours), (_, flex)) in other.maps.iter().zip(&reference.maps) {
+        let worst = ours.iter().zip(flex).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        println!("{backend} vs flex, {method}: worst map difference {worst:.2e}");
+        assert!(worst <= MAP_ABS, "{backend}: {method} maps differ from flex by {worst}");
+    }
+}
+
+#[cfg(feature = "ndarray")]
+#[test]
+#[allow(deprecated)]
+fn ndarray_agrees_with_flex() {
+    check_against_flex("ndarray", Device::ndarray);
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_agrees_with_flex() {
+    check_against_flex("wgpu", || Device::wgpu(burn::tensor::DeviceKind::DefaultDevice));
+}
+
+/// Without the optional backends, flex must at least agree with itself run to run.
+#[test]
+fn flex_is_deterministic() {
+    let first = run(&Device::flex());
+    let second = run(&Device::flex());
+    assert_eq!(first.top5, second.top5);
+    for ((method, a), (_, b)) in first.maps.iter().zip(&second.maps) {
+        assert_eq!(a, b, "{method}: flex gave different maps on the same input");
+    }
+}

@@ -1,0 +1,64 @@
+"""pytorch-grad-cam's cost on the same MobileNetV2, for `cargo xtask bench`.
+
+Prints one JSON object per row (same fields as Ember's rows). Same model weights
+(models/mobilenet_v2.onnx comes from them), same batch sizes, same thread count, same protocol:
+3 warm-up runs, median of `--runs`. Weights are loaded the same way as in export_mobilenet.py.
+"""
+
+import argparse
+import json
+import pathlib
+import statistics
+import tempfile
+import time
+
+import torch
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+from export_mobilenet import fetch_weights, load_model
+
+
+def median_ms(runs, call):
+    for _ in range(3):
+        call()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = load_model(fetch_weights(pathlib.Path(tmp)))
+    layer = model.features[18]
+    for batch in [int(b) for b in args.batches.split(",")]:
+        x = torch.randn(batch, 3, 224, 224)
+
+        def forward():
+            with torch.no_grad():
+                model(x)
+
+        def explain():
+            with GradCAM(model=model, target_layers=[layer]) as cam:
+                cam(input_tensor=x, targets=None)
+
+        forward_ms = median_ms(args.runs, forward)
+        explain_ms = median_ms(args.runs, explain)
+        print(json.dumps({
+            "model": "mobilenet_v2", "batch": batch, "backend": f"pytorch-cpu ({args.threads} threads)",
+            "method": "gradcam (pytorch-grad-cam)", "forward_ms": round(forward_ms, 2),
+            "explain_ms": round(explain_ms, 2), "ratio": round(explain_ms / forward_ms, 3),
+        }))
+
+
+if __name__ == "__main__":
+    main()
