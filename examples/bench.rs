@@ -65,21 +65,27 @@ fn device(name: &str) -> Option<Device> {
     }
 }
 
-/// Median milliseconds of `runs` calls after three warm-up calls; each call ends with a read
-/// back to the host, so asynchronous backends are timed to completion.
-fn median_ms(runs: usize, mut call: impl FnMut()) -> f64 {
-    for _ in 0..3 {
+/// Medians (ms) of `forward` and `explain`, timed alternately — forward, explain, forward, … —
+/// after three warm-up pairs, so that both see the same machine state (on a shared machine a
+/// block of forwards and a later block of explanations can differ by 20 % from load alone).
+/// Each call ends with a read back to the host, so asynchronous backends are timed to completion.
+fn paired_medians_ms(runs: usize, mut forward: impl FnMut(), mut explain: impl FnMut()) -> (f64, f64) {
+    let time = |call: &mut dyn FnMut()| {
+        let start = Instant::now();
         call();
+        start.elapsed().as_secs_f64() * 1e3
+    };
+    for _ in 0..3 {
+        forward();
+        explain();
     }
-    let mut times: Vec<f64> = (0..runs)
-        .map(|_| {
-            let start = Instant::now();
-            call();
-            start.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    let (mut forwards, mut explains): (Vec<f64>, Vec<f64>) =
+        (0..runs).map(|_| (time(&mut forward), time(&mut explain))).unzip();
+    let median = |times: &mut Vec<f64>| {
+        times.sort_by(f64::total_cmp);
+        times[times.len() / 2]
+    };
+    (median(&mut forwards), median(&mut explains))
 }
 
 fn main() {
@@ -92,10 +98,10 @@ fn main() {
         let model = mobilenet_v2::Model::from_embedded(&device);
         for &batch in &args.batches {
             let input = Tensor::<4>::random([batch, 3, 224, 224], Distribution::Normal(0.0, 1.0), &device);
-            let forward_ms = median_ms(args.runs, || {
+            let forward = || {
                 let logits = model.forward(input.clone());
                 let _ = logits.try_into_vec_as::<f32>();
-            });
+            };
             for &method in &args.methods {
                 let explainer = Explainer::from(method);
                 let explain = || {
@@ -104,7 +110,7 @@ fn main() {
                         .unwrap();
                     let _ = explanation.maps.try_into_vec_as::<f32>();
                 };
-                let explain_ms = median_ms(args.runs, explain);
+                let (forward_ms, explain_ms) = paired_medians_ms(args.runs, forward, explain);
                 PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
                 let before = LIVE.load(Ordering::Relaxed);
                 explain();

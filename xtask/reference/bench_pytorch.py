@@ -2,7 +2,7 @@
 
 Prints one JSON object per row (same fields as Ember's rows). Same model weights
 (models/mobilenet_v2.onnx comes from them), same batch sizes, same thread count, same protocol:
-3 warm-up runs, median of `--runs`. Weights are loaded the same way as in export_mobilenet.py.
+3 warm-up pairs, then forward and explanation timed alternately, medians of `--runs`. Weights are loaded the same way as in export_mobilenet.py.
 """
 
 import argparse
@@ -19,15 +19,18 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from export_mobilenet import fetch_weights, load_model
 
 
-def median_ms(runs, call):
-    for _ in range(3):
-        call()
-    times = []
-    for _ in range(runs):
+def paired_medians_ms(runs, forward, explain):
+    """Medians of forward and explain timed alternately after 3 warm-up pairs (as Ember's rows)."""
+    def timed(call):
         start = time.perf_counter()
         call()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+        return (time.perf_counter() - start) * 1e3
+
+    for _ in range(3):
+        forward()
+        explain()
+    pairs = [(timed(forward), timed(explain)) for _ in range(runs)]
+    return statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
 
 
 def main():
@@ -51,8 +54,7 @@ def main():
             with GradCAM(model=model, target_layers=[layer]) as cam:
                 cam(input_tensor=x, targets=None)
 
-        forward_ms = median_ms(args.runs, forward)
-        explain_ms = median_ms(args.runs, explain)
+        forward_ms, explain_ms = paired_medians_ms(args.runs, forward, explain)
         print(json.dumps({
             "model": "mobilenet_v2", "batch": batch, "backend": f"pytorch-cpu ({args.threads} threads)",
             "method": "gradcam (pytorch-grad-cam)", "forward_ms": round(forward_ms, 2),
