@@ -68,13 +68,19 @@ fn main() -> ExitCode {
 
 fn device(name: &str) -> Result<Device, String> {
     match name {
-        "flex" => Ok(Device::flex()),
+        "flex" => return Ok(Device::flex()),
+        // ndarray is deprecated in burn 0.22 but still a useful second CPU reference.
         #[cfg(feature = "ndarray")]
-        "ndarray" => Ok(Device::ndarray()),
+        #[allow(deprecated)]
+        "ndarray" => return Ok(Device::ndarray()),
         #[cfg(feature = "wgpu")]
-        "wgpu" => Ok(Device::wgpu(DeviceKind::DefaultDevice)),
-        "ndarray" | "wgpu" => Err(format!("the {name} backend is not built in: add `--features {name}`")),
-        other => Err(format!("unknown device `{other}`; expected flex, ndarray or wgpu")),
+        "wgpu" => return Ok(Device::wgpu(DeviceKind::DefaultDevice)),
+        _ => {}
+    }
+    if matches!(name, "ndarray" | "wgpu") {
+        Err(format!("the {name} backend is not built in: add `--features {name}`"))
+    } else {
+        Err(format!("unknown device `{name}`; expected flex, ndarray or wgpu"))
     }
 }
 
