@@ -2,6 +2,9 @@
 //!
 //! Prints one JSON object per row on stdout: model, batch, backend, method, forward_ms,
 //! explain_ms (medians after warm-up), ratio, and the peak host heap of an explanation.
+//!
+//! The bundled MobileNetV2 runs two ways: compiled at build time (`mobilenet_v2`) and loaded
+//! from the same ONNX file at run time by `ember-runtime` (`mobilenet_v2 (run-time)`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,7 +13,8 @@ use std::time::Instant;
 use burn::tensor::{Device, Distribution, Tensor};
 use clap::Parser;
 use ember_cam::models::mobilenet_v2;
-use ember_cam::{ClassTarget, Explainer, Method, burn};
+use ember_cam::{CamModel, ClassTarget, Explainer, Method, burn, device_named};
+use ember_runtime::OnnxModel;
 
 /// Counts live and peak heap bytes, so a row can report the memory an explanation needs.
 struct CountingAllocator;
@@ -51,18 +55,9 @@ struct Args {
     /// Timed runs per row (after 3 warm-up runs).
     #[arg(long, default_value_t = 10)]
     runs: usize,
-}
-
-fn device(name: &str) -> Option<Device> {
-    match name {
-        "flex" => Some(Device::flex()),
-        #[cfg(feature = "ndarray")]
-        #[allow(deprecated)]
-        "ndarray" => Some(Device::ndarray()),
-        #[cfg(feature = "wgpu")]
-        "wgpu" => Some(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
-        _ => None,
-    }
+    /// How the model runs: build-time (compiled by burn-onnx), run-time (ember-runtime).
+    #[arg(long, value_delimiter = ',', default_value = "build-time,run-time")]
+    models: Vec<String>,
 }
 
 /// Medians (ms) of `forward` and `explain`, timed alternately — forward, explain, forward, … —
@@ -91,36 +86,58 @@ fn paired_medians_ms(runs: usize, mut forward: impl FnMut(), mut explain: impl F
 fn main() {
     let args = Args::parse();
     for backend in &args.backends {
-        let Some(device) = device(backend) else {
-            eprintln!("error: backend `{backend}` is not built in (see `cargo xtask bench --help`)");
+        let device = device_named(backend).unwrap_or_else(|e| {
+            eprintln!("error: {e} (see `cargo xtask bench --help`)");
             std::process::exit(1);
-        };
-        let model = mobilenet_v2::Model::from_embedded(&device);
-        for &batch in &args.batches {
-            let input = Tensor::<4>::random([batch, 3, 224, 224], Distribution::Normal(0.0, 1.0), &device);
-            let forward = || {
-                let logits = model.forward(input.clone());
-                let _ = logits.try_into_vec_as::<f32>();
-            };
-            for &method in &args.methods {
-                let explainer = Explainer::from(method);
-                let explain = || {
-                    let explanation = explainer
-                        .explain(&model, input.clone(), &ClassTarget::TopClass)
-                        .unwrap();
-                    let _ = explanation.maps.try_into_vec_as::<f32>();
-                };
-                let (forward_ms, explain_ms) = paired_medians_ms(args.runs, forward, explain);
-                PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
-                let before = LIVE.load(Ordering::Relaxed);
-                explain();
-                let peak_mib = (PEAK.load(Ordering::Relaxed) - before) as f64 / (1024.0 * 1024.0);
-                println!(
-                    "{{\"model\": \"mobilenet_v2\", \"batch\": {batch}, \"backend\": \"{backend}\", \"method\": \"{method}\", \
-                     \"forward_ms\": {forward_ms:.2}, \"explain_ms\": {explain_ms:.2}, \"ratio\": {:.3}, \"peak_heap_mib\": {peak_mib:.1}}}",
-                    explain_ms / forward_ms
-                );
+        });
+        for kind in &args.models {
+            match kind.as_str() {
+                "build-time" => rows(
+                    &args,
+                    (backend, &device),
+                    "mobilenet_v2",
+                    &mobilenet_v2::Model::from_embedded(&device),
+                ),
+                "run-time" => {
+                    let model = OnnxModel::load("models/mobilenet_v2.onnx", &device).unwrap_or_else(|e| {
+                        eprintln!("error: {e}");
+                        std::process::exit(1);
+                    });
+                    rows(&args, (backend, &device), "mobilenet_v2 (run-time)", &model)
+                }
+                other => {
+                    eprintln!("error: unknown model kind `{other}`; expected build-time or run-time");
+                    std::process::exit(1);
+                }
             }
+        }
+    }
+}
+
+/// The rows of one model on one backend: every batch size and method.
+fn rows<M: CamModel<Output = Tensor<2>>>(args: &Args, (backend, device): (&str, &Device), name: &str, model: &M) {
+    for &batch in &args.batches {
+        let input = Tensor::<4>::random([batch, 3, 224, 224], Distribution::Normal(0.0, 1.0), device);
+        let forward = || {
+            let logits = model.forward(input.clone()).unwrap();
+            let _ = logits.try_into_vec_as::<f32>();
+        };
+        for &method in &args.methods {
+            let explainer = Explainer::from(method);
+            let explain = || {
+                let explanation = explainer.explain(model, input.clone(), &ClassTarget::TopClass).unwrap();
+                let _ = explanation.maps.try_into_vec_as::<f32>();
+            };
+            let (forward_ms, explain_ms) = paired_medians_ms(args.runs, forward, explain);
+            PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
+            let before = LIVE.load(Ordering::Relaxed);
+            explain();
+            let peak_mib = (PEAK.load(Ordering::Relaxed) - before) as f64 / (1024.0 * 1024.0);
+            println!(
+                "{{\"model\": \"{name}\", \"batch\": {batch}, \"backend\": \"{backend}\", \"method\": \"{method}\", \
+                 \"forward_ms\": {forward_ms:.2}, \"explain_ms\": {explain_ms:.2}, \"ratio\": {:.3}, \"peak_heap_mib\": {peak_mib:.1}}}",
+                explain_ms / forward_ms
+            );
         }
     }
 }

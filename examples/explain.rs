@@ -9,14 +9,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use burn::tensor::Device;
-#[cfg(feature = "wgpu")]
-use burn::tensor::DeviceKind;
 use burn::tensor::activation::softmax;
 use clap::Parser;
 use ember_cam::models::{imagenet_classes, mobilenet_v2};
 use ember_cam::vision::{Colormap, Preprocess, load_rgb, overlay, write_npy};
-use ember_cam::{CamModel, ClassTarget, Explainer, Method, Rectifier, burn, closest_names, maps_to_host};
+use ember_cam::{CamModel, ClassTarget, Explainer, Method, Rectifier, burn, closest_names, device_named, maps_to_host};
 
 #[derive(Parser, Debug)]
 #[command(about = "Explain an ImageNet MobileNetV2 decision with a class activation map")]
@@ -66,24 +63,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn device(name: &str) -> Result<Device, String> {
-    match name {
-        "flex" => return Ok(Device::flex()),
-        // ndarray is deprecated in burn 0.22 but still a useful second CPU reference.
-        #[cfg(feature = "ndarray")]
-        #[allow(deprecated)]
-        "ndarray" => return Ok(Device::ndarray()),
-        #[cfg(feature = "wgpu")]
-        "wgpu" => return Ok(Device::wgpu(DeviceKind::DefaultDevice)),
-        _ => {}
-    }
-    if matches!(name, "ndarray" | "wgpu") {
-        Err(format!("the {name} backend is not built in: add `--features {name}`"))
-    } else {
-        Err(format!("unknown device `{name}`; expected flex, ndarray or wgpu"))
-    }
-}
-
 fn parse_class(text: &str, classes: &[&str]) -> Result<usize, String> {
     if let Ok(index) = text.parse::<usize>() {
         return Ok(index);
@@ -99,7 +78,7 @@ fn parse_class(text: &str, classes: &[&str]) -> Result<usize, String> {
 }
 
 fn run(args: Args) -> Result<(), String> {
-    let device = device(&args.device)?;
+    let device = device_named(&args.device).map_err(|e| e.to_string())?;
     let model = mobilenet_v2::Model::from_embedded(&device);
     if args.list_layers {
         for layer in model.layers() {

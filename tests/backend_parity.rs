@@ -5,12 +5,17 @@
 //! layer, so no ReLU6 kink can turn a rounding difference between backends into a different
 //! gradient (see `reference_parity.rs` for such ties at earlier layers).
 //!
+//! The run-time ONNX executor is checked on every backend too: each model of the architecture
+//! zoo (`tests/fixtures/zoo/`) against its PyTorch logits (≤ 1e-4 relative) and
+//! pytorch-grad-cam map (≤ 1e-4 absolute).
+//!
 //! A backend that cannot start fails the test when `CI` is set and is skipped with its reason
 //! otherwise (a laptop without Vulkan, say).
 
 use burn::tensor::{Device, Tensor, TensorData};
 use ember_cam::models::mobilenet_v2;
 use ember_cam::{ClassTarget, Explainer, GradCam, LayerTensors, Method, burn, maps_to_host};
+use ember_runtime::{OnnxModel, ScoreSource};
 
 const LAYER: &str = "/features/features.18/features.18.2/Clip";
 #[cfg(any(feature = "ndarray", feature = "wgpu"))]
@@ -59,6 +64,47 @@ fn run(device: &Device) -> Run {
     }
 }
 
+/// Every zoo model through the run-time executor on `device`, against the PyTorch fixtures.
+fn check_zoo(backend: &str, device: &Device) {
+    let zoo = std::path::Path::new("tests/fixtures/zoo");
+    let table: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(zoo.join("zoo.json")).unwrap()).unwrap();
+    for (name, entry) in table.as_object().unwrap() {
+        let file = std::fs::File::open(zoo.join(format!("{name}.npz"))).unwrap();
+        let mut npz = npyz::npz::NpzArchive::new(std::io::BufReader::new(file)).unwrap();
+        let mut array = |key: &str| {
+            let array = npz.by_name(key).unwrap().unwrap();
+            let shape: Vec<usize> = array.shape().iter().map(|&d| d as usize).collect();
+            (array.into_vec::<f32>().unwrap(), shape)
+        };
+        let (values, shape) = array("input");
+        let (torch_logits, _) = array("torch_logits");
+        let (reference_map, _) = array("grad_cam");
+        let input = Tensor::<4>::from_data(TensorData::new(values, shape), device);
+        let model = OnnxModel::load(zoo.join(format!("{name}.onnx")), device)
+            .unwrap()
+            .with_scores(ScoreSource::Output);
+        let explanation = Explainer::new(GradCam)
+            .layer(entry["layer"].as_str().unwrap())
+            .explain(&model, input, &ClassTarget::TopClass)
+            .unwrap();
+        let output = explanation.output.clone().inner().try_into_vec_as::<f32>().unwrap();
+        let scale = torch_logits.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let worst = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        let logits = worst(&output, &torch_logits) / scale;
+        let map = worst(&maps_to_host(&explanation.maps).unwrap(), &reference_map);
+        println!("{backend}, run-time {name}: logits {logits:.1e} relative, Grad-CAM {map:.1e}");
+        assert!(
+            logits <= 1e-4,
+            "{backend}: {name} logits differ from PyTorch by {logits} (relative)"
+        );
+        assert!(
+            map <= 1e-4,
+            "{backend}: {name} Grad-CAM differs from pytorch-grad-cam by {map}"
+        );
+    }
+}
+
 /// Starts `backend` and checks it against flex, or explains why it cannot start.
 #[cfg(any(feature = "ndarray", feature = "wgpu"))]
 fn check_against_flex(backend: &str, make_device: impl FnOnce() -> Device) {
@@ -87,6 +133,7 @@ fn check_against_flex(backend: &str, make_device: impl FnOnce() -> Device) {
             return;
         }
     };
+    check_zoo(backend, &device);
     let reference = run(&Device::flex());
     let other = run(&device);
     assert_eq!(other.top5, reference.top5, "{backend}: top-5 classes differ from flex");
@@ -113,6 +160,7 @@ fn wgpu_agrees_with_flex() {
 /// Without the optional backends, flex must at least agree with itself run to run.
 #[test]
 fn flex_is_deterministic() {
+    check_zoo("flex", &Device::flex());
     let first = run(&Device::flex());
     let second = run(&Device::flex());
     assert_eq!(first.top5, second.top5);

@@ -19,6 +19,9 @@ enum Task {
     ExportMobilenet,
     /// Regenerate the pytorch-grad-cam reference fixtures in tests/fixtures/ (needs Python and PyPI).
     Reference,
+    /// Regenerate the architecture zoo of the run-time executor in tests/fixtures/zoo/ (needs
+    /// Python and PyPI).
+    Zoo,
     /// Time explanations against forward passes, side by side with pytorch-grad-cam when
     /// `--python` points at a Python with torch and grad-cam (e.g. target/reference-venv/bin/python).
     Bench(BenchArgs),
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
     let result = match cli.task {
         Task::ExportMobilenet => run_python("export_mobilenet.py"),
         Task::Reference => run_python("make_fixtures.py"),
+        Task::Zoo => run_python("make_zoo.py"),
         Task::Bench(args) => bench(args),
     };
     match result {

@@ -96,6 +96,10 @@ pub enum CamError {
     #[error("an explanation is already running on this thread; explanations cannot be nested")]
     NestedExplanation,
 
+    /// The model's forward pass failed (run-time models report graph errors this way).
+    #[error("the model failed to run: {0}")]
+    Model(String),
+
     /// A tensor could not be read back from the device.
     #[error("could not read a tensor from the device: {0}")]
     Read(String),

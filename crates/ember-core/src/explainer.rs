@@ -138,6 +138,7 @@ impl Explainer {
         let session = TapSession::arm(&layers)?;
         let output = model.forward(input);
         let recording = session.finish();
+        let output = output?;
         let captures = captures_in_order(recording, &layers, model)?;
 
         let TargetScores { scores, classes } = target.scores(&output, batch)?;

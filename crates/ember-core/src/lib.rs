@@ -8,6 +8,7 @@
 //! The engine is backend-agnostic: tensors stay on the device of the input batch, and only the
 //! part of the network after the earliest armed tap is differentiated.
 
+mod device;
 mod error;
 mod explainer;
 pub mod methods;
@@ -17,6 +18,7 @@ mod resize;
 mod tap;
 mod target;
 
+pub use device::{DeviceError, device_named};
 pub use error::{CamError, Result};
 pub use explainer::{Explainer, Explanation, LayerMap, LayerTensors, closest_names};
 pub use methods::{

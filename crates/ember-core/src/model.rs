@@ -55,7 +55,10 @@ pub trait CamModel {
     type Output;
 
     /// The forward pass. Taps inside it are armed by the explainer.
-    fn forward(&self, input: Tensor<4>) -> Self::Output;
+    ///
+    /// Fallible because models interpreted at run time can meet inputs their graph cannot take
+    /// (a reshape that does not fit, say); compiled models always return `Ok`.
+    fn forward(&self, input: Tensor<4>) -> Result<Self::Output>;
 
     /// The tappable layers in graph order, if the model knows them.
     fn layers(&self) -> Vec<LayerInfo> {
@@ -79,7 +82,7 @@ where
 {
     type Output = O;
 
-    fn forward(&self, input: Tensor<4>) -> O {
-        self(input)
+    fn forward(&self, input: Tensor<4>) -> Result<O> {
+        Ok(self(input))
     }
 }

@@ -137,8 +137,8 @@ impl DeepNet {
 impl CamModel for DeepNet {
     type Output = Tensor<2>;
 
-    fn forward(&self, input: Tensor<4>) -> Tensor<2> {
-        DeepNet::forward(self, input)
+    fn forward(&self, input: Tensor<4>) -> ember_core::Result<Tensor<2>> {
+        Ok(DeepNet::forward(self, input))
     }
 
     fn layers(&self) -> Vec<LayerInfo> {

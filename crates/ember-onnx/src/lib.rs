@@ -39,7 +39,8 @@ use quote::quote;
 pub const TAP_DOMAIN: &str = "ember.tap";
 /// The op type of inserted tap nodes.
 pub const TAP_OP: &str = "Tap";
-const TAP_ATTRIBUTE: &str = "layer";
+/// The attribute of a tap node that holds the original node name.
+pub const TAP_ATTRIBUTE: &str = "layer";
 const SURVEY_ATTRIBUTE: &str = "survey_index";
 
 /// Why a model could not be imported with taps.
@@ -67,6 +68,14 @@ pub enum ImportError {
         /// The file.
         path: PathBuf,
         /// onnx-ir's message.
+        message: String,
+    },
+    /// A tensor stored in an external-data file could not be loaded.
+    #[error("external data of tensor `{tensor}`: {message}")]
+    ExternalData {
+        /// The initializer.
+        tensor: String,
+        /// What went wrong.
         message: String,
     },
     /// The graph uses a construct the tap rewrite does not handle.
@@ -223,6 +232,22 @@ pub fn tap_graph(path: &Path) -> Result<TappedGraph, ImportError> {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
+    if model.graph.is_none() {
+        return Err(ImportError::Decode {
+            path: path.to_path_buf(),
+            message: "the file holds no graph".into(),
+        });
+    }
+    let base = path.parent().unwrap_or(Path::new("."));
+    inline_external_data(&mut model, base)?;
+    tap_model(model, path)
+}
+
+/// [`tap_graph`] for a model already in memory (`source` names it in errors); external data
+/// must already be inlined.
+pub fn tap_model(mut model: ModelProto, source: &Path) -> Result<TappedGraph, ImportError> {
+    let path = source;
+    let input_chw = graph_input_chw(&model);
     let candidates = node_outputs(&mut model)?;
 
     let mut survey = model.clone();
@@ -291,7 +316,7 @@ pub fn tap_graph(path: &Path) -> Result<TappedGraph, ImportError> {
         model,
         layers,
         output_rank,
-        input_chw: graph_input_chw(&bytes),
+        input_chw,
     })
 }
 
@@ -401,8 +426,80 @@ fn insert_taps(model: &mut ModelProto, labels: Vec<(String, AttributeProto)>) {
     }
 }
 
+/// Replaces references to external-data files (models over 2 GB, or exported with
+/// `save_as_external_data`) by the bytes they point to, so the graph can be parsed from memory.
+///
+/// Locations are resolved against `base` (the model's folder) and, as onnx-ir requires, may not
+/// be absolute or climb out of it.
+pub fn inline_external_data(model: &mut ModelProto, base: &Path) -> Result<(), ImportError> {
+    const EXTERNAL: i32 = 1;
+    let graph = model.graph.mut_or_insert_default();
+    let mut files: HashMap<PathBuf, Vec<u8>> = HashMap::new();
+    for tensor in graph.initializer.iter_mut() {
+        if tensor.data_location.value() != EXTERNAL {
+            continue;
+        }
+        let entry = |key: &str| {
+            tensor
+                .external_data
+                .iter()
+                .find(|e| e.key == key)
+                .map(|e| e.value.clone())
+        };
+        let bad = |why: String| ImportError::ExternalData {
+            tensor: tensor.name.clone(),
+            message: why,
+        };
+        let location = entry("location").ok_or_else(|| bad("no `location` entry".into()))?;
+        let relative = PathBuf::from(&location);
+        if relative.is_absolute()
+            || relative
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(bad(format!(
+                "location `{location}` must be a path inside the model's folder"
+            )));
+        }
+        let file = base.join(&relative);
+        if !files.contains_key(&file) {
+            let data = fs::read(&file)
+                .map_err(|e| bad(format!("cannot read the external-data file {}: {e}", file.display())))?;
+            files.insert(file.clone(), data);
+        }
+        let data = &files[&file];
+        let parse = |key: &str| -> Result<Option<usize>, ImportError> {
+            entry(key)
+                .map(|v| {
+                    v.parse::<usize>()
+                        .map_err(|_| bad(format!("`{key}` = `{v}` is not a number")))
+                })
+                .transpose()
+        };
+        let offset = parse("offset")?.unwrap_or(0);
+        let length = parse("length")?.unwrap_or(data.len().saturating_sub(offset));
+        let end = offset
+            .checked_add(length)
+            .filter(|&end| end <= data.len())
+            .ok_or_else(|| {
+                bad(format!(
+                    "bytes {offset}..{} lie outside {} ({} bytes)",
+                    offset.saturating_add(length),
+                    file.display(),
+                    data.len()
+                ))
+            })?;
+        tensor.raw_data = data[offset..end].to_vec().into();
+        tensor.external_data.clear();
+        tensor.data_location = Default::default();
+    }
+    Ok(())
+}
+
 /// Type inference of tap nodes for onnx-ir: a tap's output has its input's type.
-struct PassThrough;
+///
+/// Register it with `OnnxGraphBuilder::with_custom_op_inference` to parse a tapped graph.
+pub struct PassThrough;
 
 impl CustomOpInference for PassThrough {
     fn coverage(&self, op_type: &str, domain: &str, _opset: usize) -> HookCoverage {
@@ -423,10 +520,7 @@ impl CustomOpInference for PassThrough {
 }
 
 /// The static `[C, H, W]` of the first graph input that is not an initializer.
-fn graph_input_chw(bytes: &[u8]) -> Vec<Option<usize>> {
-    let Ok(model) = ModelProto::parse_from_bytes(bytes) else {
-        return Vec::new();
-    };
+fn graph_input_chw(model: &ModelProto) -> Vec<Option<usize>> {
     let graph = model.graph.get_or_default();
     let initializers: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
     let Some(input) = graph.input.iter().find(|i| !initializers.contains(i.name.as_str())) else {
@@ -541,8 +635,8 @@ fn layer_table(tapped: &TappedGraph, runtime: &str) -> String {
             r#"impl ::{runtime}::CamModel for Model {{
     type Output = Tensor<2>;
 
-    fn forward(&self, input: Tensor<4>) -> Tensor<2> {{
-        Model::forward(self, input)
+    fn forward(&self, input: Tensor<4>) -> ::{runtime}::Result<Tensor<2>> {{
+        Ok(Model::forward(self, input))
     }}
 
     fn layers(&self) -> Vec<::{runtime}::LayerInfo> {{
@@ -572,7 +666,7 @@ fn layer_table(tapped: &TappedGraph, runtime: &str) -> String {
 }
 
 /// The last tapped layer that still has a spatial extent (global pooling outputs are 1×1).
-fn default_layer(layers: &[TappedLayer]) -> String {
+pub fn default_layer(layers: &[TappedLayer]) -> String {
     let is_global =
         |l: &TappedLayer| l.op_type.starts_with("Global") || matches!(l.shape.as_slice(), [_, _, Some(1), Some(1)]);
     layers

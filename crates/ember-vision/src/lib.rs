@@ -4,7 +4,7 @@
 mod overlay;
 mod preprocess;
 
-pub use overlay::{Colormap, overlay};
+pub use overlay::{Colormap, heatmap, overlay};
 pub use preprocess::{Preprocess, load_rgb};
 
 use std::path::{Path, PathBuf};
@@ -38,6 +38,14 @@ pub enum VisionError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A `.npy` file could not be read as float32 or float64.
+    #[error("cannot read {path}: {message}")]
+    NpyRead {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
     /// The sizes of a map and an image differ, or a map is empty.
     #[error("{0}")]
     Size(String),
@@ -65,4 +73,34 @@ pub fn write_npy(path: &Path, values: &[f32], shape: &[u64]) -> Result<(), Visio
         .map_err(error)?;
     writer.extend(values.iter().copied()).map_err(error)?;
     writer.finish().map_err(error)
+}
+
+/// Reads a float32 or float64 `.npy` array (C order): its values as `f32` and its shape.
+pub fn read_npy(path: &Path) -> Result<(Vec<f32>, Vec<usize>), VisionError> {
+    let error = |message: String| VisionError::NpyRead {
+        path: path.to_path_buf(),
+        message,
+    };
+    let bytes = std::fs::read(path).map_err(|e| error(e.to_string()))?;
+    let npy = npyz::NpyFile::new(&bytes[..]).map_err(|e| error(format!("not a .npy file ({e})")))?;
+    if npy.order() != npyz::Order::C {
+        return Err(error("the array is in Fortran order; save it in C order".into()));
+    }
+    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    let type_str = npy.dtype().descr();
+    let values: Vec<f32> = match type_str.as_str() {
+        "'<f4'" => npy.into_vec::<f32>().map_err(|e| error(e.to_string()))?,
+        "'<f8'" => npy
+            .into_vec::<f64>()
+            .map_err(|e| error(e.to_string()))?
+            .into_iter()
+            .map(|v| v as f32)
+            .collect(),
+        other => {
+            return Err(error(format!(
+                "expected float32 or float64 values, found dtype {other}"
+            )));
+        }
+    };
+    Ok((values, shape))
 }

@@ -83,6 +83,21 @@ pub fn overlay(image: &RgbImage, map: &[f32], colormap: &Colormap, image_weight:
     }))
 }
 
+/// A map in [0, 1] (`height × width`, row-major) coloured on its own, for inputs that are not
+/// images (pre-processed tensors).
+pub fn heatmap(map: &[f32], height: u32, width: u32, colormap: &Colormap) -> Result<RgbImage, VisionError> {
+    if map.len() != (width * height) as usize {
+        return Err(VisionError::Size(format!(
+            "a map of {} values is not {width}×{height}",
+            map.len()
+        )));
+    }
+    Ok(RgbImage::from_fn(width, height, |x, y| {
+        let rgb = colormap.color(map[(y * width + x) as usize]);
+        Rgb(rgb.map(|v| (255.0 * v).round().clamp(0.0, 255.0) as u8))
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,151 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ember_core::{Method, Rectifier};
+
+/// Explain the decisions of any ONNX image classifier with class activation maps (Grad-CAM and
+/// its family), on the CPU or a GPU.
+#[derive(Parser, Debug)]
+#[command(name = "ember", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Explain a classifier's decision on one image, a list of images, a folder, or a
+    /// pre-processed tensor.
+    Explain(Box<ExplainArgs>),
+    /// List the layers that can be explained, with their operators and shapes.
+    Layers(LayersArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LayersArgs {
+    /// The ONNX model.
+    #[arg(long)]
+    pub model: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ExplainArgs {
+    /// The ONNX model (an image classifier with one [N, C, H, W] input and [N, classes] output).
+    #[arg(long)]
+    pub model: PathBuf,
+
+    /// Images to explain: files (PNG, JPEG) or folders of them. Several images run in batches
+    /// and write one overlay each into --out-dir, plus summary.json.
+    #[arg(long, num_args = 1.., required_unless_present = "input_npy", conflicts_with = "input_npy")]
+    pub image: Vec<PathBuf>,
+
+    /// A pre-processed float32 tensor [N, C, H, W] (or [C, H, W]) in a .npy file, instead of
+    /// images: for models with their own pre-processing. Maps then have the tensor's size.
+    #[arg(long)]
+    pub input_npy: Option<PathBuf>,
+
+    /// Layer to explain: an ONNX node name or output name (see `ember layers`). Repeat to
+    /// aggregate several layers. Default: the last spatial layer.
+    #[arg(long)]
+    pub layer: Vec<String>,
+
+    /// Class to explain: an index, or a name from --labels. Default: each image's top class.
+    #[arg(long)]
+    pub class: Option<String>,
+
+    /// Class names, one per line (index order), for --class names and the report.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+
+    /// CAM method: gradcam, hirescam, gradcam-elementwise, xgradcam, gradcam++, layercam.
+    #[arg(long, default_value = "gradcam")]
+    pub method: Method,
+
+    /// What to do with negative evidence: relu (the paper), abs, none (signed map in [-1, 1]),
+    /// counterfactual (regions that argue against the class).
+    #[arg(long, default_value = "relu")]
+    pub rectifier: Rectifier,
+
+    /// The overlay PNG for a single input.
+    #[arg(long, default_value = "explanation.png")]
+    pub out: PathBuf,
+
+    /// The folder for overlays, maps and summary.json when several images are explained.
+    #[arg(long, default_value = "explanations")]
+    pub out_dir: PathBuf,
+
+    /// Write the final map as float32 .npy: to this file for a single input; as
+    /// <out-dir>/<image>.npy for several (any value turns it on).
+    #[arg(long)]
+    pub save_npy: Option<PathBuf>,
+
+    /// Where to write the JSON summary (class, score, peak, timing per image). Default:
+    /// <out-dir>/summary.json for several images, none for one.
+    #[arg(long)]
+    pub summary: Option<PathBuf>,
+
+    /// Backend: flex (CPU), ndarray (CPU) or wgpu (GPU). Default: wgpu when built with the
+    /// `wgpu` feature, flex otherwise.
+    #[arg(long, default_value = DEFAULT_DEVICE)]
+    pub device: String,
+
+    /// Image pre-processing: imagenet (resize shorter side to size·256/224, centre crop, ImageNet
+    /// mean/std), resize (resize to the input size, ImageNet mean/std), none (resize, values in
+    /// [0, 1]).
+    #[arg(long, value_enum, default_value = "imagenet")]
+    pub preprocess: PreprocessKind,
+
+    /// Per-channel mean to subtract (values in [0, 1]), overriding the pre-processing's.
+    #[arg(long, num_args = 3, value_delimiter = ',')]
+    pub mean: Option<Vec<f32>>,
+
+    /// Per-channel standard deviation to divide by, overriding the pre-processing's.
+    #[arg(long, num_args = 3, value_delimiter = ',')]
+    pub std: Option<Vec<f32>>,
+
+    /// Input size `N` or `HxW`, required when the model's input size is dynamic.
+    #[arg(long)]
+    pub size: Option<String>,
+
+    /// Images per batch when several are explained.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+
+    /// Which output is the class score: logits (the input of a final softmax, as Grad-CAM
+    /// prescribes) or output (the graph output as it is, e.g. probabilities).
+    #[arg(long, value_enum, default_value = "logits")]
+    pub score: ScoreKind,
+
+    /// Colour map of the overlays: jet (as pytorch-grad-cam), turbo, viridis.
+    #[arg(long, default_value = "jet")]
+    pub colormap: String,
+
+    /// Weight of the image in the overlay (0 = heat map only, 1 = image only).
+    #[arg(long, default_value_t = 0.5)]
+    pub image_weight: f32,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreprocessKind {
+    /// torchvision's ImageNet recipe, scaled to the model's input size.
+    Imagenet,
+    /// Resize to the input size, ImageNet mean and std.
+    Resize,
+    /// Resize to the input size, values in [0, 1].
+    None,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScoreKind {
+    /// Logits: a final Softmax/LogSoftmax is skipped.
+    Logits,
+    /// The graph output as it is.
+    Output,
+}
+
+#[cfg(feature = "wgpu")]
+const DEFAULT_DEVICE: &str = "wgpu";
+#[cfg(not(feature = "wgpu"))]
+const DEFAULT_DEVICE: &str = "flex";

@@ -1,0 +1,216 @@
+//! Turning arguments into devices, sizes, pre-processing and inputs.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Tensor, TensorData};
+use ember_core::closest_names;
+use ember_vision::{Preprocess, read_npy};
+
+use crate::cli::{ExplainArgs, PreprocessKind};
+
+/// The `[height, width]` images are brought to: the model's static size, or `--size`.
+pub fn input_size(model_shape: &[Option<usize>], size: Option<&str>) -> Result<[usize; 2], String> {
+    let requested = size.map(parse_size).transpose()?;
+    let channels = model_shape.get(1).copied().flatten();
+    if let Some(c) = channels.filter(|&c| c != 3) {
+        return Err(format!(
+            "the model takes {c}-channel inputs, not RGB images: pass a pre-processed tensor with --input-npy"
+        ));
+    }
+    match (
+        model_shape.get(2).copied().flatten(),
+        model_shape.get(3).copied().flatten(),
+        requested,
+    ) {
+        (Some(h), Some(w), None) => Ok([h, w]),
+        (Some(h), Some(w), Some(r)) if r == [h, w] => Ok(r),
+        (Some(h), Some(w), Some([rh, rw])) => Err(format!(
+            "--size {rh}x{rw} does not match the model's fixed input size {h}x{w}"
+        )),
+        (_, _, Some(r)) => Ok(r),
+        _ => Err(format!(
+            "the model's input size is dynamic ({}): choose one with --size (e.g. --size 224)",
+            describe_shape(model_shape)
+        )),
+    }
+}
+
+/// `224` or `224x320` (height × width).
+fn parse_size(text: &str) -> Result<[usize; 2], String> {
+    let parse = |s: &str| {
+        s.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&v| v > 0)
+            .ok_or_else(|| format!("--size `{text}` is not N or HxW with positive integers"))
+    };
+    match text.split_once(['x', 'X']) {
+        Some((h, w)) => Ok([parse(h)?, parse(w)?]),
+        None => {
+            let n = parse(text)?;
+            Ok([n, n])
+        }
+    }
+}
+
+/// `[N, 3, ?, ?]` for messages.
+pub fn describe_shape(shape: &[Option<usize>]) -> String {
+    let dims: Vec<String> = shape
+        .iter()
+        .enumerate()
+        .map(|(i, d)| match d {
+            Some(d) => d.to_string(),
+            None if i == 0 => "N".into(),
+            None => "?".into(),
+        })
+        .collect();
+    format!("[{}]", dims.join(", "))
+}
+
+/// The pre-processing chosen on the command line for images of `[height, width]`.
+pub fn preprocess(args: &ExplainArgs, [height, width]: [usize; 2]) -> Result<Preprocess, String> {
+    let (h, w) = (height as u32, width as u32);
+    let mut recipe = match args.preprocess {
+        PreprocessKind::Imagenet => {
+            let shorter = (h.min(w) as f64 * 256.0 / 224.0).round() as u32;
+            Preprocess {
+                resize_shorter: Some(shorter),
+                center_crop: Some([h, w]),
+                ..Preprocess::imagenet()
+            }
+        }
+        PreprocessKind::Resize => Preprocess {
+            resize_shorter: None,
+            resize_exact: Some([h, w]),
+            center_crop: None,
+            ..Preprocess::imagenet()
+        },
+        PreprocessKind::None => Preprocess::scale_only(h, w),
+    };
+    if let Some(mean) = &args.mean {
+        recipe.mean = three(mean, "--mean")?;
+    }
+    if let Some(std) = &args.std {
+        recipe.std = three(std, "--std")?;
+        if recipe.std.contains(&0.0) {
+            return Err("--std values must not be zero".into());
+        }
+    }
+    Ok(recipe)
+}
+
+fn three(values: &[f32], name: &str) -> Result<[f32; 3], String> {
+    values
+        .try_into()
+        .map_err(|_| format!("{name} takes three values (R,G,B), got {}", values.len()))
+}
+
+/// The images named on the command line, folders expanded (sorted, PNG and JPEG only).
+pub fn image_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let entries = std::fs::read_dir(path).map_err(|e| format!("cannot list {}: {e}", path.display()))?;
+            let mut found: Vec<PathBuf> = entries
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && is_image(p))
+                .collect();
+            if found.is_empty() {
+                return Err(format!("{} holds no PNG or JPEG image", path.display()));
+            }
+            found.sort();
+            files.extend(found);
+        } else if path.exists() {
+            files.push(path.clone());
+        } else {
+            return Err(format!("cannot read image {}: no such file", path.display()));
+        }
+    }
+    Ok(files)
+}
+
+fn is_image(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+}
+
+/// A pre-processed `[N, C, H, W]` (or `[C, H, W]`) float tensor from a `.npy` file.
+pub fn tensor_from_npy(path: &Path, device: &Device) -> Result<Tensor<4>, String> {
+    let (values, shape) = read_npy(path).map_err(|e| e.to_string())?;
+    let shape: [usize; 4] = match shape.as_slice() {
+        [n, c, h, w] => [*n, *c, *h, *w],
+        [c, h, w] => [1, *c, *h, *w],
+        other => {
+            return Err(format!(
+                "{} has shape {other:?}; expected [N, C, H, W] or [C, H, W]",
+                path.display()
+            ));
+        }
+    };
+    if shape.contains(&0) {
+        return Err(format!("{} is empty (shape {shape:?})", path.display()));
+    }
+    if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+        return Err(format!("{} contains a non-finite value ({bad})", path.display()));
+    }
+    Ok(Tensor::from_data(TensorData::new(values, shape), device))
+}
+
+/// Class names, one per line.
+pub fn labels(path: Option<&Path>) -> Result<Vec<String>, String> {
+    let Some(path) = path else {
+        return Ok(Vec::new());
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read labels {}: {e}", path.display()))?;
+    Ok(text.lines().map(|l| l.trim().to_owned()).collect())
+}
+
+/// A class given as an index or a label.
+pub fn class_index(text: &str, labels: &[String]) -> Result<usize, String> {
+    if let Ok(index) = text.parse::<usize>() {
+        return Ok(index);
+    }
+    if labels.is_empty() {
+        return Err(format!(
+            "--class `{text}` is not an index; pass --labels to choose classes by name"
+        ));
+    }
+    labels.iter().position(|l| l.eq_ignore_ascii_case(text)).ok_or_else(|| {
+        format!(
+            "unknown class `{text}`; closest: {}",
+            closest_names(text, labels, 3).join(", ")
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_come_from_the_model_or_the_flag() {
+        let fixed = [None, Some(3), Some(224), Some(224)];
+        let dynamic = [None, Some(3), None, None];
+        assert_eq!(input_size(&fixed, None).unwrap(), [224, 224]);
+        assert_eq!(input_size(&fixed, Some("224")).unwrap(), [224, 224]);
+        assert!(input_size(&fixed, Some("256")).unwrap_err().contains("does not match"));
+        assert!(input_size(&dynamic, None).unwrap_err().contains("--size"));
+        assert_eq!(input_size(&dynamic, Some("96x128")).unwrap(), [96, 128]);
+        assert!(input_size(&dynamic, Some("0")).is_err());
+        assert!(
+            input_size(&[None, Some(1), Some(28), Some(28)], None)
+                .unwrap_err()
+                .contains("--input-npy")
+        );
+    }
+
+    #[test]
+    fn classes_by_index_or_label() {
+        let labels = vec!["cat".to_owned(), "dog".to_owned()];
+        assert_eq!(class_index("1", &labels).unwrap(), 1);
+        assert_eq!(class_index("Dog", &labels).unwrap(), 1);
+        assert!(class_index("dgo", &labels).unwrap_err().contains("dog"));
+        assert!(class_index("dog", &[]).unwrap_err().contains("--labels"));
+    }
+}

@@ -1,0 +1,406 @@
+//! The `ember` binary as a user runs it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use burn::tensor::Device;
+use ember_cam::models::mobilenet_v2;
+use ember_cam::vision::{Preprocess, load_rgb, write_npy};
+use ember_cam::{ClassTarget, Explainer, GradCam, burn, maps_to_host};
+use onnx_ir::{Message, ModelProto};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn path(relative: &str) -> String {
+    root().join(relative).to_str().unwrap().to_owned()
+}
+
+/// Runs `ember`; `explain` on flex unless a device is chosen (with `--features wgpu` the default
+/// is wgpu; backend parity is tested elsewhere).
+fn ember(args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ember"));
+    command.args(args);
+    if args.first() == Some(&"explain") && !args.contains(&"--device") {
+        command.args(["--device", "flex"]);
+    }
+    command.output().expect("ember runs")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ember-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "ember failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Non-zero exit, one line on stderr starting with `error:`, no panic.
+fn assert_clean_error(output: &Output, expected: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "expected failure, stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "more than one line: {stderr}");
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains(expected),
+        "expected `{expected}` in: {stderr}"
+    );
+}
+
+fn read_npy(path: &Path) -> (Vec<f32>, Vec<u64>) {
+    let bytes = std::fs::read(path).unwrap();
+    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
+    let shape = npy.shape().to_vec();
+    (npy.into_vec::<f32>().unwrap(), shape)
+}
+
+#[test]
+fn help_documents_every_option() {
+    let top = stdout(&ember(&["--help"]));
+    assert!(top.contains("explain") && top.contains("layers"), "{top}");
+    let help = stdout(&ember(&["explain", "--help"]));
+    for option in [
+        "--model",
+        "--image",
+        "--input-npy",
+        "--layer",
+        "--class",
+        "--labels",
+        "--method",
+        "--rectifier",
+        "--out",
+        "--out-dir",
+        "--save-npy",
+        "--summary",
+        "--device",
+        "--preprocess",
+        "--mean",
+        "--std",
+        "--size",
+        "--batch-size",
+        "--score",
+        "--colormap",
+        "--image-weight",
+    ] {
+        assert!(help.contains(option), "`ember explain --help` lacks {option}");
+    }
+    for method in [
+        "gradcam",
+        "hirescam",
+        "gradcam-elementwise",
+        "xgradcam",
+        "gradcam++",
+        "layercam",
+    ] {
+        assert!(help.contains(method), "help lacks method {method}");
+    }
+    for rectifier in ["relu", "abs", "none", "counterfactual"] {
+        assert!(help.contains(rectifier), "help lacks rectifier {rectifier}");
+    }
+    assert!(stdout(&ember(&["layers", "--help"])).contains("--model"));
+}
+
+#[test]
+fn the_map_is_the_build_time_example_s_map() {
+    let out = scratch("chelsea.png");
+    let npy = scratch("chelsea.npy");
+    let output = explain(
+        &path("models/mobilenet_v2.onnx"),
+        &[
+            "--labels",
+            &path("models/imagenet_classes.txt"),
+            "--out",
+            out.to_str().unwrap(),
+            "--save-npy",
+            npy.to_str().unwrap(),
+        ],
+    );
+    let text = stdout(&output);
+    assert!(text.contains("Egyptian cat"), "{text}");
+    assert_eq!(image::open(&out).unwrap().width(), 224);
+    let (map, shape) = read_npy(&npy);
+    assert_eq!(shape, vec![224, 224]);
+
+    // What `cargo run --example explain` computes: the build-time model, same photo and recipe.
+    let device = Device::flex();
+    let model = mobilenet_v2::Model::from_embedded(&device);
+    let photo = load_rgb(&root().join("examples/images/chelsea.png")).unwrap();
+    let (input, _) = Preprocess::imagenet().apply(&photo, &device);
+    let explanation = Explainer::new(GradCam)
+        .explain(&model, input, &ClassTarget::TopClass)
+        .unwrap();
+    let expected = maps_to_host(&explanation.maps).unwrap();
+    let worst = map
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    println!("ember vs the build-time example: worst map difference {worst:.1e}");
+    assert!(worst <= 1e-5, "maps differ by {worst}");
+}
+
+#[test]
+fn a_folder_is_explained_in_batches_with_a_summary() {
+    let dir = scratch("batch");
+    let output = explain(
+        &path("models/mobilenet_v2.onnx"),
+        &[
+            "--image",
+            &path("examples/images"),
+            "--labels",
+            &path("models/imagenet_classes.txt"),
+            "--batch-size",
+            "2",
+            "--out-dir",
+            dir.to_str().unwrap(),
+            "--save-npy",
+            "yes",
+            "--method",
+            "gradcam++",
+        ],
+    );
+    let text = stdout(&output);
+    assert!(text.contains("explained 3 of 3"), "{text}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    let images = summary["images"].as_array().unwrap();
+    assert_eq!(images.len(), 3);
+    assert_eq!(summary["method"], "gradcam++");
+    for entry in images {
+        assert!(Path::new(entry["overlay"].as_str().unwrap()).exists(), "{entry}");
+        assert!(Path::new(entry["map"].as_str().unwrap()).exists(), "{entry}");
+        let (x, y) = (
+            entry["peak"]["x"].as_u64().unwrap(),
+            entry["peak"]["y"].as_u64().unwrap(),
+        );
+        assert!(x < 224 && y < 224);
+        assert!(entry["probability"].as_f64().unwrap() > 0.0);
+        assert!(entry["seconds"].as_f64().unwrap() > 0.0);
+    }
+    let entry_of = |file: &str| {
+        images
+            .iter()
+            .find(|e| e["image"].as_str().unwrap().ends_with(file))
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(entry_of("chelsea.png")["label"], "Egyptian cat");
+
+    // In a batch (coffee shares one with the cat) each image gets what it gets on its own.
+    let alone = scratch("coffee-alone.npy");
+    let output = explain(
+        &path("models/mobilenet_v2.onnx"),
+        &[
+            "--image",
+            &path("examples/images/coffee.png"),
+            "--method",
+            "gradcam++",
+            "--save-npy",
+            alone.to_str().unwrap(),
+            "--summary",
+            scratch("coffee-alone.json").to_str().unwrap(),
+        ],
+    );
+    stdout(&output);
+    let single: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(scratch("coffee-alone.json")).unwrap()).unwrap();
+    let coffee = entry_of("coffee.png");
+    assert_eq!(single["images"][0]["class"], coffee["class"]);
+    let (batched_map, _) = read_npy(Path::new(coffee["map"].as_str().unwrap()));
+    let (alone_map, _) = read_npy(&alone);
+    let worst = batched_map
+        .iter()
+        .zip(&alone_map)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst <= 1e-5, "batched and single maps differ by {worst}");
+}
+
+#[test]
+fn a_preprocessed_tensor_gives_maps_of_its_own_size() {
+    // The zoo's dynamic-size model on the 2 × 3 × 64 × 64 input of its fixture.
+    let file = std::fs::File::open(root().join("tests/fixtures/zoo/paddle_style.npz")).unwrap();
+    let mut npz = npyz::npz::NpzArchive::new(std::io::BufReader::new(file)).unwrap();
+    let input = npz.by_name("input").unwrap().unwrap().into_vec::<f32>().unwrap();
+    let tensor = scratch("tensor.npy");
+    write_npy(&tensor, &input, &[2, 3, 64, 64]).unwrap();
+    let dir = scratch("tensor-out");
+    let paddle = path("tests/fixtures/zoo/paddle_style.onnx");
+    let output = explain(
+        &paddle,
+        &[
+            "--input-npy",
+            tensor.to_str().unwrap(),
+            "--out-dir",
+            dir.to_str().unwrap(),
+            "--save-npy",
+            "yes",
+        ],
+    );
+    let text = stdout(&output);
+    assert!(text.contains("explained 2 of 2"), "{text}");
+    let (map, shape) = read_npy(&dir.join("tensor.npy"));
+    assert_eq!(shape, vec![64, 64]);
+    assert!(map.iter().all(|v| (0.0..=1.0).contains(v)));
+    assert!(dir.join("summary.json").exists());
+
+    // One image of it ([C, H, W]), written as a plain heat map.
+    write_npy(&tensor, &input[..3 * 64 * 64], &[3, 64, 64]).unwrap();
+    let single = scratch("tensor-single.png");
+    let output = explain(
+        &paddle,
+        &[
+            "--input-npy",
+            tensor.to_str().unwrap(),
+            "--out",
+            single.to_str().unwrap(),
+        ],
+    );
+    stdout(&output);
+    assert_eq!(image::open(&single).unwrap().width(), 64);
+}
+
+#[test]
+fn layers_are_listed_with_operators_and_shapes() {
+    let text = stdout(&ember(&["layers", "--model", &path("models/mobilenet_v2.onnx")]));
+    assert!(text.contains("98 tappable layers"), "{text}");
+    assert!(text.contains("/features/features.18/features.18.2/Clip"));
+    assert!(text.contains("[N, 1280, 7, 7]"));
+    assert!(text.contains("(default)"));
+    // A layer also answers to its output tensor's name (the last column).
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("/features/features.17/conv/conv.2/Conv "))
+        .unwrap();
+    let output_name = row.split_whitespace().last().unwrap();
+    let by_output = explain(&path("models/mobilenet_v2.onnx"), &["--layer", output_name]);
+    assert!(stdout(&by_output).contains("at /features/features.17/conv/conv.2/Conv"));
+    let softmax = stdout(&ember(&[
+        "layers",
+        "--model",
+        &path("tests/fixtures/zoo/paddle_style.onnx"),
+    ]));
+    assert!(
+        softmax.contains("[N, 3, ?, ?]") && softmax.contains("softmax"),
+        "{softmax}"
+    );
+}
+
+/// A copy of the zoo ResNet with one change to its graph.
+fn edited_resnet(name: &str, edit: impl FnOnce(&mut ModelProto)) -> PathBuf {
+    let bytes = std::fs::read(root().join("tests/fixtures/zoo/resnet.onnx")).unwrap();
+    let mut model = ModelProto::parse_from_bytes(&bytes).unwrap();
+    edit(&mut model);
+    let path = scratch(name);
+    std::fs::write(&path, model.write_to_bytes().unwrap()).unwrap();
+    path
+}
+
+/// `ember explain --model <model> <extra>`, on the cat photo unless `extra` names inputs, with
+/// the overlay in the scratch folder unless `extra` places it.
+fn explain(model: &str, extra: &[&str]) -> Output {
+    let image = path("examples/images/chelsea.png");
+    let out = scratch("overlay.png");
+    let mut args = vec!["explain", "--model", model];
+    args.extend_from_slice(extra);
+    if !extra.contains(&"--input-npy") && !extra.contains(&"--image") {
+        args.extend(["--image", image.as_str()]);
+    }
+    if !extra.contains(&"--out") {
+        args.extend(["--out", out.to_str().unwrap()]);
+    }
+    ember(&args)
+}
+
+#[test]
+fn corrupt_and_unsupported_models_are_one_line_errors() {
+    assert_clean_error(&explain("/nonexistent/model.onnx", &[]), "cannot read ONNX model");
+    let not_onnx = scratch("not-onnx.onnx");
+    std::fs::write(&not_onnx, b"definitely not protobuf \xff\xfe").unwrap();
+    assert_clean_error(&explain(not_onnx.to_str().unwrap(), &[]), "not a valid ONNX model");
+    let truncated = scratch("truncated.onnx");
+    let bytes = std::fs::read(root().join("tests/fixtures/zoo/resnet.onnx")).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    assert_clean_error(&explain(truncated.to_str().unwrap(), &[]), "not a valid ONNX model");
+
+    // An operator the executor lacks, named with the node it is in.
+    let unsupported = edited_resnet("unsupported.onnx", |m| {
+        let graph = m.graph.as_mut().unwrap();
+        let node = graph.node.iter_mut().find(|n| n.op_type == "Relu").unwrap();
+        node.op_type = "Celu".into();
+    });
+    assert_clean_error(
+        &explain(unsupported.to_str().unwrap(), &[]),
+        "unsupported ONNX operator Celu (node `/stem/stem.2/Relu`)",
+    );
+
+    // Weights in an external-data file that is not there.
+    let external = edited_resnet("external.onnx", |m| {
+        let tensor = &mut m.graph.as_mut().unwrap().initializer[0];
+        tensor.raw_data.clear();
+        tensor.float_data.clear();
+        tensor.external_data.push(Default::default());
+        tensor.external_data[0].key = "location".into();
+        tensor.external_data[0].value = "weights.bin".into();
+        tensor.data_location = protobuf::EnumOrUnknown::from_i32(1); // EXTERNAL
+    });
+    assert_clean_error(&explain(external.to_str().unwrap(), &[]), "weights.bin");
+
+    // An output that is not class scores: the graph cut after a convolution block.
+    let features = edited_resnet("features.onnx", |m| {
+        let graph = m.graph.as_mut().unwrap();
+        let last = graph.node.iter().position(|n| n.name == "/layer3/relu_2/Relu").unwrap();
+        let value = graph.node[last].output[0].clone();
+        graph.node.truncate(last + 1);
+        graph.output[0].name = value;
+        graph.output[0]
+            .type_
+            .mut_or_insert_default()
+            .mut_tensor_type()
+            .shape
+            .clear();
+    });
+    assert_clean_error(
+        &explain(features.to_str().unwrap(), &[]),
+        "not [N, classes] class scores",
+    );
+}
+
+#[test]
+fn bad_arguments_and_inputs_are_one_line_errors() {
+    // Dynamic input size without --size; with it, the run works.
+    let dynamic = path("tests/fixtures/zoo/paddle_style.onnx");
+    assert_clean_error(&explain(&dynamic, &[]), "--size");
+    stdout(&explain(&dynamic, &["--size", "96x80"]));
+
+    let mobilenet = path("models/mobilenet_v2.onnx");
+    assert_clean_error(&explain(&mobilenet, &["--size", "256"]), "does not match");
+    assert_clean_error(
+        &explain(&mobilenet, &["--layer", "/features/features.18/Clipp"]),
+        "closest names",
+    );
+    assert_clean_error(&explain(&mobilenet, &["--class", "1000"]), "out of range");
+    assert_clean_error(&explain(&mobilenet, &["--class", "tabby"]), "--labels");
+    assert_clean_error(&explain(&mobilenet, &["--device", "tpu"]), "unknown device");
+    let tensor = scratch("wrong-size.npy");
+    write_npy(&tensor, &vec![0.5; 3 * 100 * 100], &[3, 100, 100]).unwrap();
+    assert_clean_error(
+        &explain(&mobilenet, &["--input-npy", tensor.to_str().unwrap()]),
+        "expects [N, 3, 224, 224]",
+    );
+    assert_clean_error(&explain(&mobilenet, &["--image", "/nonexistent.png"]), "no such file");
+    let corrupt = scratch("corrupt.png");
+    std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nbroken").unwrap();
+    assert_clean_error(
+        &explain(&mobilenet, &["--image", corrupt.to_str().unwrap()]),
+        "cannot read image",
+    );
+}

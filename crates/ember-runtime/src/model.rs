@@ -1,0 +1,464 @@
+//! The loaded model: a plan of steps over value slots.
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use burn::tensor::{Device, Tensor};
+use ember_core::{CamModel, LayerInfo, check_input_chw};
+use ember_onnx::{PassThrough, TAP_ATTRIBUTE, TAP_DOMAIN, TAP_OP, TappedGraph};
+use onnx_ir::{ArgType, Argument, Message, Node, OnnxGraphBuilder};
+
+use crate::error::RuntimeError;
+use crate::ops;
+use crate::value::{Float, Value};
+
+/// Which output the explanation's class scores come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ScoreSource {
+    /// The logits: when the graph ends in a Softmax (or LogSoftmax), the scores are its input,
+    /// as Grad-CAM prescribes (the class score *before* the softmax, Selvaraju et al. §3).
+    #[default]
+    Logits,
+    /// The graph output as it is, probabilities included.
+    Output,
+}
+
+/// The normalisation a graph ends in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinalSoftmax {
+    /// The output is probabilities.
+    Softmax,
+    /// The output is log-probabilities.
+    LogSoftmax,
+}
+
+/// Where a step finds an input.
+// Built once per model; the size of `Value` does not matter here.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+enum Operand {
+    /// Computed by an earlier step (or the graph input).
+    Slot(usize),
+    /// A weight or constant, uploaded at load time.
+    Constant(Value),
+    /// An omitted optional input.
+    Absent,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// An inserted tap with the original node name.
+    Tap(String),
+    /// Any other node.
+    Node(Box<Node>),
+}
+
+#[derive(Debug, Clone)]
+struct Step {
+    op: Op,
+    inputs: Vec<Operand>,
+    outputs: Vec<usize>,
+    /// Slots whose last reader is this step: freed after it.
+    release: Vec<usize>,
+}
+
+/// An ONNX image classifier interpreted over Burn tensors, with a tap after every spatial
+/// layer. Implements [`CamModel`].
+#[derive(Debug, Clone)]
+pub struct OnnxModel {
+    path: PathBuf,
+    steps: Vec<Step>,
+    slots: usize,
+    input_slot: usize,
+    output_slot: usize,
+    /// The input of a trailing Softmax/LogSoftmax, if the graph ends in one.
+    logits_slot: Option<usize>,
+    final_softmax: Option<FinalSoftmax>,
+    scores: ScoreSource,
+    layers: Vec<LayerInfo>,
+    default_layer: String,
+    input_shape: Vec<Option<usize>>,
+    device: Device,
+}
+
+impl OnnxModel {
+    /// Loads the model at `path`, uploading its weights to `device`.
+    pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<Self, RuntimeError> {
+        let path = path.as_ref();
+        let tapped = ember_onnx::tap_graph(path)?;
+        let bytes = tapped.model.write_to_bytes().map_err(|e| RuntimeError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let graph = catch_unwind(|| {
+            OnnxGraphBuilder::new()
+                .with_custom_op_inference(Arc::new(PassThrough))
+                .parse_bytes(&bytes)
+        })
+        .map_err(|panic| RuntimeError::Parse {
+            path: path.to_path_buf(),
+            message: panic_message(&panic),
+        })?
+        .map_err(|e| RuntimeError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Self::plan(path, &tapped, graph, device)
+    }
+
+    fn plan(
+        path: &Path,
+        tapped: &TappedGraph,
+        graph: onnx_ir::OnnxGraph,
+        device: &Device,
+    ) -> Result<Self, RuntimeError> {
+        let not_classifier = |message: String| RuntimeError::NotAClassifier {
+            path: path.to_path_buf(),
+            message,
+        };
+        let unsupported: Vec<&Node> = graph
+            .nodes
+            .iter()
+            .filter(|n| !matches!(n, Node::Custom(_)) && !ops::supported(n))
+            .collect();
+        if !unsupported.is_empty() {
+            return Err(RuntimeError::UnsupportedOps {
+                path: path.to_path_buf(),
+                ops: describe_unsupported(tapped, &unsupported),
+            });
+        }
+
+        let runtime_inputs: Vec<&Argument> = graph.inputs.iter().filter(|a| a.value().is_none()).collect();
+        let [input] = runtime_inputs.as_slice() else {
+            return Err(not_classifier(format!(
+                "expected one image input, found {}",
+                runtime_inputs.len()
+            )));
+        };
+        let input_shape = match &input.ty {
+            ArgType::Tensor(t) if t.rank == 4 && t.dtype.is_float() => {
+                t.static_shape.clone().unwrap_or_else(|| vec![None; 4])
+            }
+            other => {
+                return Err(not_classifier(format!(
+                    "the input `{}` is {other:?}, not a float [N, C, H, W] image batch",
+                    input.name
+                )));
+            }
+        };
+        let Some(output) = graph.outputs.first() else {
+            return Err(not_classifier("the graph has no output".into()));
+        };
+        match &output.ty {
+            ArgType::Tensor(t) if t.rank == 2 && t.dtype.is_float() => {}
+            other => {
+                return Err(not_classifier(format!(
+                    "the output `{}` is {other:?}, not [N, classes] class scores",
+                    output.name
+                )));
+            }
+        }
+
+        let mut slot_of: HashMap<String, usize> = HashMap::new();
+        let mut slots = 0;
+        let mut new_slot = |name: &str, slot_of: &mut HashMap<String, usize>| {
+            let slot = slots;
+            slots += 1;
+            slot_of.insert(name.to_owned(), slot);
+            slot
+        };
+        let input_slot = new_slot(&input.name, &mut slot_of);
+        let mut steps = Vec::with_capacity(graph.nodes.len());
+        let mut producer_of: HashMap<usize, usize> = HashMap::new();
+        for node in graph.nodes {
+            if let Node::Constant(_) = node {
+                // Consumers read constants through their arguments' values.
+                continue;
+            }
+            let mut inputs = Vec::with_capacity(node.inputs().len());
+            for arg in node.inputs() {
+                let operand = if let Some(&slot) = slot_of.get(&arg.name).filter(|_| !arg.name.is_empty()) {
+                    Operand::Slot(slot)
+                } else if let Some(data) = arg.value() {
+                    Operand::Constant(Value::from_data(data, device).map_err(|message| RuntimeError::Node {
+                        node: node.name().to_owned(),
+                        op: node.node_type().to_string(),
+                        message,
+                    })?)
+                } else if arg.is_optional() || arg.name.is_empty() {
+                    Operand::Absent
+                } else {
+                    return Err(RuntimeError::Parse {
+                        path: path.to_path_buf(),
+                        message: format!(
+                            "input `{}` of node `{}` is neither computed nor constant",
+                            arg.name,
+                            node.name()
+                        ),
+                    });
+                };
+                inputs.push(operand);
+            }
+            let outputs: Vec<usize> = node
+                .outputs()
+                .iter()
+                .map(|arg| new_slot(&arg.name, &mut slot_of))
+                .collect();
+            for &slot in &outputs {
+                producer_of.insert(slot, steps.len());
+            }
+            let op = match &node {
+                Node::Custom(custom) if custom.op_type == TAP_OP && custom.domain == TAP_DOMAIN => {
+                    let layer = custom
+                        .attrs
+                        .get_string(TAP_ATTRIBUTE)
+                        .ok_or_else(|| RuntimeError::Parse {
+                            path: path.to_path_buf(),
+                            message: format!("tap node `{}` has no layer name", custom.name),
+                        })?;
+                    Op::Tap(layer.to_owned())
+                }
+                Node::Custom(custom) => {
+                    return Err(RuntimeError::UnsupportedOps {
+                        path: path.to_path_buf(),
+                        ops: vec![format!(
+                            "{}::{} (node `{}`)",
+                            custom.domain, custom.op_type, custom.name
+                        )],
+                    });
+                }
+                _ => Op::Node(Box::new(node)),
+            };
+            steps.push(Step {
+                op,
+                inputs,
+                outputs,
+                release: Vec::new(),
+            });
+        }
+        let output_slot = *slot_of
+            .get(&output.name)
+            .ok_or_else(|| not_classifier(format!("the output `{}` is not computed by any node", output.name)))?;
+
+        // A trailing softmax: remember its input so scores can be logits.
+        let mut logits_slot = None;
+        let mut final_softmax = None;
+        let mut slot = output_slot;
+        while let Some(&index) = producer_of.get(&slot) {
+            match &steps[index].op {
+                Op::Tap(_) => {}
+                Op::Node(node) if matches!(**node, Node::Identity(_) | Node::Dropout(_)) => {}
+                Op::Node(node) if matches!(**node, Node::Softmax(_) | Node::LogSoftmax(_)) => {
+                    if let Some(Operand::Slot(input)) = steps[index].inputs.first() {
+                        logits_slot = Some(*input);
+                        final_softmax = Some(if matches!(**node, Node::Softmax(_)) {
+                            FinalSoftmax::Softmax
+                        } else {
+                            FinalSoftmax::LogSoftmax
+                        });
+                    }
+                    break;
+                }
+                Op::Node(_) => break,
+            }
+            match steps[index].inputs.first() {
+                Some(Operand::Slot(input)) => slot = *input,
+                _ => break,
+            }
+        }
+
+        // Free every slot after its last reader (the outputs are kept to the end).
+        let mut last_reader: HashMap<usize, usize> = HashMap::new();
+        for (index, step) in steps.iter().enumerate() {
+            for operand in &step.inputs {
+                if let Operand::Slot(slot) = operand {
+                    last_reader.insert(*slot, index);
+                }
+            }
+        }
+        for (slot, index) in last_reader {
+            if slot != output_slot && Some(slot) != logits_slot {
+                steps[index].release.push(slot);
+            }
+        }
+
+        let layers = tapped
+            .layers
+            .iter()
+            .map(|l| LayerInfo {
+                name: l.node.clone(),
+                output: Some(l.output.clone()),
+                op_type: l.op_type.clone(),
+                shape: l.shape.clone(),
+            })
+            .collect();
+        Ok(Self {
+            path: path.to_path_buf(),
+            steps,
+            slots,
+            input_slot,
+            output_slot,
+            logits_slot,
+            final_softmax,
+            scores: ScoreSource::default(),
+            layers,
+            default_layer: ember_onnx::default_layer(&tapped.layers),
+            input_shape,
+            device: device.clone(),
+        })
+    }
+
+    /// Chooses which output the class scores come from ([`ScoreSource::Logits`] by default).
+    pub fn with_scores(mut self, scores: ScoreSource) -> Self {
+        self.scores = scores;
+        self
+    }
+
+    /// The Softmax or LogSoftmax the graph ends in, if any.
+    pub fn final_softmax(&self) -> Option<FinalSoftmax> {
+        self.final_softmax
+    }
+
+    /// The input's static shape `[N, C, H, W]` (`None` where dynamic).
+    pub fn input_shape(&self) -> &[Option<usize>] {
+        &self.input_shape
+    }
+
+    /// The file the model was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Runs the graph: the class scores (see [`ScoreSource`]) and the graph's own output.
+    pub fn run(&self, input: Tensor<4>) -> Result<(Tensor<2>, Tensor<2>), RuntimeError> {
+        let device = input.device();
+        let mut values: Vec<Option<Value>> = vec![None; self.slots];
+        values[self.input_slot] = Some(Value::Float(Float::new(input)));
+        for step in &self.steps {
+            let inputs: Vec<Option<Value>> = step
+                .inputs
+                .iter()
+                .map(|operand| match operand {
+                    Operand::Slot(slot) => values[*slot].clone(),
+                    Operand::Constant(value) => Some(value.clone()),
+                    Operand::Absent => None,
+                })
+                .collect();
+            let outputs = match &step.op {
+                Op::Tap(layer) => tap(layer, inputs),
+                Op::Node(node) => run_node(node, inputs, &device),
+            }
+            .map_err(|message| self.node_error(step, message))?;
+            if outputs.len() < step.outputs.len() {
+                return Err(self.node_error(step, "produced fewer outputs than the graph uses".into()));
+            }
+            for (slot, value) in step.outputs.iter().zip(outputs) {
+                values[*slot] = Some(value);
+            }
+            for &slot in &step.release {
+                values[slot] = None;
+            }
+        }
+        let read = |slot: usize| -> Result<Tensor<2>, RuntimeError> {
+            let value = values[slot].clone().ok_or_else(|| RuntimeError::Node {
+                node: "output".into(),
+                op: "-".into(),
+                message: "the output was not computed".into(),
+            })?;
+            value
+                .into_float(&device)
+                .and_then(|f| f.to_rank::<2>())
+                .map_err(|message| RuntimeError::Node {
+                    node: "output".into(),
+                    op: "-".into(),
+                    message,
+                })
+        };
+        let output = read(self.output_slot)?;
+        let scores = match (self.scores, self.logits_slot) {
+            (ScoreSource::Logits, Some(slot)) => read(slot)?,
+            _ => output.clone(),
+        };
+        Ok((scores, output))
+    }
+
+    fn node_error(&self, step: &Step, message: String) -> RuntimeError {
+        let (node, op) = match &step.op {
+            Op::Tap(layer) => (layer.clone(), "tap".to_owned()),
+            Op::Node(node) => (node.name().to_owned(), node.node_type().to_string()),
+        };
+        RuntimeError::Node { node, op, message }
+    }
+}
+
+fn run_node(node: &Node, inputs: ops::Inputs, device: &Device) -> Result<Vec<Value>, String> {
+    // Every shape the operators depend on is checked before Burn sees it; a panic left in a
+    // backend still must not take the caller down.
+    catch_unwind(AssertUnwindSafe(|| ops::run(node, inputs, device))).unwrap_or_else(|panic| Err(panic_message(&panic)))
+}
+
+fn tap(layer: &str, mut inputs: ops::Inputs) -> Result<Vec<Value>, String> {
+    let Some(Some(Value::Float(x))) = inputs.pop() else {
+        return Err("a tap needs a float input".into());
+    };
+    let tapped = ember_core::tap(layer, x.to_rank::<4>()?);
+    Ok(vec![Value::Float(Float::new(tapped))])
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "unknown failure".into())
+}
+
+/// `Op (node `name`)` for unsupported nodes, named as in the ONNX file where the op type
+/// identifies them (onnx-ir renames nodes, `conv2d3`).
+fn describe_unsupported(tapped: &TappedGraph, nodes: &[&Node]) -> Vec<String> {
+    let raw = &tapped.model.graph.get_or_default().node;
+    let mut used = std::collections::HashSet::new();
+    nodes
+        .iter()
+        .take(5)
+        .map(|node| {
+            let op = node.node_type().to_string();
+            let original = raw
+                .iter()
+                .enumerate()
+                .find(|(i, n)| n.op_type == op && !used.contains(i))
+                .map(|(i, n)| {
+                    used.insert(i);
+                    n.name.clone()
+                });
+            format!("{op} (node `{}`)", original.as_deref().unwrap_or(node.name()))
+        })
+        .collect()
+}
+
+impl CamModel for OnnxModel {
+    type Output = Tensor<2>;
+
+    fn forward(&self, input: Tensor<4>) -> ember_core::Result<Tensor<2>> {
+        Ok(self.run(input)?.0)
+    }
+
+    fn layers(&self) -> Vec<LayerInfo> {
+        self.layers.clone()
+    }
+
+    fn default_layer(&self) -> Option<String> {
+        Some(self.default_layer.clone())
+    }
+
+    fn check_input(&self, input: &Tensor<4>) -> ember_core::Result<()> {
+        check_input_chw(input, self.input_shape.get(1..).unwrap_or_default())
+    }
+}

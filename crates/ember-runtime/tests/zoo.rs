@@ -1,0 +1,144 @@
+//! The architecture zoo (`xtask/reference/make_zoo.py`): small seeded torchvision networks
+//! exported to ONNX, run by the executor and compared with PyTorch and onnxruntime, and their
+//! Grad-CAM compared with pytorch-grad-cam 1.5.7.
+//!
+//! Tolerances: logits ≤ 1e-4 relative to the largest reference magnitude (the bound);
+//! Grad-CAM maps (in [0, 1]) ≤ 1e-4 absolute, as in the MobileNetV2 parity tests.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use ember_core::{CamModel, ClassTarget, Explainer, GradCam};
+use ember_runtime::{OnnxModel, ScoreSource};
+
+const LOGITS_REL: f32 = 1e-4;
+const MAP_ABS: f32 = 1e-4;
+
+fn zoo_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/zoo")
+}
+
+fn arrays(name: &str) -> BTreeMap<String, (Vec<f32>, Vec<usize>)> {
+    let path = zoo_dir().join(format!("{name}.npz"));
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut npz = npyz::npz::NpzArchive::new(std::io::BufReader::new(file)).unwrap();
+    let names: Vec<String> = npz.array_names().map(str::to_owned).collect();
+    names
+        .into_iter()
+        .map(|key| {
+            let array = npz.by_name(&key).unwrap().unwrap();
+            let shape = array.shape().iter().map(|&d| d as usize).collect();
+            (key, (array.into_vec::<f32>().unwrap(), shape))
+        })
+        .collect()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+fn relative(ours: &[f32], reference: &[f32]) -> f32 {
+    let scale = reference
+        .iter()
+        .fold(0.0f32, |m, v| m.max(v.abs()))
+        .max(f32::MIN_POSITIVE);
+    max_abs_diff(ours, reference) / scale
+}
+
+struct Case {
+    name: String,
+    layer: String,
+    softmax_output: bool,
+    dynamic_size: bool,
+}
+
+fn cases() -> Vec<Case> {
+    let text = std::fs::read_to_string(zoo_dir().join("zoo.json")).unwrap();
+    let table: serde_json::Value = serde_json::from_str(&text).unwrap();
+    table
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(name, entry)| Case {
+            name: name.clone(),
+            layer: entry["layer"].as_str().unwrap().to_owned(),
+            softmax_output: entry["softmax_output"].as_bool().unwrap(),
+            dynamic_size: entry["dynamic_size"].as_bool().unwrap(),
+        })
+        .collect()
+}
+
+#[test]
+fn every_zoo_architecture_matches_pytorch_onnxruntime_and_pytorch_grad_cam() {
+    let device = Device::flex();
+    let cases = cases();
+    assert_eq!(cases.len(), 10, "the zoo lists ten architectures");
+    let mut report = Vec::new();
+    for case in cases {
+        let fixture = arrays(&case.name);
+        let (input, shape) = &fixture["input"];
+        let input = Tensor::<4>::from_data(TensorData::new(input.clone(), shape.clone()), &device);
+        // pytorch-grad-cam explains the raw output: probabilities for a softmax model.
+        let model = OnnxModel::load(zoo_dir().join(format!("{}.onnx", case.name)), &device)
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name))
+            .with_scores(ScoreSource::Output);
+        assert_eq!(model.final_softmax().is_some(), case.softmax_output, "{}", case.name);
+        assert_eq!(model.input_shape()[2].is_none(), case.dynamic_size, "{}", case.name);
+
+        let (_, output) = model.run(input.clone()).unwrap();
+        let output = output.into_data().try_to_vec::<f32>().unwrap();
+        let vs_torch = relative(&output, &fixture["torch_logits"].0);
+        let vs_ort = relative(&output, &fixture["ort_logits"].0);
+
+        let explanation = Explainer::new(GradCam)
+            .layer(case.layer.clone())
+            .explain(&model, input, &ClassTarget::TopClass)
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let (reference_map, map_shape) = &fixture["grad_cam"];
+        let per_image = reference_map.len() / map_shape[0];
+        let weakest_peak = reference_map
+            .chunks(per_image)
+            .map(|m| m.iter().fold(0.0f32, |a, &v| a.max(v)))
+            .fold(f32::INFINITY, f32::min);
+        assert!(weakest_peak > 0.5, "{}: the reference map is degenerate", case.name);
+        assert_eq!(&explanation.maps.dims().to_vec(), map_shape, "{}", case.name);
+        let map = explanation.maps.inner().into_data().try_to_vec::<f32>().unwrap();
+        let map_diff = max_abs_diff(&map, reference_map);
+        report.push(format!(
+            "{:14} logits vs torch {vs_torch:.1e}, vs onnxruntime {vs_ort:.1e}; Grad-CAM at {} {map_diff:.1e}",
+            case.name, case.layer
+        ));
+        assert!(
+            vs_torch <= LOGITS_REL && vs_ort <= LOGITS_REL,
+            "{}",
+            report.last().unwrap()
+        );
+        assert!(map_diff <= MAP_ABS, "{}", report.last().unwrap());
+    }
+    println!("{}", report.join("\n"));
+}
+
+#[test]
+fn a_softmax_output_is_explained_through_its_logits_by_default() {
+    let device = Device::flex();
+    let path = zoo_dir().join("paddle_style.onnx");
+    let fixture = arrays("paddle_style");
+    let (input, shape) = &fixture["input"];
+    let input = Tensor::<4>::from_data(TensorData::new(input.clone(), shape.clone()), &device);
+    let model = OnnxModel::load(&path, &device).unwrap();
+    let (logits, probabilities) = model.run(input.clone()).unwrap();
+    let recomputed = burn::tensor::activation::softmax(logits.clone(), 1);
+    let recomputed = recomputed.into_data().try_to_vec::<f32>().unwrap();
+    let probabilities = probabilities.into_data().try_to_vec::<f32>().unwrap();
+    assert!(max_abs_diff(&recomputed, &probabilities) < 1e-6);
+    let logits = logits.into_data().try_to_vec::<f32>().unwrap();
+    assert!(
+        logits.iter().any(|v| *v < 0.0 || *v > 1.0),
+        "the scores are logits, not probabilities"
+    );
+    // The dynamic input size takes another resolution.
+    let larger = Tensor::<4>::ones([1, 3, 96, 80], &device);
+    assert_eq!(CamModel::forward(&model, larger).unwrap().dims(), [1, 10]);
+}

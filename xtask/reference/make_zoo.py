@@ -1,0 +1,282 @@
+"""An architecture zoo for the run-time ONNX executor: small seeded models, their ONNX export, and
+the logits PyTorch and onnxruntime give for a fixed input.
+
+Run through `cargo xtask zoo` (virtual environment with xtask/reference/requirements.txt).
+Writes `tests/fixtures/zoo/<name>.onnx` and `tests/fixtures/zoo/<name>.npz` (input, torch logits,
+onnxruntime logits, and pytorch-grad-cam's Grad-CAM of the explained layer); rerunning gives
+byte-identical files.
+
+Each model is a torchvision architecture built from torchvision's own blocks, made small (few
+channels, few blocks, 10 classes, 64×64 inputs) so that the whole zoo stays under a few MB in git:
+the operators, their attributes and the graph structure are those of the full-size networks.
+Weights are random (seed 0); batch-norm statistics are randomised too, so that normalisation is
+not the identity. "paddle_style" mimics PaddlePaddle exports (HardSigmoid, HardSwish, Mul, Div,
+Pad, ReduceMean, Transpose, MatMul, a Softmax output) and has a dynamic input size.
+"""
+
+import importlib
+import json
+import pathlib
+
+import numpy as np
+import onnxruntime
+import torch
+import torchvision
+from pytorch_grad_cam import GradCAM
+
+# Module objects, not the same-named model constructors `torchvision.models` re-exports.
+densenet, efficientnet, googlenet, mobilenetv3, regnet, resnet, shufflenetv2, squeezenet, vgg = (
+    importlib.import_module(f"torchvision.models.{name}")
+    for name in ["densenet", "efficientnet", "googlenet", "mobilenetv3", "regnet", "resnet", "shufflenetv2", "squeezenet", "vgg"]
+)
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+ZOO = ROOT / "tests" / "fixtures" / "zoo"
+SIZE = 64
+CLASSES = 10
+
+
+class TinyResNet(torch.nn.Module):
+    """ResNet-18's stem, BasicBlocks with projection shortcuts, GAP and FC, with 8–32 channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 7, 2, 3, bias=False),
+            torch.nn.BatchNorm2d(8),
+            torch.nn.ReLU(inplace=True),
+            torch.nn.MaxPool2d(3, 2, 1),
+        )
+
+        def down(cin, cout):
+            return torch.nn.Sequential(torch.nn.Conv2d(cin, cout, 1, 2, bias=False), torch.nn.BatchNorm2d(cout))
+
+        self.layer1 = resnet.BasicBlock(8, 8)
+        self.layer2 = resnet.BasicBlock(8, 16, 2, down(8, 16))
+        self.layer3 = resnet.Bottleneck(16, 8, 2, down(16, 32))
+        self.avgpool = torch.nn.AdaptiveAvgPool2d(1)
+        self.fc = torch.nn.Linear(32, CLASSES)
+
+    def forward(self, x):
+        x = self.layer3(self.layer2(self.layer1(self.stem(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+class TinyVgg(torch.nn.Module):
+    """VGG-11-BN's feature layout (torchvision's `make_layers`), adaptive pooling, dropout head."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = vgg.make_layers([8, "M", 16, "M", 16, 16, "M", 32, "M"], batch_norm=True)
+        self.avgpool = torch.nn.AdaptiveAvgPool2d((4, 4))
+        self.classifier = torch.nn.Sequential(
+            torch.nn.Linear(32 * 16, 32), torch.nn.ReLU(True), torch.nn.Dropout(), torch.nn.Linear(32, CLASSES)
+        )
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+class TinySqueezeNet(torch.nn.Module):
+    """SqueezeNet 1.1's layout with torchvision's Fire modules and its convolutional classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 16, kernel_size=3, stride=2),
+            torch.nn.ReLU(inplace=True),
+            torch.nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
+            squeezenet.Fire(16, 4, 8, 8),
+            squeezenet.Fire(16, 4, 8, 8),
+            torch.nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
+            squeezenet.Fire(16, 8, 16, 16),
+        )
+        self.classifier = torch.nn.Sequential(
+            torch.nn.Dropout(p=0.5),
+            torch.nn.Conv2d(32, CLASSES, kernel_size=1),
+            torch.nn.ReLU(inplace=True),
+            torch.nn.AdaptiveAvgPool2d((1, 1)),
+        )
+
+    def forward(self, x):
+        return torch.flatten(self.classifier(self.features(x)), 1)
+
+
+class TinyGoogLeNet(torch.nn.Module):
+    """GoogLeNet's stem (ceil-mode max pools) and torchvision's Inception blocks."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = googlenet.BasicConv2d(3, 8, kernel_size=7, stride=2, padding=3)
+        self.maxpool1 = torch.nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        self.inception3a = googlenet.Inception(8, 4, 4, 8, 2, 4, 4)
+        self.inception3b = googlenet.Inception(20, 8, 4, 8, 2, 4, 4)
+        self.maxpool3 = torch.nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        self.inception4a = googlenet.Inception(24, 8, 8, 8, 4, 8, 8)
+        self.avgpool = torch.nn.AdaptiveAvgPool2d((1, 1))
+        self.dropout = torch.nn.Dropout(0.2)
+        self.fc = torch.nn.Linear(32, CLASSES)
+
+    def forward(self, x):
+        x = self.maxpool1(self.conv1(x))
+        x = self.maxpool3(self.inception3b(self.inception3a(x)))
+        x = self.inception4a(x)
+        return self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
+
+
+class PaddleStyle(torch.nn.Module):
+    """The operators PaddlePaddle exports use, with a Softmax output and a dynamic input size."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 8, 3, 2)
+        self.bn1 = torch.nn.BatchNorm2d(8)
+        self.conv2 = torch.nn.Conv2d(8, 16, 3, 1, 1, groups=8)
+        self.conv3 = torch.nn.Conv2d(16, 16, 1)
+        self.se_reduce = torch.nn.Conv2d(16, 4, 1)
+        self.se_expand = torch.nn.Conv2d(4, 16, 1)
+        self.weight = torch.nn.Parameter(torch.randn(16, CLASSES) * 0.3)
+        self.bias = torch.nn.Parameter(torch.randn(CLASSES) * 0.1)
+
+    def forward(self, x):
+        x = torch.nn.functional.pad(x, (0, 1, 0, 1))
+        x = torch.nn.functional.hardswish(self.bn1(self.conv1(x)))
+        x = self.conv3(torch.relu(self.conv2(x)) / 6.0)
+        scale = torch.nn.functional.hardsigmoid(self.se_expand(torch.relu(self.se_reduce(x.mean((2, 3), keepdim=True)))))
+        x = x * scale
+        pooled = x.mean((2, 3))
+        tokens = x.flatten(2).transpose(1, 2)  # [N, HW, C]
+        attended = tokens.mean(1)
+        logits = torch.matmul(pooled + attended, self.weight) + self.bias
+        return torch.softmax(logits, dim=1)
+
+
+def zoo():
+    """(name, model, explained layer, dynamic size) for every architecture."""
+    regnet_params = regnet.BlockParams.from_init_params(
+        depth=3, w_0=16, w_a=8.0, w_m=2.0, group_width=8, se_ratio=0.25
+    )
+    effnet_setting, _ = efficientnet._efficientnet_conf("efficientnet_b0", width_mult=0.25, depth_mult=0.25)
+    mnv3_setting, _ = mobilenetv3._mobilenet_v3_conf("mobilenet_v3_small", width_mult=0.25)
+    models = [
+        ("resnet", TinyResNet(), lambda m: m.layer3, False),
+        ("vgg", TinyVgg(), lambda m: m.features[-2], False),
+        (
+            "mobilenet_v3",
+            mobilenetv3.MobileNetV3(mnv3_setting, 64, num_classes=CLASSES),
+            # At 64×64 the last stage is 2×2 and its map is flat for this seed: a 4×4 block instead.
+            lambda m: m.features[8],
+            False,
+        ),
+        (
+            "efficientnet",
+            efficientnet.EfficientNet(effnet_setting, 0.2, num_classes=CLASSES, last_channel=64),
+            lambda m: m.features[-1],
+            False,
+        ),
+        ("squeezenet", TinySqueezeNet(), lambda m: m.features[-1], False),
+        (
+            "densenet",
+            densenet.DenseNet(growth_rate=8, block_config=(2, 2, 2), num_init_features=16, bn_size=2, num_classes=CLASSES),
+            # Not `features[-1]` (norm5): DenseNet applies an in-place ReLU to its output, which
+            # rewrites the activation pytorch-grad-cam captured there.
+            lambda m: m.features.denseblock3,
+            False,
+        ),
+        ("regnet", regnet.RegNet(regnet_params, num_classes=CLASSES), lambda m: m.trunk_output, False),
+        (
+            "shufflenet",
+            shufflenetv2.ShuffleNetV2([2, 2, 2], [8, 16, 32, 64, 64], num_classes=CLASSES),
+            lambda m: m.conv5,
+            False,
+        ),
+        ("googlenet", TinyGoogLeNet(), lambda m: m.inception4a, False),
+        ("paddle_style", PaddleStyle(), lambda m: m.conv3, True),
+    ]
+    return models
+
+
+def randomise_batch_norm(model, generator):
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            with torch.no_grad():
+                module.running_mean.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
+                module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+                module.weight.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
+
+
+def onnx_node_of(model, module, onnx_path):
+    """The ONNX node that computes `module`'s output: the last node of its export scope."""
+    import onnx
+
+    qualified = next(n for n, m in model.named_modules() if m is module)
+    parts = qualified.split(".")
+    # The exporter names scopes after the attribute path; children of a Sequential carry their
+    # accumulated name ("/features/features.12/"), other modules their own ("/features/norm5/").
+    scopes = [
+        "/" + "/".join(".".join(parts[: i + 1]) for i in range(len(parts))) + "/",
+        "/" + "/".join(parts) + "/",
+    ]
+    names = [n.name for n in onnx.load(str(onnx_path)).graph.node]
+    nodes = next(matching for scope in scopes if (matching := [n for n in names if n.startswith(scope)]))
+    return nodes[-1]
+
+
+def main():
+    ZOO.mkdir(parents=True, exist_ok=True)
+    table = {}
+    for name, model, layer_of, dynamic in zoo():
+        torch.manual_seed(0)
+        generator = torch.Generator().manual_seed(0)
+        for p in model.parameters():
+            with torch.no_grad():
+                p.copy_(torch.randn(p.shape, generator=generator) * (1.0 / max(1, p[0].numel()) ** 0.5))
+        randomise_batch_norm(model, generator)
+        model.eval()
+        x = torch.randn(2, 3, SIZE, SIZE, generator=generator)
+        with torch.no_grad():
+            torch_logits = model(x).numpy()
+
+        path = ZOO / f"{name}.onnx"
+        axes = {"input": {0: "batch", 2: "height", 3: "width"}} if dynamic else {"input": {0: "batch"}}
+        torch.onnx.export(
+            model,
+            (x,),
+            str(path),
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes=axes,
+            opset_version=16,
+            dynamo=False,
+        )
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        ort_logits = session.run(None, {"input": x.numpy()})[0]
+
+        # Grad-CAM of the explained layer (top class; the score is the model's raw output).
+        cam = GradCAM(model=model, target_layers=[layer_of(model)])
+        grad_cam = cam(input_tensor=x, targets=None).astype(np.float32)
+        cam.activations_and_grads.release()
+        # A map that is zero everywhere would make the comparison vacuous.
+        assert grad_cam.reshape(len(x), -1).max(axis=1).min() > 0.5, f"{name}: degenerate Grad-CAM"
+
+        np.savez(
+            ZOO / f"{name}.npz",
+            input=x.numpy(),
+            torch_logits=torch_logits,
+            ort_logits=ort_logits,
+            grad_cam=grad_cam,
+        )
+        table[name] = {
+            "layer": onnx_node_of(model, layer_of(model), path),
+            "dynamic_size": dynamic,
+            "softmax_output": name == "paddle_style",
+        }
+        size = path.stat().st_size
+        diff = np.abs(torch_logits - ort_logits).max()
+        print(f"{name:14} {size / 1024:7.1f} KiB  torch vs onnxruntime {diff:.2e}  layer {table[name]['layer']}")
+    (ZOO / "zoo.json").write_text(json.dumps(table, indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()
