@@ -87,7 +87,11 @@ impl OnnxModel {
     /// Loads the model at `path`, uploading its weights to `device`.
     pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<Self, RuntimeError> {
         let path = path.as_ref();
-        let tapped = ember_onnx::tap_graph(path)?;
+        // onnx-ir is given arbitrary files: a panic in it must become an error, not a crash.
+        let tapped = catch_unwind(|| ember_onnx::tap_graph(path)).map_err(|panic| RuntimeError::Parse {
+            path: path.to_path_buf(),
+            message: panic_message(&panic),
+        })??;
         let bytes = tapped.model.write_to_bytes().map_err(|e| RuntimeError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
@@ -242,47 +246,11 @@ impl OnnxModel {
             .get(&output.name)
             .ok_or_else(|| not_classifier(format!("the output `{}` is not computed by any node", output.name)))?;
 
-        // A trailing softmax: remember its input so scores can be logits.
-        let mut logits_slot = None;
-        let mut final_softmax = None;
-        let mut slot = output_slot;
-        while let Some(&index) = producer_of.get(&slot) {
-            match &steps[index].op {
-                Op::Tap(_) => {}
-                Op::Node(node) if matches!(**node, Node::Identity(_) | Node::Dropout(_)) => {}
-                Op::Node(node) if matches!(**node, Node::Softmax(_) | Node::LogSoftmax(_)) => {
-                    if let Some(Operand::Slot(input)) = steps[index].inputs.first() {
-                        logits_slot = Some(*input);
-                        final_softmax = Some(if matches!(**node, Node::Softmax(_)) {
-                            FinalSoftmax::Softmax
-                        } else {
-                            FinalSoftmax::LogSoftmax
-                        });
-                    }
-                    break;
-                }
-                Op::Node(_) => break,
-            }
-            match steps[index].inputs.first() {
-                Some(Operand::Slot(input)) => slot = *input,
-                _ => break,
-            }
-        }
-
-        // Free every slot after its last reader (the outputs are kept to the end).
-        let mut last_reader: HashMap<usize, usize> = HashMap::new();
-        for (index, step) in steps.iter().enumerate() {
-            for operand in &step.inputs {
-                if let Operand::Slot(slot) = operand {
-                    last_reader.insert(*slot, index);
-                }
-            }
-        }
-        for (slot, index) in last_reader {
-            if slot != output_slot && Some(slot) != logits_slot {
-                steps[index].release.push(slot);
-            }
-        }
+        let (logits_slot, final_softmax) = match trailing_softmax(&steps, &producer_of, output_slot) {
+            Some((slot, kind)) => (Some(slot), Some(kind)),
+            None => (None, None),
+        };
+        schedule_releases(&mut steps, &[Some(output_slot), logits_slot]);
 
         let layers = tapped
             .layers
@@ -342,11 +310,23 @@ impl OnnxModel {
         let mut values: Vec<Option<Value>> = vec![None; self.slots];
         values[self.input_slot] = Some(Value::Float(Float::new(input)));
         for step in &self.steps {
+            // A slot read for the last time is moved, not cloned: a tensor with one owner can
+            // be updated in place by the backend.
             let inputs: Vec<Option<Value>> = step
                 .inputs
                 .iter()
-                .map(|operand| match operand {
-                    Operand::Slot(slot) => values[*slot].clone(),
+                .enumerate()
+                .map(|(i, operand)| match operand {
+                    Operand::Slot(slot) => {
+                        let read_again = step.inputs[i + 1..]
+                            .iter()
+                            .any(|later| matches!(later, Operand::Slot(s) if s == slot));
+                        if step.release.contains(slot) && !read_again {
+                            values[*slot].take()
+                        } else {
+                            values[*slot].clone()
+                        }
+                    }
                     Operand::Constant(value) => Some(value.clone()),
                     Operand::Absent => None,
                 })
@@ -395,6 +375,49 @@ impl OnnxModel {
             Op::Node(node) => (node.name().to_owned(), node.node_type().to_string()),
         };
         RuntimeError::Node { node, op, message }
+    }
+}
+
+/// The input slot and kind of a Softmax/LogSoftmax the output comes from (through taps,
+/// Identity and Dropout only), so that scores can be its logits.
+fn trailing_softmax(
+    steps: &[Step],
+    producer_of: &HashMap<usize, usize>,
+    output_slot: usize,
+) -> Option<(usize, FinalSoftmax)> {
+    let mut slot = output_slot;
+    loop {
+        let step = &steps[*producer_of.get(&slot)?];
+        let Some(Operand::Slot(input)) = step.inputs.first() else {
+            return None;
+        };
+        match &step.op {
+            Op::Tap(_) => {}
+            Op::Node(node) => match **node {
+                Node::Identity(_) | Node::Dropout(_) => {}
+                Node::Softmax(_) => return Some((*input, FinalSoftmax::Softmax)),
+                Node::LogSoftmax(_) => return Some((*input, FinalSoftmax::LogSoftmax)),
+                _ => return None,
+            },
+        }
+        slot = *input;
+    }
+}
+
+/// Frees every slot after its last reader, except the slots in `keep` (the outputs).
+fn schedule_releases(steps: &mut [Step], keep: &[Option<usize>]) {
+    let mut last_reader: HashMap<usize, usize> = HashMap::new();
+    for (index, step) in steps.iter().enumerate() {
+        for operand in &step.inputs {
+            if let Operand::Slot(slot) = operand {
+                last_reader.insert(*slot, index);
+            }
+        }
+    }
+    for (slot, index) in last_reader {
+        if !keep.contains(&Some(slot)) {
+            steps[index].release.push(slot);
+        }
     }
 }
 

@@ -156,22 +156,8 @@ pub fn run(node: &Node, mut inputs: Inputs, device: &Device) -> Result<Vec<Value
             };
             one(Float { tensor, rank: x.rank })
         }
-        Node::Softmax(n) => {
-            let x = float(&mut inputs, 0, device)?;
-            let axis = x.axis(n.config.axis);
-            one(Float {
-                tensor: activation::softmax(x.tensor, axis),
-                rank: x.rank,
-            })
-        }
-        Node::LogSoftmax(n) => {
-            let x = float(&mut inputs, 0, device)?;
-            let axis = x.axis(n.config.axis);
-            one(Float {
-                tensor: activation::log_softmax(x.tensor, axis),
-                rank: x.rank,
-            })
-        }
+        Node::Softmax(n) => along_axis(inputs, device, n.config.axis, activation::softmax),
+        Node::LogSoftmax(n) => along_axis(inputs, device, n.config.axis, activation::log_softmax),
         Node::Conv2d(n) => {
             let x = float(&mut inputs, 0, device)?.to_rank::<4>()?;
             let weight = float(&mut inputs, 1, device)?.to_rank::<4>()?;
@@ -679,6 +665,24 @@ fn unary(
     let x = float(&mut inputs, 0, device)?;
     Ok(vec![Value::Float(Float {
         tensor: f(x.tensor),
+        rank: x.rank,
+    })])
+}
+
+/// An operator along one logical axis (softmax), given the padded axis.
+fn along_axis(
+    mut inputs: Inputs,
+    device: &Device,
+    axis: usize,
+    f: impl Fn(Tensor<MAX_RANK>, usize) -> Tensor<MAX_RANK>,
+) -> Result<Vec<Value>, String> {
+    let x = float(&mut inputs, 0, device)?;
+    if axis >= x.rank {
+        return Err(format!("axis {axis} out of range for a rank-{} tensor", x.rank));
+    }
+    let padded_axis = x.axis(axis);
+    Ok(vec![Value::Float(Float {
+        tensor: f(x.tensor, padded_axis),
         rank: x.rank,
     })])
 }
