@@ -9,6 +9,8 @@ byte-identical files.
 Each model is a torchvision architecture built from torchvision's own blocks, made small (few
 channels, few blocks, 10 classes, 64×64 inputs) so that the whole zoo stays under a few MB in git:
 the operators, their attributes and the graph structure are those of the full-size networks.
+"caffe_style" is written to ONNX by hand so that it carries the `LRN` operator of Caffe-era
+models (torch.onnx would decompose it).
 Weights are random (seed 0); batch-norm statistics are randomised too, so that normalisation is
 not the identity. "paddle_style" mimics PaddlePaddle exports (HardSigmoid, HardSwish, Mul, Div,
 Pad, ReduceMean, Transpose, MatMul, a Softmax output) and has a dynamic input size.
@@ -25,9 +27,9 @@ import torchvision
 from pytorch_grad_cam import GradCAM
 
 # Module objects, not the same-named model constructors `torchvision.models` re-exports.
-densenet, efficientnet, googlenet, mobilenetv3, regnet, resnet, shufflenetv2, squeezenet, vgg = (
+densenet, efficientnet, googlenet, mobilenetv3, regnet, resnet, shufflenetv2, squeezenet, vgg, convnext = (
     importlib.import_module(f"torchvision.models.{name}")
-    for name in ["densenet", "efficientnet", "googlenet", "mobilenetv3", "regnet", "resnet", "shufflenetv2", "squeezenet", "vgg"]
+    for name in ["densenet", "efficientnet", "googlenet", "mobilenetv3", "regnet", "resnet", "shufflenetv2", "squeezenet", "vgg", "convnext"]
 )
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -151,6 +153,69 @@ class PaddleStyle(torch.nn.Module):
         return torch.softmax(logits, dim=1)
 
 
+class CaffeStyle(torch.nn.Module):
+    """AlexNet/CaffeNet-era layers with local response normalisation (the ONNX `LRN` operator).
+
+    torch.onnx decomposes `LocalResponseNorm` into a dozen operators, while Caffe-converted
+    models (AlexNet, CaffeNet, GoogLeNet of the ONNX model zoo) carry `LRN` itself, so this one is
+    written to ONNX by hand, node for node, from the module's weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 8, 5, stride=2, padding=2)
+        self.relu1 = torch.nn.ReLU()
+        self.norm1 = torch.nn.LocalResponseNorm(5, alpha=0.2, beta=0.75, k=2.0)
+        self.pool1 = torch.nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        self.conv2 = torch.nn.Conv2d(8, 16, 3, padding=1)
+        self.relu2 = torch.nn.ReLU()
+        self.norm2 = torch.nn.LocalResponseNorm(3, alpha=0.3, beta=0.6, k=1.5)
+        self.fc = torch.nn.Linear(16, CLASSES)
+
+    def forward(self, x):
+        x = self.pool1(self.norm1(self.relu1(self.conv1(x))))
+        x = self.norm2(self.relu2(self.conv2(x)))
+        return self.fc(x.mean((2, 3)))
+
+    def to_onnx(self, path):
+        from onnx import TensorProto, helper, numpy_helper
+
+        weights = [numpy_helper.from_array(v.detach().numpy(), k) for k, v in self.state_dict().items()]
+
+        def lrn(norm, name, x, y):
+            return helper.make_node(
+                "LRN", [x], [y], name=name, size=norm.size, alpha=norm.alpha, beta=norm.beta, bias=norm.k
+            )
+
+        nodes = [
+            helper.make_node("Conv", ["input", "conv1.weight", "conv1.bias"], ["c1"], name="/conv1/Conv",
+                             kernel_shape=[5, 5], strides=[2, 2], pads=[2, 2, 2, 2]),
+            helper.make_node("Relu", ["c1"], ["r1"], name="/relu1/Relu"),
+            lrn(self.norm1, "/norm1/LRN", "r1", "n1"),
+            helper.make_node("MaxPool", ["n1"], ["p1"], name="/pool1/MaxPool", kernel_shape=[3, 3], strides=[2, 2],
+                             ceil_mode=1),
+            helper.make_node("Conv", ["p1", "conv2.weight", "conv2.bias"], ["c2"], name="/conv2/Conv",
+                             kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["c2"], ["r2"], name="/relu2/Relu"),
+            lrn(self.norm2, "/norm2/LRN", "r2", "n2"),
+            helper.make_node("GlobalAveragePool", ["n2"], ["g"], name="/GlobalAveragePool"),
+            helper.make_node("Flatten", ["g"], ["f"], name="/Flatten"),
+            helper.make_node("Gemm", ["f", "fc.weight", "fc.bias"], ["logits"], name="/fc/Gemm", transB=1),
+        ]
+        graph = helper.make_graph(
+            nodes,
+            "caffe_style",
+            [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, SIZE, SIZE])],
+            [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", CLASSES])],
+            weights,
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)], producer_name="make_zoo.py")
+        model.ir_version = 8
+        import onnx
+
+        onnx.checker.check_model(model)
+        onnx.save(model, str(path))
+
+
 def zoo():
     """(name, model, explained layer, dynamic size) for every architecture."""
     regnet_params = regnet.BlockParams.from_init_params(
@@ -192,6 +257,13 @@ def zoo():
         ),
         ("googlenet", TinyGoogLeNet(), lambda m: m.inception4a, False),
         ("paddle_style", PaddleStyle(), lambda m: m.conv3, True),
+        (
+            "convnext",
+            convnext.ConvNeXt([convnext.CNBlockConfig(16, 32, 1), convnext.CNBlockConfig(32, None, 1)], num_classes=CLASSES),
+            lambda m: m.features[-1],
+            False,
+        ),
+        ("caffe_style", CaffeStyle(), lambda m: m.norm2, False),
     ]
     return models
 
@@ -240,16 +312,19 @@ def main():
 
         path = ZOO / f"{name}.onnx"
         axes = {"input": {0: "batch", 2: "height", 3: "width"}} if dynamic else {"input": {0: "batch"}}
-        torch.onnx.export(
-            model,
-            (x,),
-            str(path),
-            input_names=["input"],
-            output_names=["logits"],
-            dynamic_axes=axes,
-            opset_version=16,
-            dynamo=False,
-        )
+        if hasattr(model, "to_onnx"):
+            model.to_onnx(path)
+        else:
+            torch.onnx.export(
+                model,
+                (x,),
+                str(path),
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_axes=axes,
+                opset_version=16,
+                dynamo=False,
+            )
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         ort_logits = session.run(None, {"input": x.numpy()})[0]
 

@@ -49,6 +49,7 @@ pub fn supported(node: &Node) -> bool {
             | Mean(_)
             | Conv2d(_)
             | BatchNormalization(_)
+            | Lrn(_)
             | MaxPool2d(_)
             | AveragePool2d(_)
             | GlobalAveragePool(_)
@@ -207,6 +208,28 @@ pub fn run(node: &Node, mut inputs: Inputs, device: &Device) -> Result<Vec<Value
                 rank => return Err(format!("batch norm of a rank-{rank} tensor")),
             };
             one(out)
+        }
+        // LRN (AlexNet): x / (bias + alpha/size · Σ x²)^beta, the sum over `size` neighbouring
+        // channels, floor((size−1)/2) before and ceil((size−1)/2) after each one.
+        Node::Lrn(n) => {
+            let c = &n.config;
+            let size = usize::try_from(c.size)
+                .ok()
+                .filter(|&s| s > 0)
+                .ok_or("LRN size must be positive")?;
+            let x = float(&mut inputs, 0, device)?.to_rank::<4>()?;
+            let channels = x.dims()[1];
+            let (before, after) = ((size - 1) / 2, size / 2);
+            let squares = x.clone().powf_scalar(2.0).pad(
+                vec![(0, 0), (before, after), (0, 0), (0, 0)],
+                BurnPadMode::Constant(0.0),
+            );
+            let window_sum = (0..size)
+                .map(|offset| squares.clone().narrow(1, offset, channels))
+                .reduce(|a, b| a + b)
+                .expect("size > 0");
+            let scale = (window_sum * (c.alpha / size as f32) + c.bias).powf_scalar(c.beta);
+            one(Float::new(x / scale))
         }
         Node::MaxPool2d(n) => {
             let x = float(&mut inputs, 0, device)?.to_rank::<4>()?;
