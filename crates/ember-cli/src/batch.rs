@@ -97,21 +97,19 @@ pub fn explain(args: ExplainArgs) -> Result<(), String> {
         probabilities_are_scores,
     };
 
-    let items: Vec<Result<Item, (PathBuf, String)>> = match &args.input_npy {
+    // Inputs are decoded batch by batch, so a folder of any size needs one batch of memory.
+    let sources: Vec<Source> = match &args.input_npy {
         Some(path) => {
             let tensor = input::tensor_from_npy(path, &device)?;
             let batch = tensor.dims()[0];
             (0..batch)
-                .map(|i| {
-                    Ok(Item {
-                        source: if batch == 1 {
-                            path.clone()
-                        } else {
-                            PathBuf::from(format!("{}[{i}]", path.display()))
-                        },
-                        shown: None,
-                        tensor: tensor.clone().narrow(0, i, 1),
-                    })
+                .map(|i| Source::Tensor {
+                    name: if batch == 1 {
+                        path.clone()
+                    } else {
+                        PathBuf::from(format!("{}[{i}]", path.display()))
+                    },
+                    tensor: tensor.clone().narrow(0, i, 1),
                 })
                 .collect()
         }
@@ -121,25 +119,60 @@ pub fn explain(args: ExplainArgs) -> Result<(), String> {
             let recipe = input::preprocess(&args, size)?;
             files
                 .into_iter()
-                .map(|file| load_item(file, &recipe, &device))
+                .map(|file| Source::Image {
+                    file,
+                    recipe: recipe.clone(),
+                    device: device.clone(),
+                })
                 .collect()
         }
     };
-    if items.len() == 1 {
-        run.single(items.into_iter().next().expect("one item"))
+    if sources.len() == 1 {
+        run.single(sources.into_iter().next().expect("one input"))
     } else {
-        run.many(items)
+        run.many(sources)
     }
 }
 
-fn load_item(file: PathBuf, recipe: &Preprocess, device: &Device) -> Result<Item, (PathBuf, String)> {
-    let photo = load_rgb(&file).map_err(|e| (file.clone(), e.to_string()))?;
-    let (tensor, shown) = recipe.apply(&photo, device);
-    Ok(Item {
-        source: file,
-        shown: Some(shown),
-        tensor,
-    })
+/// An input before decoding.
+enum Source {
+    /// A photo, decoded and pre-processed when its batch comes.
+    Image {
+        file: PathBuf,
+        recipe: Preprocess,
+        device: Device,
+    },
+    /// One image of a pre-processed tensor.
+    Tensor { name: PathBuf, tensor: Tensor<4> },
+}
+
+impl Source {
+    fn name(&self) -> &Path {
+        match self {
+            Source::Image { file, .. } => file,
+            Source::Tensor { name, .. } => name,
+        }
+    }
+
+    /// The decoded input, or why it cannot be read.
+    fn load(self) -> Result<Item, (PathBuf, String)> {
+        match self {
+            Source::Image { file, recipe, device } => {
+                let photo = load_rgb(&file).map_err(|e| (file.clone(), e.to_string()))?;
+                let (tensor, shown) = recipe.apply(&photo, &device);
+                Ok(Item {
+                    source: file,
+                    shown: Some(shown),
+                    tensor,
+                })
+            }
+            Source::Tensor { name, tensor } => Ok(Item {
+                source: name,
+                shown: None,
+                tensor,
+            }),
+        }
+    }
 }
 
 struct Run<'a> {
@@ -165,8 +198,8 @@ struct Report {
 
 impl Run<'_> {
     /// One input: overlay to --out, map to --save-npy, a short report on stdout.
-    fn single(&self, item: Result<Item, (PathBuf, String)>) -> Result<(), String> {
-        let item = item.map_err(|(_, message)| message)?;
+    fn single(&self, source: Source) -> Result<(), String> {
+        let item = source.load().map_err(|(_, message)| message)?;
         let started = Instant::now();
         let explanation = self
             .explainer
@@ -212,10 +245,10 @@ impl Run<'_> {
     }
 
     /// Several inputs: batches with a progress bar, one overlay each, summary.json.
-    fn many(&self, items: Vec<Result<Item, (PathBuf, String)>>) -> Result<(), String> {
+    fn many(&self, sources: Vec<Source>) -> Result<(), String> {
         let out_dir = &self.args.out_dir;
         std::fs::create_dir_all(out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
-        let total = items.len();
+        let total = sources.len();
         let progress = ProgressBar::new(total as u64);
         progress.set_style(
             ProgressStyle::with_template("{bar:40} {pos}/{len} images  {elapsed} (eta {eta})  {msg}")
@@ -225,12 +258,13 @@ impl Run<'_> {
         let mut entries = Vec::with_capacity(total);
         let mut failures = 0;
         let mut names = std::collections::HashSet::new();
-        let mut pending = items.into_iter().peekable();
+        let mut pending = sources.into_iter().peekable();
         while pending.peek().is_some() {
-            let chunk: Vec<_> = pending.by_ref().take(self.args.batch_size).collect();
+            let chunk: Vec<Source> = pending.by_ref().take(self.args.batch_size).collect();
             let mut batch = Vec::with_capacity(chunk.len());
-            for item in chunk {
-                match item {
+            for source in chunk {
+                progress.set_message(source.name().display().to_string());
+                match source.load() {
                     Ok(item) => batch.push(item),
                     Err((source, message)) => {
                         failures += 1;

@@ -39,6 +39,8 @@ use quote::quote;
 pub const TAP_DOMAIN: &str = "ember.tap";
 /// The op type of inserted tap nodes.
 pub const TAP_OP: &str = "Tap";
+/// What a tapped value's name gets appended (`x` becomes `x__ember_tap` after its tap).
+pub const TAPPED_SUFFIX: &str = "__ember_tap";
 /// The attribute of a tap node that holds the original node name.
 pub const TAP_ATTRIBUTE: &str = "layer";
 const SURVEY_ATTRIBUTE: &str = "survey_index";
@@ -382,7 +384,7 @@ fn int_attribute(name: &str, value: i64) -> AttributeProto {
 /// value, carrying the given attribute, and rewires every consumer and graph output to it.
 fn insert_taps(model: &mut ModelProto, labels: Vec<(String, AttributeProto)>) {
     let mut label_of: HashMap<String, AttributeProto> = labels.into_iter().collect();
-    let tapped_name = |value: &str| format!("{value}__ember_tap");
+    let tapped_name = |value: &str| format!("{value}{TAPPED_SUFFIX}");
     let graph = model.graph.mut_or_insert_default();
     let mut nodes = Vec::with_capacity(graph.node.len() + label_of.len());
     let tapped: HashSet<String> = label_of.keys().cloned().collect();

@@ -147,8 +147,9 @@ impl OnnxModel {
             }
             other => {
                 return Err(not_classifier(format!(
-                    "the input `{}` is {other:?}, not a float [N, C, H, W] image batch",
-                    input.name
+                    "the input `{}` is {}, not a float [N, C, H, W] image batch",
+                    input.name,
+                    describe_type(other)
                 )));
             }
         };
@@ -158,9 +159,14 @@ impl OnnxModel {
         match &output.ty {
             ArgType::Tensor(t) if t.rank == 2 && t.dtype.is_float() => {}
             other => {
+                // onnx-ir renames values; the file's own name is the one a user knows.
+                let graph = tapped.model.graph.get_or_default();
+                let name = graph.output.first().map_or(output.name.as_str(), |o| {
+                    o.name.strip_suffix(ember_onnx::TAPPED_SUFFIX).unwrap_or(&o.name)
+                });
                 return Err(not_classifier(format!(
-                    "the output `{}` is {other:?}, not [N, classes] class scores",
-                    output.name
+                    "the output `{name}` is {}, not [N, classes] class scores",
+                    describe_type(other)
                 )));
             }
         }
@@ -375,6 +381,27 @@ impl OnnxModel {
             Op::Node(node) => (node.name().to_owned(), node.node_type().to_string()),
         };
         RuntimeError::Node { node, op, message }
+    }
+}
+
+/// `a rank-4 F32 tensor [?, 32, 4, 4]`, for messages.
+fn describe_type(ty: &ArgType) -> String {
+    match ty {
+        ArgType::Tensor(t) => {
+            let shape = match &t.static_shape {
+                Some(dims) => {
+                    let dims: Vec<String> = dims
+                        .iter()
+                        .map(|d| d.map_or_else(|| "?".to_owned(), |d| d.to_string()))
+                        .collect();
+                    format!(" [{}]", dims.join(", "))
+                }
+                None => String::new(),
+            };
+            format!("a rank-{} {:?} tensor{shape}", t.rank, t.dtype)
+        }
+        ArgType::Shape(rank) => format!("a shape of rank {rank}"),
+        ArgType::ScalarTensor(dtype) | ArgType::ScalarNative(dtype) => format!("a {dtype:?} scalar"),
     }
 }
 
