@@ -87,6 +87,31 @@ pub fn explain(args: ExplainArgs) -> Result<(), String> {
     }
     let probabilities_are_scores =
         args.score == ScoreKind::Output && model.final_softmax() == Some(FinalSoftmax::Softmax);
+    // Inputs are decoded batch by batch, so a folder of any size needs one batch of memory.
+    let (mut recipe, mut tensor) = (None, None);
+    let sources: Vec<Source> = match &args.input_npy {
+        Some(path) => {
+            let loaded = input::tensor_from_npy(path, &device)?;
+            let batch = loaded.dims()[0];
+            tensor = Some(loaded);
+            (0..batch)
+                .map(|index| Source::Tensor {
+                    name: if batch == 1 {
+                        path.clone()
+                    } else {
+                        PathBuf::from(format!("{}[{index}]", path.display()))
+                    },
+                    index,
+                })
+                .collect()
+        }
+        None => {
+            let files = input::image_files(&args.image)?;
+            let size = input::input_size(model.input_shape(), args.size.as_deref())?;
+            recipe = Some(input::preprocess(&args, size)?);
+            files.into_iter().map(Source::Image).collect()
+        }
+    };
     let run = Run {
         args: &args,
         model: &model,
@@ -95,37 +120,9 @@ pub fn explain(args: ExplainArgs) -> Result<(), String> {
         labels,
         colormap,
         probabilities_are_scores,
-    };
-
-    // Inputs are decoded batch by batch, so a folder of any size needs one batch of memory.
-    let sources: Vec<Source> = match &args.input_npy {
-        Some(path) => {
-            let tensor = input::tensor_from_npy(path, &device)?;
-            let batch = tensor.dims()[0];
-            (0..batch)
-                .map(|i| Source::Tensor {
-                    name: if batch == 1 {
-                        path.clone()
-                    } else {
-                        PathBuf::from(format!("{}[{i}]", path.display()))
-                    },
-                    tensor: tensor.clone().narrow(0, i, 1),
-                })
-                .collect()
-        }
-        None => {
-            let files = input::image_files(&args.image)?;
-            let size = input::input_size(model.input_shape(), args.size.as_deref())?;
-            let recipe = input::preprocess(&args, size)?;
-            files
-                .into_iter()
-                .map(|file| Source::Image {
-                    file,
-                    recipe: recipe.clone(),
-                    device: device.clone(),
-                })
-                .collect()
-        }
+        recipe,
+        tensor,
+        device,
     };
     if sources.len() == 1 {
         run.single(sources.into_iter().next().expect("one input"))
@@ -137,40 +134,16 @@ pub fn explain(args: ExplainArgs) -> Result<(), String> {
 /// An input before decoding.
 enum Source {
     /// A photo, decoded and pre-processed when its batch comes.
-    Image {
-        file: PathBuf,
-        recipe: Preprocess,
-        device: Device,
-    },
-    /// One image of a pre-processed tensor.
-    Tensor { name: PathBuf, tensor: Tensor<4> },
+    Image(PathBuf),
+    /// One image of the pre-processed tensor.
+    Tensor { name: PathBuf, index: usize },
 }
 
 impl Source {
     fn name(&self) -> &Path {
         match self {
-            Source::Image { file, .. } => file,
+            Source::Image(file) => file,
             Source::Tensor { name, .. } => name,
-        }
-    }
-
-    /// The decoded input, or why it cannot be read.
-    fn load(self) -> Result<Item, (PathBuf, String)> {
-        match self {
-            Source::Image { file, recipe, device } => {
-                let photo = load_rgb(&file).map_err(|e| (file.clone(), e.to_string()))?;
-                let (tensor, shown) = recipe.apply(&photo, &device);
-                Ok(Item {
-                    source: file,
-                    shown: Some(shown),
-                    tensor,
-                })
-            }
-            Source::Tensor { name, tensor } => Ok(Item {
-                source: name,
-                shown: None,
-                tensor,
-            }),
         }
     }
 }
@@ -183,6 +156,11 @@ struct Run<'a> {
     labels: Vec<String>,
     colormap: Colormap,
     probabilities_are_scores: bool,
+    /// How photos become tensors (`None` for pre-processed tensors).
+    recipe: Option<Preprocess>,
+    /// The pre-processed tensor of `--input-npy`.
+    tensor: Option<Tensor<4>>,
+    device: Device,
 }
 
 /// What is reported of one explained image.
@@ -197,9 +175,30 @@ struct Report {
 }
 
 impl Run<'_> {
+    /// The decoded input, or why it cannot be read.
+    fn load(&self, source: Source) -> Result<Item, (PathBuf, String)> {
+        match (source, &self.recipe, &self.tensor) {
+            (Source::Image(file), Some(recipe), _) => {
+                let photo = load_rgb(&file).map_err(|e| (file.clone(), e.to_string()))?;
+                let (tensor, shown) = recipe.apply(&photo, &self.device);
+                Ok(Item {
+                    source: file,
+                    shown: Some(shown),
+                    tensor,
+                })
+            }
+            (Source::Tensor { name, index }, _, Some(tensor)) => Ok(Item {
+                source: name,
+                shown: None,
+                tensor: tensor.clone().narrow(0, index, 1),
+            }),
+            (source, _, _) => Err((source.name().to_path_buf(), "no pre-processing for this input".into())),
+        }
+    }
+
     /// One input: overlay to --out, map to --save-npy, a short report on stdout.
     fn single(&self, source: Source) -> Result<(), String> {
-        let item = source.load().map_err(|(_, message)| message)?;
+        let item = self.load(source).map_err(|(_, message)| message)?;
         let started = Instant::now();
         let explanation = self
             .explainer
@@ -264,7 +263,7 @@ impl Run<'_> {
             let mut batch = Vec::with_capacity(chunk.len());
             for source in chunk {
                 progress.set_message(source.name().display().to_string());
-                match source.load() {
+                match self.load(source) {
                     Ok(item) => batch.push(item),
                     Err((source, message)) => {
                         failures += 1;

@@ -225,6 +225,30 @@ fn a_folder_is_explained_in_batches_with_a_summary() {
 }
 
 #[test]
+fn a_broken_image_in_a_folder_is_reported_and_the_others_explained() {
+    let folder = scratch("mixed");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::copy(root().join("examples/images/chelsea.png"), folder.join("a-cat.png")).unwrap();
+    std::fs::write(folder.join("b-broken.png"), b"\x89PNG\r\n\x1a\nbroken").unwrap();
+    let out = scratch("mixed-out");
+    let output = explain(
+        &path("models/mobilenet_v2.onnx"),
+        &["--image", folder.to_str().unwrap(), "--out-dir", out.to_str().unwrap()],
+    );
+    assert_clean_error(&output, "1 of 2 inputs failed");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let images = summary["images"].as_array().unwrap();
+    assert_eq!(images.len(), 2);
+    assert!(
+        images
+            .iter()
+            .any(|e| e["error"].as_str().is_some_and(|m| m.contains("b-broken.png")))
+    );
+    assert!(out.join("a-cat.png").exists());
+}
+
+#[test]
 fn a_preprocessed_tensor_gives_maps_of_its_own_size() {
     // The zoo's dynamic-size model on the 2 × 3 × 64 × 64 input of its fixture.
     let file = std::fs::File::open(root().join("tests/fixtures/zoo/paddle_style.npz")).unwrap();
