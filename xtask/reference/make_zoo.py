@@ -16,6 +16,7 @@ not the identity. "paddle_style" mimics PaddlePaddle exports (HardSigmoid, HardS
 Pad, ReduceMean, Transpose, MatMul, a Softmax output) and has a dynamic input size.
 """
 
+import ast
 import importlib
 import json
 import pathlib
@@ -34,6 +35,12 @@ densenet, efficientnet, googlenet, mobilenetv3, regnet, resnet, shufflenetv2, sq
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ZOO = ROOT / "tests" / "fixtures" / "zoo"
+# Opset 16 as burn-onnx's build-time import wants; one model keeps torch's default opset (20),
+# where ConvNeXt exports LayerNormalization and Gelu as single operators.
+OPSETS = {"convnext_opset20": 20}
+# Exported with torch.onnx.export's defaults (the dynamo exporter, opset 20, weights in a separate
+# `.onnx.data` file, the batch size fixed by the example input).
+DYNAMO = {"resnet_dynamo"}
 SIZE = 64
 CLASSES = 10
 
@@ -263,7 +270,14 @@ def zoo():
             lambda m: m.features[-1],
             False,
         ),
+        (
+            "convnext_opset20",
+            convnext.ConvNeXt([convnext.CNBlockConfig(16, 32, 1), convnext.CNBlockConfig(32, None, 1)], num_classes=CLASSES),
+            lambda m: m.features[-1],
+            False,
+        ),
         ("caffe_style", CaffeStyle(), lambda m: m.norm2, False),
+        ("resnet_dynamo", TinyResNet(), lambda m: m.layer3, False),
     ]
     return models
 
@@ -284,13 +298,24 @@ def onnx_node_of(model, module, onnx_path):
 
     qualified = next(n for n, m in model.named_modules() if m is module)
     parts = qualified.split(".")
+    accumulated = [".".join(parts[: i + 1]) for i in range(len(parts))]
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    # The dynamo exporter records the module path of every node in its metadata.
+    in_scope = [
+        n.name
+        for n in graph.node
+        for p in n.metadata_props
+        if p.key == "pkg.torch.onnx.name_scopes" and ast.literal_eval(p.value)[1 : 1 + len(parts)] == accumulated
+    ]
+    if in_scope:
+        return in_scope[-1]
     # The exporter names scopes after the attribute path; children of a Sequential carry their
     # accumulated name ("/features/features.12/"), other modules their own ("/features/norm5/").
     scopes = [
         "/" + "/".join(".".join(parts[: i + 1]) for i in range(len(parts))) + "/",
         "/" + "/".join(parts) + "/",
     ]
-    names = [n.name for n in onnx.load(str(onnx_path)).graph.node]
+    names = [n.name for n in graph.node]
     nodes = next(matching for scope in scopes if (matching := [n for n in names if n.startswith(scope)]))
     return nodes[-1]
 
@@ -314,6 +339,10 @@ def main():
         axes = {"input": {0: "batch", 2: "height", 3: "width"}} if dynamic else {"input": {0: "batch"}}
         if hasattr(model, "to_onnx"):
             model.to_onnx(path)
+        elif name in DYNAMO:
+            data = path.with_name(path.name + ".data")
+            data.unlink(missing_ok=True)
+            torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["logits"])
         else:
             torch.onnx.export(
                 model,
@@ -322,7 +351,7 @@ def main():
                 input_names=["input"],
                 output_names=["logits"],
                 dynamic_axes=axes,
-                opset_version=16,
+                opset_version=OPSETS.get(name, 16),
                 dynamo=False,
             )
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])

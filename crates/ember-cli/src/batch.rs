@@ -258,8 +258,10 @@ impl Run<'_> {
         let mut failures = 0;
         let mut names = std::collections::HashSet::new();
         let mut pending = sources.into_iter().peekable();
+        // A model exported with a fixed batch size takes batches of exactly that size.
+        let batch_size = self.model.fixed_batch().unwrap_or(self.args.batch_size);
         while pending.peek().is_some() {
-            let chunk: Vec<Source> = pending.by_ref().take(self.args.batch_size).collect();
+            let chunk: Vec<Source> = pending.by_ref().take(batch_size).collect();
             let mut batch = Vec::with_capacity(chunk.len());
             for source in chunk {
                 progress.set_message(source.name().display().to_string());
@@ -439,7 +441,7 @@ impl Run<'_> {
             "method": self.args.method.to_string(),
             "rectifier": self.args.rectifier.to_string(),
             "score": match self.args.score { ScoreKind::Logits => "logits", ScoreKind::Output => "output" },
-            "batch_size": self.args.batch_size,
+            "batch_size": self.model.fixed_batch().unwrap_or(self.args.batch_size),
             "seconds": seconds,
             "images": images,
         });

@@ -109,7 +109,8 @@ pub struct ExplainArgs {
     #[arg(long)]
     pub size: Option<String>,
 
-    /// Images per batch when several are explained.
+    /// Images per batch when several are explained (a model exported with a fixed batch size
+    /// takes batches of that size).
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
 

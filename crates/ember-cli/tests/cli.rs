@@ -405,6 +405,29 @@ fn bad_arguments_and_inputs_are_one_line_errors() {
     assert_clean_error(&explain(&dynamic, &[]), "--size");
     stdout(&explain(&dynamic, &["--size", "96x80"]));
 
+    // torch.onnx.export's defaults fix the batch size (here 2, weights in resnet_dynamo.onnx.data):
+    // one image is an error, two run as one batch whatever --batch-size says.
+    let dynamo = path("tests/fixtures/zoo/resnet_dynamo.onnx");
+    assert_clean_error(&explain(&dynamo, &[]), "this export fixes the batch size at 2");
+    let pair = scratch("pair");
+    std::fs::create_dir_all(&pair).unwrap();
+    for photo in ["chelsea.png", "coffee.png"] {
+        std::fs::copy(root().join("examples/images").join(photo), pair.join(photo)).unwrap();
+    }
+    let pair_out = scratch("pair-out");
+    let text = stdout(&explain(
+        &dynamo,
+        &[
+            "--image",
+            pair.to_str().unwrap(),
+            "--batch-size",
+            "1",
+            "--out-dir",
+            pair_out.to_str().unwrap(),
+        ],
+    ));
+    assert!(text.contains("explained 2 of 2"), "{text}");
+
     let mobilenet = path("models/mobilenet_v2.onnx");
     assert_clean_error(&explain(&mobilenet, &["--size", "256"]), "does not match");
     assert_clean_error(

@@ -300,6 +300,11 @@ impl OnnxModel {
         &self.input_shape
     }
 
+    /// The batch size the graph was exported with, if it is not dynamic.
+    pub fn fixed_batch(&self) -> Option<usize> {
+        self.input_shape.first().copied().flatten()
+    }
+
     /// The file the model was loaded from.
     pub fn path(&self) -> &Path {
         &self.path
@@ -384,20 +389,23 @@ impl OnnxModel {
     }
 }
 
+/// `[2, 3, 64, 64]` with `?` for dynamic dimensions, for messages.
+fn describe_dims(dims: &[Option<usize>]) -> String {
+    let dims: Vec<String> = dims
+        .iter()
+        .map(|d| d.map_or_else(|| "?".to_owned(), |d| d.to_string()))
+        .collect();
+    format!("[{}]", dims.join(", "))
+}
+
 /// `a rank-4 F32 tensor [?, 32, 4, 4]`, for messages.
 fn describe_type(ty: &ArgType) -> String {
     match ty {
         ArgType::Tensor(t) => {
-            let shape = match &t.static_shape {
-                Some(dims) => {
-                    let dims: Vec<String> = dims
-                        .iter()
-                        .map(|d| d.map_or_else(|| "?".to_owned(), |d| d.to_string()))
-                        .collect();
-                    format!(" [{}]", dims.join(", "))
-                }
-                None => String::new(),
-            };
+            let shape = t
+                .static_shape
+                .as_deref()
+                .map_or_else(String::new, |dims| format!(" {}", describe_dims(dims)));
             format!("a rank-{} {:?} tensor{shape}", t.rank, t.dtype)
         }
         ArgType::Shape(rank) => format!("a shape of rank {rank}"),
@@ -509,6 +517,17 @@ impl CamModel for OnnxModel {
     }
 
     fn check_input(&self, input: &Tensor<4>) -> ember_core::Result<()> {
-        check_input_chw(input, self.input_shape.get(1..).unwrap_or_default())
+        check_input_chw(input, self.input_shape.get(1..).unwrap_or_default())?;
+        // Exports without a dynamic batch axis bake the batch size into reshapes.
+        match self.fixed_batch() {
+            Some(fixed) if fixed != input.dims()[0] => Err(ember_core::CamError::InputShape {
+                expected: format!(
+                    "{} (this export fixes the batch size at {fixed}; export with a dynamic batch axis for others)",
+                    describe_dims(&self.input_shape)
+                ),
+                got: input.dims().to_vec(),
+            }),
+            _ => Ok(()),
+        }
     }
 }

@@ -32,6 +32,7 @@ pub fn supported(node: &Node) -> bool {
             | Exp(_)
             | Log(_)
             | Erf(_)
+            | Gelu(_)
             | Reciprocal(_)
             | Tanh(_)
             | Relu(_)
@@ -49,6 +50,7 @@ pub fn supported(node: &Node) -> bool {
             | Mean(_)
             | Conv2d(_)
             | BatchNormalization(_)
+            | LayerNormalization(_)
             | Lrn(_)
             | MaxPool2d(_)
             | AveragePool2d(_)
@@ -110,6 +112,10 @@ pub fn run(node: &Node, mut inputs: Inputs, device: &Device) -> Result<Vec<Value
         Node::Reciprocal(_) => unary(inputs, device, |t| t.recip()),
         Node::Tanh(_) => unary(inputs, device, |t| t.tanh()),
         Node::Relu(_) => unary(inputs, device, activation::relu),
+        Node::Gelu(n) => match n.config.approximate {
+            onnx_ir::node::gelu::GeluApproximate::Exact => unary(inputs, device, activation::gelu),
+            onnx_ir::node::gelu::GeluApproximate::Tanh => unary(inputs, device, activation::gelu_approximate),
+        },
         Node::Sigmoid(_) => unary(inputs, device, activation::sigmoid),
         Node::LeakyRelu(n) => {
             let alpha = n.config.alpha;
@@ -208,6 +214,27 @@ pub fn run(node: &Node, mut inputs: Inputs, device: &Device) -> Result<Vec<Value
                 rank => return Err(format!("batch norm of a rank-{rank} tensor")),
             };
             one(out)
+        }
+        // LayerNormalization (opset 17): normalise over the axes from `axis` on, then scale and
+        // shift (both broadcast over those axes).
+        Node::LayerNormalization(n) => {
+            let x = float(&mut inputs, 0, device)?;
+            let scale = float(&mut inputs, 1, device)?;
+            let bias = optional_float(&mut inputs, 2, device)?;
+            let first = normalise_axes(&[n.config.axis], x.rank)?[0];
+            let axes: Vec<usize> = (first..x.rank).map(|a| x.axis(a)).collect();
+            let mean = x.tensor.clone().mean_dims(&axes);
+            let centred = x.tensor - mean;
+            let variance = centred.clone().powf_scalar(2.0).mean_dims(&axes);
+            let normalised = Float {
+                tensor: centred / (variance + n.config.epsilon).sqrt(),
+                rank: x.rank,
+            };
+            let scaled = binary_float(normalised, scale, |a, b| a * b)?;
+            match bias {
+                Some(bias) => one(binary_float(scaled, bias, |a, b| a + b)?),
+                None => one(scaled),
+            }
         }
         // LRN (AlexNet): x / (bias + alpha/size · Σ x²)^beta, the sum over `size` neighbouring
         // channels, floor((size−1)/2) before and ceil((size−1)/2) after each one.

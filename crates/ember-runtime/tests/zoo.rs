@@ -74,7 +74,7 @@ fn cases() -> Vec<Case> {
 fn every_zoo_architecture_matches_pytorch_onnxruntime_and_pytorch_grad_cam() {
     let device = Device::flex();
     let cases = cases();
-    assert_eq!(cases.len(), 12, "the zoo lists twelve architectures");
+    assert_eq!(cases.len(), 14, "the zoo lists fourteen models");
     let mut report = Vec::new();
     for case in cases {
         let fixture = arrays(&case.name);
