@@ -245,10 +245,9 @@ pub fn tap_graph(path: &Path) -> Result<TappedGraph, ImportError> {
     tap_model(model, path)
 }
 
-/// [`tap_graph`] for a model already in memory (`source` names it in errors); external data
+/// [`tap_graph`] for a model already in memory (`path` names it in errors); external data
 /// must already be inlined.
-pub fn tap_model(mut model: ModelProto, source: &Path) -> Result<TappedGraph, ImportError> {
-    let path = source;
+pub fn tap_model(mut model: ModelProto, path: &Path) -> Result<TappedGraph, ImportError> {
     let input_chw = graph_input_chw(&model);
     let candidates = node_outputs(&mut model)?;
 
