@@ -124,7 +124,9 @@ pub fn explain(args: ExplainArgs) -> Result<(), String> {
         tensor,
         device,
     };
-    if sources.len() == 1 {
+    // A folder is a batch job even when it holds one image: its output goes to --out-dir.
+    let one_file = sources.len() == 1 && !args.image.iter().any(|p| p.is_dir());
+    if one_file {
         run.single(sources.into_iter().next().expect("one input"))
     } else {
         run.many(sources)

@@ -36,8 +36,8 @@ pub struct ExplainArgs {
     #[arg(long)]
     pub model: PathBuf,
 
-    /// Images to explain: files (PNG, JPEG) or folders of them. Several images run in batches
-    /// and write one overlay each into --out-dir, plus summary.json.
+    /// Images to explain: files (PNG, JPEG) or folders of them. Several images, or a folder, run
+    /// in batches and write one overlay each into --out-dir, plus summary.json.
     #[arg(long, num_args = 1.., required_unless_present = "input_npy", conflicts_with = "input_npy")]
     pub image: Vec<PathBuf>,
 
@@ -68,11 +68,12 @@ pub struct ExplainArgs {
     #[arg(long, default_value = "relu")]
     pub rectifier: Rectifier,
 
-    /// The overlay PNG for a single input.
+    /// The overlay PNG when one image file (or a one-image tensor) is explained.
     #[arg(long, default_value = "explanation.png")]
     pub out: PathBuf,
 
-    /// The folder for overlays, maps and summary.json when several images are explained.
+    /// The folder for overlays, maps and summary.json when several images, or a folder, are
+    /// explained.
     #[arg(long, default_value = "explanations")]
     pub out_dir: PathBuf,
 

@@ -55,6 +55,10 @@ fn assert_clean_error(output: &Output, expected: &str) {
     );
 }
 
+fn mobilenet_path() -> String {
+    path("models/mobilenet_v2.onnx")
+}
+
 fn read_npy(path: &Path) -> (Vec<f32>, Vec<u64>) {
     let bytes = std::fs::read(path).unwrap();
     let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
@@ -414,6 +418,23 @@ fn bad_arguments_and_inputs_are_one_line_errors() {
     for photo in ["chelsea.png", "coffee.png"] {
         std::fs::copy(root().join("examples/images").join(photo), pair.join(photo)).unwrap();
     }
+    // A folder with a single image is still a batch job (output in --out-dir).
+    let single = scratch("single-folder");
+    std::fs::create_dir_all(&single).unwrap();
+    std::fs::copy(root().join("examples/images/chelsea.png"), single.join("cat.png")).unwrap();
+    let single_out = scratch("single-folder-out");
+    let text = stdout(&explain(
+        &mobilenet_path(),
+        &[
+            "--image",
+            single.to_str().unwrap(),
+            "--out-dir",
+            single_out.to_str().unwrap(),
+        ],
+    ));
+    assert!(text.contains("explained 1 of 1"), "{text}");
+    assert!(single_out.join("cat.png").exists() && single_out.join("summary.json").exists());
+
     let pair_out = scratch("pair-out");
     let text = stdout(&explain(
         &dynamo,
