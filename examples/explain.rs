@@ -13,7 +13,9 @@ use burn::tensor::activation::softmax;
 use clap::Parser;
 use ember_cam::models::{imagenet_classes, mobilenet_v2};
 use ember_cam::vision::{Colormap, Preprocess, load_rgb, overlay, write_npy};
-use ember_cam::{CamModel, ClassTarget, Explainer, Method, Rectifier, burn, closest_names, device_named, maps_to_host};
+use ember_cam::{
+    CamModel, ClassTarget, Explainer, Method, Rectifier, burn, closest_names, describe_dims, device_named, maps_to_host,
+};
 
 #[derive(Parser, Debug)]
 #[command(about = "Explain an ImageNet MobileNetV2 decision with a class activation map")]
@@ -82,12 +84,8 @@ fn run(args: Args) -> Result<(), String> {
     let model = mobilenet_v2::Model::from_embedded(&device);
     if args.list_layers {
         for layer in model.layers() {
-            let shape: Vec<String> = layer
-                .shape
-                .iter()
-                .map(|d| d.map_or("N".into(), |d| d.to_string()))
-                .collect();
-            println!("{:<48} {:<18} [{}]", layer.name, layer.op_type, shape.join(", "));
+            let shape = describe_dims(&layer.shape);
+            println!("{:<48} {:<18} {shape}", layer.name, layer.op_type);
         }
         return Ok(());
     }

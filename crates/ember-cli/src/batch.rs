@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
-use ember_core::{CamModel, ClassTarget, Explainer, Explanation, device_named};
+use ember_core::{CamModel, ClassTarget, Explainer, Explanation, describe_dims, device_named};
 use ember_runtime::{FinalSoftmax, OnnxModel, ScoreSource};
 use ember_vision::{Colormap, Preprocess, heatmap, load_rgb, overlay, write_npy};
 use image::RgbImage;
@@ -22,7 +22,7 @@ pub fn layers(args: &LayersArgs) -> Result<(), String> {
     println!(
         "{}: input {}, {} tappable layers{}",
         args.model.display(),
-        input::describe_shape(model.input_shape()),
+        describe_dims(model.input_shape()),
         model.layers().len(),
         match model.final_softmax() {
             Some(FinalSoftmax::Softmax) => ", output is a softmax (explained through its logits)",
@@ -32,7 +32,7 @@ pub fn layers(args: &LayersArgs) -> Result<(), String> {
     );
     println!("{:<56} {:<20} {:<18} output", "layer (ONNX node)", "operator", "shape");
     for layer in model.layers() {
-        let shape = input::describe_shape(&layer.shape);
+        let shape = describe_dims(&layer.shape);
         let marker = if layer.name == default { "  (default)" } else { "" };
         println!(
             "{:<56} {:<20} {:<18} {}{marker}",

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
-use ember_core::closest_names;
+use ember_core::{closest_names, describe_dims};
 use ember_vision::{Preprocess, read_npy};
 
 use crate::cli::{ExplainArgs, PreprocessKind};
@@ -30,7 +30,7 @@ pub fn input_size(model_shape: &[Option<usize>], size: Option<&str>) -> Result<[
         (_, _, Some(r)) => Ok(r),
         _ => Err(format!(
             "the model's input size is dynamic ({}): choose one with --size (e.g. --size 224)",
-            describe_shape(model_shape)
+            describe_dims(model_shape)
         )),
     }
 }
@@ -51,20 +51,6 @@ fn parse_size(text: &str) -> Result<[usize; 2], String> {
             Ok([n, n])
         }
     }
-}
-
-/// `[N, 3, ?, ?]` for messages.
-pub fn describe_shape(shape: &[Option<usize>]) -> String {
-    let dims: Vec<String> = shape
-        .iter()
-        .enumerate()
-        .map(|(i, d)| match d {
-            Some(d) => d.to_string(),
-            None if i == 0 => "N".into(),
-            None => "?".into(),
-        })
-        .collect();
-    format!("[{}]", dims.join(", "))
 }
 
 /// The pre-processing chosen on the command line for images of `[height, width]`.

@@ -25,7 +25,7 @@ pub use methods::{
     CamMethod, GradCam, GradCamElementWise, GradCamPlusPlus, HiResCam, LayerCam, Method, MethodOutput, UnknownMethod,
     XGradCam,
 };
-pub use model::{CamModel, LayerInfo, check_input_chw};
+pub use model::{CamModel, LayerInfo, check_input_chw, describe_dims};
 pub use rectifier::{Rectifier, UnknownRectifier};
 pub use resize::resize_bilinear;
 pub use tap::{LayerTap, tap};

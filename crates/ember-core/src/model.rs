@@ -35,14 +35,26 @@ pub fn check_input_chw(input: &Tensor<4>, chw: &[Option<usize>]) -> Result<()> {
     if matches {
         return Ok(());
     }
-    let expected: Vec<String> = chw
-        .iter()
-        .map(|d| d.map_or_else(|| "?".to_owned(), |d| d.to_string()))
-        .collect();
+    let expected: Vec<Option<usize>> = std::iter::once(None).chain(chw.iter().copied()).collect();
     Err(CamError::InputShape {
-        expected: format!("[N, {}]", expected.join(", ")),
+        expected: describe_dims(&expected),
         got: dims.to_vec(),
     })
+}
+
+/// A shape with unknown dimensions, for messages and listings: `[N, 3, ?, ?]` (an unknown first
+/// dimension is the batch).
+pub fn describe_dims(dims: &[Option<usize>]) -> String {
+    let dims: Vec<String> = dims
+        .iter()
+        .enumerate()
+        .map(|(i, d)| match d {
+            Some(d) => d.to_string(),
+            None if i == 0 => "N".into(),
+            None => "?".into(),
+        })
+        .collect();
+    format!("[{}]", dims.join(", "))
 }
 
 /// A model the explainer can run: a forward pass over an image batch whose layers carry taps.

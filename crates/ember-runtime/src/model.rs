@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor};
-use ember_core::{CamModel, LayerInfo, check_input_chw};
+use ember_core::{CamModel, LayerInfo, check_input_chw, describe_dims};
 use ember_onnx::{PassThrough, TAP_ATTRIBUTE, TAP_DOMAIN, TAP_OP, TappedGraph};
 use onnx_ir::{ArgType, Argument, Message, Node, OnnxGraphBuilder};
 
@@ -389,16 +389,7 @@ impl OnnxModel {
     }
 }
 
-/// `[2, 3, 64, 64]` with `?` for dynamic dimensions, for messages.
-fn describe_dims(dims: &[Option<usize>]) -> String {
-    let dims: Vec<String> = dims
-        .iter()
-        .map(|d| d.map_or_else(|| "?".to_owned(), |d| d.to_string()))
-        .collect();
-    format!("[{}]", dims.join(", "))
-}
-
-/// `a rank-4 F32 tensor [?, 32, 4, 4]`, for messages.
+/// `a rank-4 F32 tensor [N, 32, 4, 4]`, for messages.
 fn describe_type(ty: &ArgType) -> String {
     match ty {
         ArgType::Tensor(t) => {

@@ -312,8 +312,9 @@ pub fn run(node: &Node, mut inputs: Inputs, device: &Device) -> Result<Vec<Value
         }
         Node::GlobalMaxPool(_) => {
             let x = float(&mut inputs, 0, device)?;
+            let axes: Vec<usize> = (2..x.rank).map(|a| x.axis(a)).collect();
             let mut tensor = x.tensor;
-            for axis in (2..x.rank).map(|a| MAX_RANK - x.rank + a) {
+            for axis in axes {
                 tensor = tensor.max_dim(axis);
             }
             one(Float { tensor, rank: x.rank })
