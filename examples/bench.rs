@@ -13,6 +13,7 @@ use std::time::Instant;
 use burn::tensor::{Device, Distribution, Tensor};
 use clap::Parser;
 use ember_cam::models::mobilenet_v2;
+use ember_cam::vocabulary::value_parser;
 use ember_cam::{CamModel, ClassTarget, Explainer, Method, burn, device_named};
 use ember_runtime::OnnxModel;
 
@@ -50,7 +51,7 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "1,8")]
     batches: Vec<usize>,
     /// Methods.
-    #[arg(long, value_delimiter = ',', default_value = "gradcam")]
+    #[arg(long, value_delimiter = ',', default_value = "gradcam", value_parser = value_parser::<Method>())]
     methods: Vec<Method>,
     /// Timed runs per row (after 3 warm-up runs).
     #[arg(long, default_value_t = 10)]

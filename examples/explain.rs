@@ -13,8 +13,10 @@ use burn::tensor::activation::softmax;
 use clap::Parser;
 use ember_cam::models::{imagenet_classes, mobilenet_v2};
 use ember_cam::vision::{Colormap, Preprocess, load_rgb, overlay, write_npy};
+use ember_cam::vocabulary::value_parser;
 use ember_cam::{
-    CamModel, ClassTarget, Explainer, Method, Rectifier, burn, closest_names, describe_dims, device_named, maps_to_host,
+    CamModel, ClassTarget, DEFAULT_DEVICE, Explainer, Method, Rectifier, burn, describe_dims, device_named,
+    maps_to_host, parse_class,
 };
 
 #[derive(Parser, Debug)]
@@ -30,11 +32,11 @@ struct Args {
     /// by default.
     #[arg(long)]
     layer: Option<String>,
-    /// CAM method: gradcam, hirescam, gradcam-elementwise, xgradcam, gradcam++, layercam.
-    #[arg(long, default_value = "gradcam")]
+    /// CAM method.
+    #[arg(long, default_value = "gradcam", value_parser = value_parser::<Method>())]
     method: Method,
-    /// What to do with negative evidence: relu, abs, none (signed), counterfactual.
-    #[arg(long, default_value = "relu")]
+    /// What to do with negative evidence.
+    #[arg(long, default_value = "relu", value_parser = value_parser::<Rectifier>())]
     rectifier: Rectifier,
     /// Where to write the overlay PNG.
     #[arg(long, default_value = "explanation.png")]
@@ -50,11 +52,6 @@ struct Args {
     list_layers: bool,
 }
 
-#[cfg(feature = "wgpu")]
-const DEFAULT_DEVICE: &str = "wgpu";
-#[cfg(not(feature = "wgpu"))]
-const DEFAULT_DEVICE: &str = "flex";
-
 fn main() -> ExitCode {
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -63,20 +60,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn parse_class(text: &str, classes: &[&str]) -> Result<usize, String> {
-    if let Ok(index) = text.parse::<usize>() {
-        return Ok(index);
-    }
-    if let Some(index) = classes.iter().position(|c| c.eq_ignore_ascii_case(text)) {
-        return Ok(index);
-    }
-    let names: Vec<String> = classes.iter().map(|c| c.to_string()).collect();
-    Err(format!(
-        "unknown class name `{text}`; closest: {}",
-        closest_names(text, &names, 3).join(", ")
-    ))
 }
 
 fn run(args: Args) -> Result<(), String> {
@@ -91,7 +74,7 @@ fn run(args: Args) -> Result<(), String> {
     }
     let classes = imagenet_classes();
     let target = match &args.class {
-        Some(text) => ClassTarget::Class(parse_class(text, &classes)?),
+        Some(text) => ClassTarget::Class(parse_class(text, &classes).map_err(|e| e.to_string())?),
         None => ClassTarget::TopClass,
     };
 
@@ -124,11 +107,7 @@ fn run(args: Args) -> Result<(), String> {
     );
 
     let map = maps_to_host(&explanation.maps).map_err(|e| e.to_string())?;
-    let display: Vec<f32> = if args.rectifier.is_signed() {
-        map.iter().map(|v| 0.5 * (v + 1.0)).collect()
-    } else {
-        map.clone()
-    };
+    let display = args.rectifier.display_values(&map);
     let blended = overlay(&shown, &display, &Colormap::jet(), 0.5).map_err(|e| e.to_string())?;
     blended
         .save(&args.out)

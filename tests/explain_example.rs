@@ -107,7 +107,7 @@ fn bad_layers_classes_and_devices_are_one_line_errors() {
     let message = assert_clean_error(&run(&["--layer", "/features/features.18/Clip"]), "unknown layer");
     assert!(message.contains("closest names: /features/features.18"), "{message}");
     assert_clean_error(&run(&["--class", "1000"]), "class 1000 is out of range");
-    let message = assert_clean_error(&run(&["--class", "tabbby"]), "unknown class name `tabbby`");
+    let message = assert_clean_error(&run(&["--class", "tabbby"]), "unknown class `tabbby`");
     assert!(message.contains("tabby"), "{message}");
     assert_clean_error(&run(&["--device", "tpu"]), "unknown device `tpu`");
 }

@@ -51,7 +51,7 @@ fn run_time_and_build_time_models_agree_on_logits_layers_and_maps() {
     for layer in layers {
         for method in methods {
             let method: Method = method.parse().unwrap();
-            let mut explainer = Explainer::from(method).rectifier(Rectifier::None);
+            let mut explainer = Explainer::from(method).rectifier(Rectifier::Signed);
             if let Some(layer) = layer {
                 explainer = explainer.layer(layer);
             }
@@ -65,6 +65,19 @@ fn run_time_and_build_time_models_agree_on_logits_layers_and_maps() {
             );
             println!("{method} at {}: maps {diff:.1e}, raw {raw_diff:.1e}", a.layers[0].layer);
             assert!(diff <= AGREEMENT, "{method} maps at {:?} differ by {diff}", layer);
+            // Raw maps are unnormalised: compared relative to their largest magnitude.
+            let raw_scale = a.layers[0]
+                .raw
+                .clone()
+                .inner()
+                .abs()
+                .max()
+                .into_scalar::<f32>()
+                .max(f32::MIN_POSITIVE);
+            assert!(
+                raw_diff <= AGREEMENT * raw_scale,
+                "{method} raw maps at {layer:?} differ by {raw_diff} (largest value {raw_scale})"
+            );
         }
     }
 }

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
-use ember_core::{CamModel, ClassTarget, Explainer, Explanation, describe_dims, device_named};
+use ember_core::{CamModel, ClassTarget, Explainer, Explanation, describe_dims, device_named, maps_to_host, to_host};
 use ember_runtime::{FinalSoftmax, OnnxModel, ScoreSource};
 use ember_vision::{Colormap, Preprocess, heatmap, load_rgb, overlay, write_npy};
 use image::RgbImage;
@@ -73,8 +73,7 @@ pub fn explain(args: ExplainArgs) -> Result<(), String> {
         Some(text) => ClassTarget::Class(input::class_index(text, &labels)?),
         None => ClassTarget::TopClass,
     };
-    let colormap = Colormap::named(&args.colormap)
-        .ok_or_else(|| format!("unknown colour map `{}`; expected jet, turbo or viridis", args.colormap))?;
+    let colormap = Colormap::named(args.colormap);
     if !(0.0..=1.0).contains(&args.image_weight) {
         return Err("--image-weight must lie in [0, 1]".into());
     }
@@ -210,7 +209,11 @@ impl Run<'_> {
         let report = self.reports(&explanation)?.remove(0);
         let outputs = Outputs {
             picture: self.args.out.clone(),
-            map: self.args.save_npy.clone(),
+            map: self
+                .args
+                .save_npy
+                .as_ref()
+                .map(|path| path.clone().unwrap_or_else(|| self.args.out.with_extension("npy"))),
         };
         self.write(&item, &report, &outputs)?;
 
@@ -255,6 +258,15 @@ impl Run<'_> {
             ProgressStyle::with_template("{bar:40} {pos}/{len} images  {elapsed} (eta {eta})  {msg}")
                 .map_err(|e| e.to_string())?,
         );
+        // Maps go to the folder --save-npy names, or next to the overlays.
+        let map_dir = match &self.args.save_npy {
+            Some(Some(dir)) => {
+                std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                Some(dir.clone())
+            }
+            Some(None) => Some(out_dir.clone()),
+            None => None,
+        };
         let started = Instant::now();
         let mut entries = Vec::with_capacity(total);
         let mut failures = 0;
@@ -296,7 +308,7 @@ impl Run<'_> {
                         let stem = unique_stem(&item.source, &mut names);
                         let outputs = Outputs {
                             picture: out_dir.join(format!("{stem}.png")),
-                            map: self.args.save_npy.as_ref().map(|_| out_dir.join(format!("{stem}.npy"))),
+                            map: map_dir.as_ref().map(|dir| dir.join(format!("{stem}.npy"))),
                         };
                         self.write(item, report, &outputs)?;
                         entries.push(self.entry(&item.source, report, &outputs, seconds, &explanation));
@@ -336,7 +348,7 @@ impl Run<'_> {
 
     /// Class, scores and map of every image of an explanation, read back to the host.
     fn reports(&self, explanation: &Explanation<Tensor<2>>) -> Result<Vec<Report>, String> {
-        let read = |t: Tensor<2>| t.inner().try_into_vec_as::<f32>().map_err(|e| format!("{e:?}"));
+        let read = |t: Tensor<2>| to_host(&t).map_err(|e| e.to_string());
         let [batch, classes] = explanation.output.dims();
         let scores = read(explanation.output.clone())?;
         let probabilities = if self.probabilities_are_scores {
@@ -355,12 +367,7 @@ impl Run<'_> {
             None => vec![0; batch],
         };
         let [_, height, width] = explanation.maps.dims();
-        let maps = explanation
-            .maps
-            .clone()
-            .inner()
-            .try_into_vec_as::<f32>()
-            .map_err(|e| format!("{e:?}"))?;
+        let maps = maps_to_host(&explanation.maps).map_err(|e| e.to_string())?;
         Ok((0..batch)
             .map(|i| {
                 let row = &probabilities[i * classes..(i + 1) * classes];
@@ -392,12 +399,7 @@ impl Run<'_> {
 
     fn write(&self, item: &Item, report: &Report, outputs: &Outputs) -> Result<(), String> {
         let [height, width] = report.size;
-        // Signed maps live in [-1, 1]; colour maps take [0, 1].
-        let display: Vec<f32> = if self.args.rectifier.is_signed() {
-            report.map.iter().map(|v| 0.5 * (v + 1.0)).collect()
-        } else {
-            report.map.clone()
-        };
+        let display = self.args.rectifier.display_values(&report.map);
         let picture = match &item.shown {
             Some(shown) => overlay(shown, &display, &self.colormap, self.args.image_weight),
             None => heatmap(&display, height as u32, width as u32, &self.colormap),
@@ -440,8 +442,8 @@ impl Run<'_> {
         let summary = json!({
             "model": self.args.model,
             "device": self.args.device,
-            "method": self.args.method.to_string(),
-            "rectifier": self.args.rectifier.to_string(),
+            "method": self.args.method,
+            "rectifier": self.args.rectifier,
             "score": match self.args.score { ScoreKind::Logits => "logits", ScoreKind::Output => "output" },
             "batch_size": self.model.fixed_batch().unwrap_or(self.args.batch_size),
             "seconds": seconds,

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use ember_core::{Method, Rectifier};
+use ember_core::vocabulary::value_parser;
+use ember_core::{DEFAULT_DEVICE, Method, Rectifier};
+use ember_vision::ColormapName;
 
 /// Explain the decisions of any ONNX image classifier with class activation maps (Grad-CAM and
 /// its family), on the CPU or a GPU.
@@ -21,6 +23,8 @@ pub enum Command {
     Explain(Box<ExplainArgs>),
     /// List the layers that can be explained, with their operators and shapes.
     Layers(LayersArgs),
+    /// List the ONNX operators the executor runs, one per line.
+    Ops,
 }
 
 #[derive(Args, Debug)]
@@ -59,13 +63,12 @@ pub struct ExplainArgs {
     #[arg(long)]
     pub labels: Option<PathBuf>,
 
-    /// CAM method: gradcam, hirescam, gradcam-elementwise, xgradcam, gradcam++, layercam.
-    #[arg(long, default_value = "gradcam")]
+    /// CAM method.
+    #[arg(long, default_value = "gradcam", value_parser = value_parser::<Method>())]
     pub method: Method,
 
-    /// What to do with negative evidence: relu (the paper), abs, none (signed map in [-1, 1]),
-    /// counterfactual (regions that argue against the class).
-    #[arg(long, default_value = "relu")]
+    /// What to do with negative evidence.
+    #[arg(long, default_value = "relu", value_parser = value_parser::<Rectifier>())]
     pub rectifier: Rectifier,
 
     /// The overlay PNG when one image file (or a one-image tensor) is explained.
@@ -77,10 +80,11 @@ pub struct ExplainArgs {
     #[arg(long, default_value = "explanations")]
     pub out_dir: PathBuf,
 
-    /// Write the final map as float32 .npy: to this file for a single input; as
-    /// <out-dir>/<image>.npy for several (any value turns it on).
-    #[arg(long)]
-    pub save_npy: Option<PathBuf>,
+    /// Write the final map as float32 .npy. For a single input: to this file (default: --out
+    /// with the extension .npy). For several: one <image>.npy each, in this folder (default:
+    /// --out-dir).
+    #[arg(long, num_args = 0..=1, value_name = "PATH")]
+    pub save_npy: Option<Option<PathBuf>>,
 
     /// Where to write the JSON summary (class, score, peak, timing per image). Default:
     /// <out-dir>/summary.json for several images, none for one.
@@ -98,12 +102,14 @@ pub struct ExplainArgs {
     #[arg(long, value_enum, default_value = "imagenet")]
     pub preprocess: PreprocessKind,
 
-    /// Per-channel mean to subtract (values in [0, 1]), overriding the pre-processing's.
-    #[arg(long, num_args = 3, value_delimiter = ',')]
+    /// Per-channel mean to subtract (values in [0, 1]), overriding the pre-processing's:
+    /// R,G,B (or three separate values).
+    #[arg(long, num_args = 1..=3, value_delimiter = ',', allow_negative_numbers = true)]
     pub mean: Option<Vec<f32>>,
 
-    /// Per-channel standard deviation to divide by, overriding the pre-processing's.
-    #[arg(long, num_args = 3, value_delimiter = ',')]
+    /// Per-channel standard deviation to divide by, overriding the pre-processing's: R,G,B (or
+    /// three separate values).
+    #[arg(long, num_args = 1..=3, value_delimiter = ',')]
     pub std: Option<Vec<f32>>,
 
     /// Input size `N` or `HxW`, required when the model's input size is dynamic.
@@ -120,9 +126,9 @@ pub struct ExplainArgs {
     #[arg(long, value_enum, default_value = "logits")]
     pub score: ScoreKind,
 
-    /// Colour map of the overlays: jet (as pytorch-grad-cam), turbo, viridis.
-    #[arg(long, default_value = "jet")]
-    pub colormap: String,
+    /// Colour map of the overlays.
+    #[arg(long, default_value = "jet", value_parser = value_parser::<ColormapName>())]
+    pub colormap: ColormapName,
 
     /// Weight of the image in the overlay (0 = heat map only, 1 = image only).
     #[arg(long, default_value_t = 0.5)]
@@ -146,8 +152,3 @@ pub enum ScoreKind {
     /// The graph output as it is.
     Output,
 }
-
-#[cfg(feature = "wgpu")]
-const DEFAULT_DEVICE: &str = "wgpu";
-#[cfg(not(feature = "wgpu"))]
-const DEFAULT_DEVICE: &str = "flex";

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
-use ember_core::{closest_names, describe_dims};
+use ember_core::{CamError, describe_dims, parse_class};
 use ember_vision::{Preprocess, read_npy};
 
 use crate::cli::{ExplainArgs, PreprocessKind};
@@ -154,19 +154,11 @@ pub fn labels(path: Option<&Path>) -> Result<Vec<String>, String> {
 
 /// A class given as an index or a label.
 pub fn class_index(text: &str, labels: &[String]) -> Result<usize, String> {
-    if let Ok(index) = text.parse::<usize>() {
-        return Ok(index);
-    }
-    if labels.is_empty() {
-        return Err(format!(
-            "--class `{text}` is not an index; pass --labels to choose classes by name"
-        ));
-    }
-    labels.iter().position(|l| l.eq_ignore_ascii_case(text)).ok_or_else(|| {
-        format!(
-            "unknown class `{text}`; closest: {}",
-            closest_names(text, labels, 3).join(", ")
-        )
+    parse_class(text, labels).map_err(|error| match error {
+        CamError::ClassNameWithoutLabels(_) => {
+            format!("--class `{text}` is not an index; pass --labels to choose classes by name")
+        }
+        other => other.to_string(),
     })
 }
 

@@ -1,6 +1,7 @@
 //! `ember`: explain any ONNX image classifier with Grad-CAM and its family, on the CPU or a GPU.
 //!
 //! ```text
+//! ember ops
 //! ember layers  --model model.onnx
 //! ember explain --model model.onnx --image photo.jpg --out overlay.png
 //! ember explain --model model.onnx --image photos/ --out-dir explanations/
@@ -38,6 +39,12 @@ fn main() -> ExitCode {
     let result = std::panic::catch_unwind(|| match cli.command {
         Command::Explain(args) => batch::explain(*args),
         Command::Layers(args) => batch::layers(&args),
+        Command::Ops => {
+            for name in ember_runtime::supported_operators() {
+                println!("{name}");
+            }
+            Ok(())
+        }
     });
     match result {
         Ok(Ok(())) => ExitCode::SUCCESS,

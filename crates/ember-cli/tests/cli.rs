@@ -5,8 +5,9 @@ use std::process::{Command, Output};
 
 use burn::tensor::Device;
 use ember_cam::models::mobilenet_v2;
+use ember_cam::vision::ColormapName;
 use ember_cam::vision::{Preprocess, load_rgb, write_npy};
-use ember_cam::{ClassTarget, Explainer, GradCam, burn, maps_to_host};
+use ember_cam::{ClassTarget, Explainer, GradCam, Method, Rectifier, Vocabulary, burn, maps_to_host};
 use onnx_ir::{Message, ModelProto};
 
 fn root() -> PathBuf {
@@ -96,20 +97,44 @@ fn help_documents_every_option() {
     ] {
         assert!(help.contains(option), "`ember explain --help` lacks {option}");
     }
-    for method in [
-        "gradcam",
-        "hirescam",
-        "gradcam-elementwise",
-        "xgradcam",
-        "gradcam++",
-        "layercam",
-    ] {
-        assert!(help.contains(method), "help lacks method {method}");
+    // Every value of every vocabulary, with its description, from the library's own tables.
+    fn listed<V: Vocabulary + std::fmt::Display>(help: &str) {
+        for &value in V::ALL {
+            let line = help
+                .lines()
+                .find(|l| l.trim_start().starts_with(&format!("- {}:", value.name())))
+                .unwrap_or_else(|| panic!("`ember explain --help` lacks {} {value}:\n{help}", V::KIND));
+            assert!(line.ends_with(value.description()), "{line}");
+        }
     }
-    for rectifier in ["relu", "abs", "none", "counterfactual"] {
-        assert!(help.contains(rectifier), "help lacks rectifier {rectifier}");
-    }
+    listed::<Method>(&help);
+    listed::<Rectifier>(&help);
+    listed::<ColormapName>(&help);
     assert!(stdout(&ember(&["layers", "--help"])).contains("--model"));
+    // A name outside a vocabulary is refused with the list of valid ones.
+    let refused = ember(&[
+        "explain", "--model", "m.onnx", "--image", "x.png", "--method", "gradcam+",
+    ]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    for &method in Method::ALL {
+        assert!(stderr.contains(method.name()), "{stderr}");
+    }
+    // The old name of the signed rectifier still works.
+    let old = ember(&[
+        "explain",
+        "--model",
+        "/nonexistent.onnx",
+        "--image",
+        "x.png",
+        "--rectifier",
+        "none",
+    ]);
+    let stderr = String::from_utf8_lossy(&old.stderr);
+    assert!(
+        stderr.contains("cannot read ONNX model"),
+        "`none` is still accepted: {stderr}"
+    );
 }
 
 #[test]
@@ -154,6 +179,7 @@ fn the_map_is_the_build_time_example_s_map() {
 #[test]
 fn a_folder_is_explained_in_batches_with_a_summary() {
     let dir = scratch("batch");
+    let maps = scratch("batch-maps");
     let output = explain(
         &path("models/mobilenet_v2.onnx"),
         &[
@@ -166,7 +192,7 @@ fn a_folder_is_explained_in_batches_with_a_summary() {
             "--out-dir",
             dir.to_str().unwrap(),
             "--save-npy",
-            "yes",
+            maps.to_str().unwrap(),
             "--method",
             "gradcam++",
         ],
@@ -180,14 +206,27 @@ fn a_folder_is_explained_in_batches_with_a_summary() {
     assert_eq!(summary["method"], "gradcam++");
     for entry in images {
         assert!(Path::new(entry["overlay"].as_str().unwrap()).exists(), "{entry}");
-        assert!(Path::new(entry["map"].as_str().unwrap()).exists(), "{entry}");
-        let (x, y) = (
-            entry["peak"]["x"].as_u64().unwrap(),
-            entry["peak"]["y"].as_u64().unwrap(),
+        // The maps are in the folder --save-npy named, one per image.
+        let map_path = PathBuf::from(entry["map"].as_str().unwrap());
+        assert_eq!(map_path.parent(), Some(maps.as_path()), "{entry}");
+        let (map, shape) = read_npy(&map_path);
+        assert_eq!(shape, vec![224, 224]);
+        // The reported peak is the map's maximum, at (x, y) = (column, row).
+        let (index, value) =
+            map.iter().copied().enumerate().fold(
+                (0, f32::NEG_INFINITY),
+                |best, (i, v)| if v > best.1 { (i, v) } else { best },
+            );
+        assert_eq!(entry["peak"]["x"].as_u64().unwrap() as usize, index % 224, "{entry}");
+        assert_eq!(entry["peak"]["y"].as_u64().unwrap() as usize, index / 224, "{entry}");
+        assert!((entry["peak"]["value"].as_f64().unwrap() as f32 - value).abs() <= 1e-6);
+        assert!(
+            (value - 1.0).abs() <= 1e-5,
+            "maps are normalised to a peak of 1: {value}"
         );
-        assert!(x < 224 && y < 224);
-        assert!(entry["probability"].as_f64().unwrap() > 0.0);
-        assert!(entry["seconds"].as_f64().unwrap() > 0.0);
+        // The probability is the softmax of the scores at the explained class: top class here.
+        let probability = entry["probability"].as_f64().unwrap();
+        assert!(probability > 0.0 && probability <= 1.0, "{entry}");
     }
     let entry_of = |file: &str| {
         images
@@ -269,8 +308,8 @@ fn a_preprocessed_tensor_gives_maps_of_its_own_size() {
             tensor.to_str().unwrap(),
             "--out-dir",
             dir.to_str().unwrap(),
+            // Without a folder, the maps go next to the overlays.
             "--save-npy",
-            "yes",
         ],
     );
     let text = stdout(&output);
@@ -369,6 +408,24 @@ fn corrupt_and_unsupported_models_are_one_line_errors() {
         &explain(unsupported.to_str().unwrap(), &[]),
         "unsupported ONNX operator Celu (node `/stem/stem.2/Relu`)",
     );
+
+    // An attribute the executor cannot take is a load-time error naming the file's node: here
+    // the second convolution's strides set to 0 (`layers` runs nothing, so it is the load).
+    let zero_strides = edited_resnet("zero-strides.onnx", |m| {
+        let graph = m.graph.as_mut().unwrap();
+        let conv = graph.node.iter_mut().filter(|n| n.op_type == "Conv").nth(1).unwrap();
+        let strides = conv.attribute.iter_mut().find(|a| a.name == "strides").unwrap();
+        strides.ints = vec![0, 0];
+    });
+    let second_conv = {
+        let bytes = std::fs::read(root().join("tests/fixtures/zoo/resnet.onnx")).unwrap();
+        let model = ModelProto::parse_from_bytes(&bytes).unwrap();
+        let conv = model.graph.node.iter().filter(|n| n.op_type == "Conv").nth(1).unwrap();
+        conv.name.clone()
+    };
+    let layers = ember(&["layers", "--model", zero_strides.to_str().unwrap()]);
+    assert_clean_error(&layers, &format!("Conv (node `{second_conv}`)"));
+    assert_clean_error(&layers, "must be positive");
 
     // Weights in an external-data file that is not there.
     let external = edited_resnet("external.onnx", |m| {
@@ -471,4 +528,17 @@ fn bad_arguments_and_inputs_are_one_line_errors() {
         &explain(&mobilenet, &["--image", corrupt.to_str().unwrap()]),
         "cannot read image",
     );
+}
+
+#[test]
+fn ops_lists_the_executor_s_table_one_per_line() {
+    let text = stdout(&ember(&["ops"]));
+    let listed: Vec<&str> = text.lines().collect();
+    assert_eq!(listed, ember_runtime::supported_operators());
+    assert!(listed.contains(&"Conv") && listed.contains(&"Gemm"), "{text}");
+    // Each operator once.
+    let mut unique = listed.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), listed.len());
 }

@@ -13,6 +13,15 @@ pub enum DeviceError {
     Unknown(String),
 }
 
+/// The backend command lines use when none is named: the GPU (wgpu) when this build has it,
+/// flex (the CPU) otherwise.
+#[cfg(feature = "wgpu")]
+pub const DEFAULT_DEVICE: &str = "wgpu";
+/// The backend command lines use when none is named: the GPU (wgpu) when this build has it,
+/// flex (the CPU) otherwise.
+#[cfg(not(feature = "wgpu"))]
+pub const DEFAULT_DEVICE: &str = "flex";
+
 /// The device of a backend named `flex` (CPU), `ndarray` (CPU) or `wgpu` (GPU; the system's
 /// default adapter), as far as this build includes it.
 pub fn device_named(name: &str) -> Result<Device, DeviceError> {

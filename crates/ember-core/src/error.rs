@@ -1,5 +1,8 @@
 //! Typed errors of the explanation pipeline.
 
+use std::fmt;
+use std::sync::Arc;
+
 use thiserror::Error;
 
 /// Everything that can go wrong while explaining a model.
@@ -96,13 +99,71 @@ pub enum CamError {
     #[error("an explanation is already running on this thread; explanations cannot be nested")]
     NestedExplanation,
 
-    /// The model's forward pass failed (run-time models report graph errors this way).
+    /// The model's forward pass failed (run-time models report graph errors this way); the
+    /// model's own error is the [`source`](std::error::Error::source).
     #[error("the model failed to run: {0}")]
-    Model(String),
+    Model(#[source] ModelFailure),
+
+    /// A class was named that is not among the class names.
+    #[error("unknown class `{name}`{}", suggestion_text(.closest))]
+    UnknownClass {
+        /// The name that was asked for.
+        name: String,
+        /// The known class names closest to it, best first.
+        closest: Vec<String>,
+    },
+
+    /// A class was given by name but the model has no class names.
+    #[error("class `{0}` is not an index, and there are no class names to look it up (pass labels)")]
+    ClassNameWithoutLabels(String),
 
     /// A tensor could not be read back from the device.
     #[error("could not read a tensor from the device: {0}")]
     Read(String),
+}
+
+impl CamError {
+    /// A failure of the model's forward pass, keeping the model's error as the source.
+    pub fn model(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        CamError::Model(ModelFailure(Arc::new(error)))
+    }
+}
+
+/// The error a model's forward pass returned, shared so that [`CamError`] stays `Clone`.
+///
+/// Two failures are equal when their messages are.
+#[derive(Clone)]
+pub struct ModelFailure(Arc<dyn std::error::Error + Send + Sync>);
+
+impl ModelFailure {
+    /// The model's error, for downcasting to its concrete type.
+    pub fn get_ref(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+impl fmt::Debug for ModelFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for ModelFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl std::error::Error for ModelFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for ModelFailure {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_string() == other.0.to_string()
+    }
 }
 
 fn suggestion_text(closest: &[String]) -> String {

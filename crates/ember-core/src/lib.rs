@@ -13,20 +13,23 @@ mod error;
 mod explainer;
 pub mod methods;
 mod model;
+mod read;
 mod rectifier;
 mod resize;
 mod tap;
 mod target;
+pub mod vocabulary;
 
-pub use device::{DeviceError, device_named};
-pub use error::{CamError, Result};
+pub use device::{DEFAULT_DEVICE, DeviceError, device_named};
+pub use error::{CamError, ModelFailure, Result};
 pub use explainer::{Explainer, Explanation, LayerMap, LayerTensors, closest_names};
 pub use methods::{
-    CamMethod, GradCam, GradCamElementWise, GradCamPlusPlus, HiResCam, LayerCam, Method, MethodOutput, UnknownMethod,
-    XGradCam,
+    CamMethod, GradCam, GradCamElementWise, GradCamPlusPlus, HiResCam, LayerCam, Method, MethodOutput, XGradCam,
 };
-pub use model::{CamModel, LayerInfo, check_input_chw, describe_dims};
-pub use rectifier::{Rectifier, UnknownRectifier};
+pub use model::{CamModel, LayerInfo, check_input_chw, default_layer, describe_dims};
+pub use read::{maps_to_host, to_host};
+pub use rectifier::Rectifier;
 pub use resize::resize_bilinear;
 pub use tap::{LayerTap, tap};
-pub use target::{ClassTarget, ScoreFn, Target, TargetScores};
+pub use target::{ClassTarget, ScoreFn, Target, TargetScores, parse_class};
+pub use vocabulary::{UnknownName, Vocabulary};

@@ -25,6 +25,19 @@ impl LayerInfo {
     }
 }
 
+/// The layer explained when none is chosen: the last layer that still has a spatial extent
+/// (global pooling outputs are 1×1), or the last layer when none has.
+pub fn default_layer(layers: &[LayerInfo]) -> Option<String> {
+    let is_global =
+        |l: &LayerInfo| l.op_type.starts_with("Global") || matches!(l.shape.as_slice(), [_, _, Some(1), Some(1)]);
+    layers
+        .iter()
+        .rev()
+        .find(|l| !is_global(l))
+        .or(layers.last())
+        .map(|l| l.name.clone())
+}
+
 /// Checks that `input` is `[N, C, H, W]` with the static dimensions in `chw` (`None` = any).
 pub fn check_input_chw(input: &Tensor<4>, chw: &[Option<usize>]) -> Result<()> {
     let dims = input.dims();

@@ -5,6 +5,8 @@ use std::str::FromStr;
 
 use burn::tensor::Tensor;
 
+use crate::vocabulary::{UnknownName, Vocabulary, write_name};
+
 /// How a signed map becomes the map that is shown.
 ///
 /// Grad-CAM's ReLU keeps only evidence *for* the class; a channel with positive activation and
@@ -17,7 +19,7 @@ pub enum Rectifier {
     /// `|map|`, then min–max to [0, 1]: evidence for and against, by strength.
     Abs,
     /// The signed map divided by its largest magnitude: [-1, 1], 0 meaning no evidence.
-    None,
+    Signed,
     /// Gradients negated before the method, then ReLU: the regions whose removal would raise the
     /// class score (the counterfactual explanation of Selvaraju et al., ICCV 2017, §3).
     Counterfactual,
@@ -26,28 +28,56 @@ pub enum Rectifier {
 /// Added to the denominator of every normalisation, as pytorch-grad-cam does.
 pub(crate) const NORMALISE_EPSILON: f32 = 1e-7;
 
-impl Rectifier {
-    /// Every rectifier.
-    pub const ALL: [Rectifier; 4] = [
+impl Vocabulary for Rectifier {
+    const KIND: &'static str = "rectifier";
+    const ALL: &'static [Self] = &[
         Rectifier::Relu,
         Rectifier::Abs,
-        Rectifier::None,
+        Rectifier::Signed,
         Rectifier::Counterfactual,
     ];
 
-    /// The command-line name.
-    pub fn name(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Rectifier::Relu => "relu",
             Rectifier::Abs => "abs",
-            Rectifier::None => "none",
+            Rectifier::Signed => "signed",
             Rectifier::Counterfactual => "counterfactual",
         }
     }
 
+    fn description(self) -> &'static str {
+        match self {
+            Rectifier::Relu => "evidence for the class only, in [0, 1] (the paper, pytorch-grad-cam)",
+            Rectifier::Abs => "evidence for and against, by strength, in [0, 1]",
+            Rectifier::Signed => "the signed map in [-1, 1]: positive for the class, negative against it",
+            Rectifier::Counterfactual => "regions whose removal would raise the class score, in [0, 1]",
+        }
+    }
+
+    fn aliases(self) -> &'static [&'static str] {
+        match self {
+            // The name this rectifier had before it was called what it is.
+            Rectifier::Signed => &["none"],
+            _ => &[],
+        }
+    }
+}
+
+impl Rectifier {
     /// Whether maps keep their sign (and are scaled to [-1, 1] instead of [0, 1]).
     pub fn is_signed(self) -> bool {
-        self == Rectifier::None
+        self == Rectifier::Signed
+    }
+
+    /// Map values as a colour map takes them, in [0, 1]: signed maps ([-1, 1]) are shifted so
+    /// that 0.5 means no evidence; other maps are already in [0, 1].
+    pub fn display_values(self, map: &[f32]) -> Vec<f32> {
+        if self.is_signed() {
+            map.iter().map(|v| 0.5 * (v + 1.0)).collect()
+        } else {
+            map.to_vec()
+        }
     }
 
     /// Gradients as the method must see them.
@@ -63,7 +93,7 @@ impl Rectifier {
         match self {
             Rectifier::Relu | Rectifier::Counterfactual => map.clamp_min(0.0),
             Rectifier::Abs => map.abs(),
-            Rectifier::None => map,
+            Rectifier::Signed => map,
         }
     }
 
@@ -87,24 +117,15 @@ impl Rectifier {
 
 impl fmt::Display for Rectifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        write_name(*self, f)
     }
 }
 
-/// A rectifier name that is not one of [`Rectifier::ALL`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown rectifier `{0}`; expected one of: relu, abs, none, counterfactual")]
-pub struct UnknownRectifier(pub String);
-
 impl FromStr for Rectifier {
-    type Err = UnknownRectifier;
+    type Err = UnknownName;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let wanted = s.to_ascii_lowercase();
-        Rectifier::ALL
-            .into_iter()
-            .find(|r| r.name() == wanted)
-            .ok_or_else(|| UnknownRectifier(s.to_owned()))
+        Rectifier::parse_name(s)
     }
 }
 
@@ -134,7 +155,7 @@ mod tests {
 
     #[test]
     fn signed_maps_are_divided_by_their_largest_magnitude() {
-        let normalised = values(Rectifier::None.normalise(maps(&[-4., 2., 1., 0.], [1, 2, 2])));
+        let normalised = values(Rectifier::Signed.normalise(maps(&[-4., 2., 1., 0.], [1, 2, 2])));
         let expected = [-1.0, 0.5, 0.25, 0.0];
         for (got, want) in normalised.iter().zip(expected) {
             assert!((got - want).abs() < 1e-6, "{normalised:?}");
@@ -147,6 +168,6 @@ mod tests {
         assert_eq!(values(Rectifier::Relu.rectify(raw.clone())), [0.0, 1.0]);
         assert_eq!(values(Rectifier::Counterfactual.rectify(raw.clone())), [0.0, 1.0]);
         assert_eq!(values(Rectifier::Abs.rectify(raw.clone())), [2.0, 1.0]);
-        assert_eq!(values(Rectifier::None.rectify(raw)), [-2.0, 1.0]);
+        assert_eq!(values(Rectifier::Signed.rectify(raw)), [-2.0, 1.0]);
     }
 }

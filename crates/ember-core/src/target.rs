@@ -3,6 +3,7 @@
 use burn::tensor::{Int, Tensor};
 
 use crate::error::{CamError, Result};
+use crate::explainer::closest_names;
 
 /// The per-image scores of a target, `[N]`, and the class each image was explained for when
 /// the target is a class.
@@ -72,6 +73,31 @@ impl Target<Tensor<2>> for ClassTarget {
             classes: Some(classes.reshape([batch])),
         })
     }
+}
+
+/// A class given as text: an index, or a name among `labels` (case-insensitive).
+///
+/// ```
+/// let labels = ["cat", "dog"];
+/// assert_eq!(ember_core::parse_class("1", &labels), Ok(1));
+/// assert_eq!(ember_core::parse_class("Dog", &labels), Ok(1));
+/// assert!(ember_core::parse_class("dgo", &labels).unwrap_err().to_string().contains("dog"));
+/// ```
+pub fn parse_class<S: AsRef<str>>(text: &str, labels: &[S]) -> Result<usize> {
+    if let Ok(index) = text.trim().parse::<usize>() {
+        return Ok(index);
+    }
+    if labels.is_empty() {
+        return Err(CamError::ClassNameWithoutLabels(text.to_owned()));
+    }
+    if let Some(index) = labels.iter().position(|l| l.as_ref().eq_ignore_ascii_case(text.trim())) {
+        return Ok(index);
+    }
+    let names: Vec<String> = labels.iter().map(|l| l.as_ref().to_owned()).collect();
+    Err(CamError::UnknownClass {
+        name: text.to_owned(),
+        closest: closest_names(text, &names, 3),
+    })
 }
 
 fn check_class(class: usize, num_classes: usize) -> Result<()> {

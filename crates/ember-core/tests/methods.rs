@@ -6,14 +6,16 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use common::*;
 use ember_core::methods::CamMethod;
-use ember_core::{ClassTarget, Explainer, GradCamElementWise, GradCamPlusPlus, LayerCam, Method, Rectifier, ScoreFn};
+use ember_core::{
+    ClassTarget, Explainer, GradCamElementWise, GradCamPlusPlus, LayerCam, Method, Rectifier, ScoreFn, Vocabulary,
+};
 
 #[test]
 fn every_method_with_every_rectifier_gives_normalised_finite_maps() {
     let model = DeepNet::new(21);
     let x = input(2, 31);
-    for method in Method::ALL {
-        for rectifier in Rectifier::ALL {
+    for &method in Method::ALL {
+        for &rectifier in Rectifier::ALL {
             let explanation = Explainer::from(method)
                 .layer("block1")
                 .rectifier(rectifier)
@@ -36,10 +38,19 @@ fn every_method_with_every_rectifier_gives_normalised_finite_maps() {
     }
 }
 
+/// What the pipeline's ReLU/abs and min–max normalisation do to a raw `[h, w]` map, by hand:
+/// `(r − min r) / (max(r − min r) + 1e-7)` after rectifying.
+fn normalised(raw: &[f32], rectify: impl Fn(f32) -> f32) -> Vec<f32> {
+    let rectified: Vec<f32> = raw.iter().map(|&v| rectify(v)).collect();
+    let low = rectified.iter().copied().fold(f32::INFINITY, f32::min);
+    let high = rectified.iter().map(|v| v - low).fold(0.0f32, f32::max);
+    rectified.iter().map(|v| (v - low) / (high + 1e-7)).collect()
+}
+
 #[test]
 fn counterfactual_is_relu_of_the_negated_signed_map_for_linear_methods() {
     // For Grad-CAM and HiResCAM the map is linear in the gradients, so negating the gradients
-    // negates the signed map: counterfactual = normalise(max(−raw, 0)).
+    // negates the signed map: the counterfactual layer map = normalise(max(−raw, 0)).
     let model = DeepNet::new(22);
     let x = input(1, 32);
     for method in [Method::GradCam, Method::HiResCam] {
@@ -50,10 +61,15 @@ fn counterfactual_is_relu_of_the_negated_signed_map_for_linear_methods() {
                 .explain(&model, x.clone(), &ClassTarget::Class(1))
                 .unwrap()
         };
-        let signed = to_vec(explain(Rectifier::None).layers[0].raw.clone());
-        let counterfactual = to_vec(explain(Rectifier::Counterfactual).layers[0].raw.clone());
-        let negated: Vec<f32> = signed.iter().map(|v| -v).collect();
-        assert!(max_abs_diff(&counterfactual, &negated) <= 1e-6 * max_abs(&signed));
+        let signed_raw = to_vec(explain(Rectifier::Signed).layers[0].raw.clone());
+        assert!(
+            signed_raw.iter().any(|v| *v < 0.0) && signed_raw.iter().any(|v| *v > 0.0),
+            "{method}: the test needs a map of both signs"
+        );
+        let counterfactual = to_vec(explain(Rectifier::Counterfactual).layers[0].map.clone());
+        let expected = normalised(&signed_raw, |v| (-v).max(0.0));
+        let worst = max_abs_diff(&counterfactual, &expected);
+        assert!(worst <= 1e-5, "{method}: counterfactual map differs by {worst}");
     }
 }
 
@@ -68,18 +84,28 @@ fn abs_keeps_negative_evidence_that_relu_removes() {
             .explain(&model, x.clone(), &ClassTarget::Class(0))
             .unwrap()
     };
-    let raw = to_vec(explain(Rectifier::None).layers[0].raw.clone());
+    let raw = to_vec(explain(Rectifier::Signed).layers[0].raw.clone());
     assert!(
         raw.iter().any(|v| *v < 0.0) && raw.iter().any(|v| *v > 0.0),
         "test needs a map of both signs"
     );
-    let relu = to_vec(explain(Rectifier::Relu).layers[0].raw.clone());
-    let abs = to_vec(explain(Rectifier::Abs).layers[0].raw.clone());
-    // The raw map is the same; the rectified, normalised layer maps differ where raw < 0.
-    assert_eq!(relu, abs);
     let relu_map = to_vec(explain(Rectifier::Relu).layers[0].map.clone());
     let abs_map = to_vec(explain(Rectifier::Abs).layers[0].map.clone());
-    assert!(max_abs_diff(&relu_map, &abs_map) > 0.05);
+    assert!(max_abs_diff(&relu_map, &normalised(&raw, |v| v.max(0.0))) <= 1e-5);
+    assert!(max_abs_diff(&abs_map, &normalised(&raw, f32::abs)) <= 1e-5);
+    // Where the raw map is negative, ReLU shows nothing and abs shows the evidence.
+    let strongest_negative = raw
+        .iter()
+        .enumerate()
+        .min_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i)
+        .unwrap();
+    assert!(relu_map[strongest_negative] <= 1e-6);
+    assert!(abs_map[strongest_negative] > 0.05);
+    // A signed layer map is the raw map over its largest magnitude.
+    let signed_map = to_vec(explain(Rectifier::Signed).layers[0].map.clone());
+    let scale = raw.iter().fold(0.0f32, |m, v| m.max(v.abs())) + 1e-7;
+    assert!(max_abs_diff(&signed_map, &raw.iter().map(|v| v / scale).collect::<Vec<_>>()) <= 1e-5);
 }
 
 fn tensor4(values: &[f32], dims: [usize; 4]) -> Tensor<4> {
@@ -136,13 +162,23 @@ fn a_closure_target_explains_a_softmax_probability() {
 
 #[test]
 fn method_and_rectifier_names_round_trip() {
-    for method in Method::ALL {
+    for &method in Method::ALL {
         assert_eq!(method.name().parse::<Method>().unwrap(), method);
     }
-    for rectifier in Rectifier::ALL {
+    for &rectifier in Rectifier::ALL {
         assert_eq!(rectifier.name().parse::<Rectifier>().unwrap(), rectifier);
     }
-    let error = "gradcam+".parse::<Method>().unwrap_err();
-    assert!(error.to_string().contains("gradcam++"));
-    assert!("relu6".parse::<Rectifier>().is_err());
+    // Errors list every name, from the same table.
+    let error = "gradcam+".parse::<Method>().unwrap_err().to_string();
+    for &method in Method::ALL {
+        assert!(error.contains(method.name()), "{error}");
+    }
+    let error = "relu6".parse::<Rectifier>().unwrap_err().to_string();
+    assert_eq!(
+        error,
+        "unknown rectifier `relu6`; expected one of: relu, abs, signed, counterfactual"
+    );
+    // Aliases: the signed rectifier's old name, Grad-CAM++ without pluses.
+    assert_eq!("none".parse::<Rectifier>().unwrap(), Rectifier::Signed);
+    assert_eq!("GradCAMpp".parse::<Method>().unwrap(), Method::GradCamPlusPlus);
 }

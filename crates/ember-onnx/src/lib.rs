@@ -21,19 +21,23 @@
 //! `ember_cam::CamModel` for the generated `Model` are appended to the generated file.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::{env, fs};
 
-use burn_onnx::ext::{ArgType, CodegenContext, CustomNode, CustomOp, DType, ProcessError, arg_to_ident};
-use burn_onnx::{LoadStrategy, ModelGen};
+use ember_core::LayerInfo;
 use onnx_ir::{
-    AttributeProto, AttributeType, CustomOpInference, HookCoverage, Message, MissingReason, ModelProto, Node,
-    NodeProto, OnnxGraphBuilder,
+    ArgType, AttributeProto, AttributeType, CustomNode, CustomOpInference, DType, HookCoverage, Message, MissingReason,
+    ModelProto, Node, NodeProto, OnnxGraphBuilder, ProcessError,
 };
-use proc_macro2::TokenStream;
-use quote::quote;
+
+#[cfg(feature = "codegen")]
+mod codegen;
+/// How generated models load their weights (re-exported from burn-onnx).
+#[cfg(feature = "codegen")]
+pub use burn_onnx::LoadStrategy;
+#[cfg(feature = "codegen")]
+pub use codegen::TappedModelGen;
 
 /// The custom ONNX domain of inserted tap nodes.
 pub const TAP_DOMAIN: &str = "ember.tap";
@@ -96,128 +100,18 @@ pub enum ImportError {
     },
 }
 
-/// One tappable layer as recorded at build time.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TappedLayer {
-    /// The original ONNX node name (what the tap is addressed by).
-    pub node: String,
-    /// The node's original output tensor name (an alias).
-    pub output: String,
-    /// The ONNX op type.
-    pub op_type: String,
-    /// The static output shape, `None` for symbolic dimensions (the batch).
-    pub shape: Vec<Option<usize>>,
-}
-
 /// The ONNX graph rewritten with taps, and what was tapped.
 #[derive(Debug, Clone)]
 pub struct TappedGraph {
     /// The rewritten model.
     pub model: ModelProto,
-    /// The taps in graph order.
-    pub layers: Vec<TappedLayer>,
+    /// The taps in graph order: the original ONNX node name (what a tap is addressed by), its
+    /// output tensor name (an alias), op type and static shape.
+    pub layers: Vec<LayerInfo>,
     /// Rank of the graph's single output, if it has exactly one tensor output.
     pub output_rank: Option<usize>,
     /// The graph input's static `[C, H, W]`, `None` where symbolic.
     pub input_chw: Vec<Option<usize>>,
-}
-
-/// `burn_onnx::ModelGen` with taps: use it from a build script.
-///
-/// ```no_run
-/// // build.rs
-/// ember_onnx::TappedModelGen::new("models/mobilenet_v2.onnx")
-///     .out_dir("model/")
-///     .run_from_script()
-///     .expect("import mobilenet_v2.onnx");
-/// ```
-///
-/// Then, in the crate: `include!(concat!(env!("OUT_DIR"), "/model/mobilenet_v2.rs"));` gives a
-/// `Model` implementing `ember_cam::CamModel`, with `LAYERS` and `DEFAULT_LAYER`.
-#[derive(Debug, Clone)]
-pub struct TappedModelGen {
-    input: PathBuf,
-    out_dir: String,
-    load_strategy: LoadStrategy,
-    runtime_crate: String,
-}
-
-impl TappedModelGen {
-    /// Imports the ONNX model at `input`.
-    pub fn new(input: impl AsRef<Path>) -> Self {
-        Self {
-            input: input.as_ref().to_path_buf(),
-            out_dir: "model/".into(),
-            load_strategy: LoadStrategy::Embedded,
-            runtime_crate: "ember_cam".into(),
-        }
-    }
-
-    /// Folder under `OUT_DIR` for the generated code (`model/` by default).
-    pub fn out_dir(mut self, out_dir: impl Into<String>) -> Self {
-        self.out_dir = out_dir.into();
-        self
-    }
-
-    /// How the weights are loaded (embedded in the binary by default).
-    pub fn load_strategy(mut self, strategy: LoadStrategy) -> Self {
-        self.load_strategy = strategy;
-        self
-    }
-
-    /// The crate path the generated code calls (`ember_cam` by default).
-    pub fn runtime_crate(mut self, path: impl Into<String>) -> Self {
-        self.runtime_crate = path.into();
-        self
-    }
-
-    /// Generates the model into `$OUT_DIR/<out_dir>/<stem>.rs`; returns the generated file.
-    pub fn run_from_script(&self) -> Result<PathBuf, ImportError> {
-        println!("cargo:rerun-if-changed={}", self.input.display());
-        let out_dir = PathBuf::from(env::var("OUT_DIR").expect("run from a build script"));
-        let tapped = tap_graph(&self.input)?;
-
-        let file_name = self
-            .input
-            .file_name()
-            .ok_or_else(|| ImportError::Unsupported(format!("{} is not a file", self.input.display())))?;
-        let staging = out_dir.join("ember-tapped");
-        fs::create_dir_all(&staging).map_err(|source| ImportError::Write {
-            path: staging.clone(),
-            source,
-        })?;
-        let tapped_path = staging.join(file_name);
-        let bytes = tapped
-            .model
-            .write_to_bytes()
-            .map_err(|e| ImportError::Unsupported(format!("cannot encode the tapped graph: {e}")))?;
-        fs::write(&tapped_path, bytes).map_err(|source| ImportError::Write {
-            path: tapped_path.clone(),
-            source,
-        })?;
-
-        ModelGen::new()
-            .input(tapped_path.to_str().expect("UTF-8 OUT_DIR"))
-            .out_dir(&self.out_dir)
-            .development(false)
-            .load_strategy(self.load_strategy)
-            .register_custom_op(TapOp {
-                runtime_crate: self.runtime_crate.clone(),
-            })
-            .run_from_script();
-
-        let generated = out_dir.join(&self.out_dir).join(file_name).with_extension("rs");
-        let mut code = fs::read_to_string(&generated).map_err(|source| ImportError::Read {
-            path: generated.clone(),
-            source,
-        })?;
-        code.push_str(&layer_table(&tapped, &self.runtime_crate));
-        fs::write(&generated, code).map_err(|source| ImportError::Write {
-            path: generated.clone(),
-            source,
-        })?;
-        Ok(generated)
-    }
 }
 
 /// Reads an ONNX file and inserts a tap after every spatial floating-point node output.
@@ -293,9 +187,9 @@ pub fn tap_model(mut model: ModelProto, path: &Path) -> Result<TappedGraph, Impo
                 candidate.output.clone(),
                 string_attribute(TAP_ATTRIBUTE, &candidate.node),
             ));
-            layers.push(TappedLayer {
-                node: candidate.node,
-                output: candidate.output,
+            layers.push(LayerInfo {
+                name: candidate.node,
+                output: Some(candidate.output),
                 op_type: candidate.op_type,
                 shape,
             });
@@ -542,139 +436,4 @@ fn graph_input_chw(model: &ModelProto) -> Vec<Option<usize>> {
         })
         .collect();
     dims.get(1..).map(<[_]>::to_vec).unwrap_or_default()
-}
-
-/// Code generation of the inserted tap nodes.
-struct TapOp {
-    runtime_crate: String,
-}
-
-impl CustomOp for TapOp {
-    fn op_type(&self) -> &str {
-        TAP_OP
-    }
-
-    fn domain(&self) -> &str {
-        TAP_DOMAIN
-    }
-
-    fn infer_output_types(&self, node: &CustomNode) -> Result<Vec<ArgType>, ProcessError> {
-        Ok(vec![node.inputs[0].ty.clone()])
-    }
-
-    fn forward(&self, node: &CustomNode, ctx: &mut CodegenContext<'_, '_>) -> Result<TokenStream, ProcessError> {
-        let layer = node
-            .attrs
-            .get_string(TAP_ATTRIBUTE)
-            .ok_or_else(|| ProcessError::Custom(format!("tap node {} has no layer name", node.name)))?
-            .to_owned();
-        let input = ctx.arg(&node.inputs[0]);
-        let output = arg_to_ident(&node.outputs[0]);
-        let runtime: syn_path::Path = self.runtime_crate.parse().map_err(ProcessError::Custom)?;
-        Ok(quote! { let #output = #runtime::tap(#layer, #input); })
-    }
-}
-
-/// A `::crate_name` path as tokens.
-mod syn_path {
-    use proc_macro2::TokenStream;
-    use quote::{ToTokens, quote};
-
-    pub struct Path(TokenStream);
-
-    impl std::str::FromStr for Path {
-        type Err = String;
-        fn from_str(s: &str) -> Result<Self, Self::Err> {
-            let path: TokenStream = s.parse().map_err(|e| format!("bad crate path `{s}`: {e}"))?;
-            Ok(Self(quote!(::#path)))
-        }
-    }
-
-    impl ToTokens for Path {
-        fn to_tokens(&self, tokens: &mut TokenStream) {
-            self.0.to_tokens(tokens);
-        }
-    }
-}
-
-/// The layer table and the `CamModel` implementation appended to the generated model.
-fn layer_table(tapped: &TappedGraph, runtime: &str) -> String {
-    let default = default_layer(&tapped.layers);
-    let mut code = String::new();
-    let _ = writeln!(code, "\n// ---- Appended by ember-onnx: the model's taps. ----\n");
-    let _ = writeln!(
-        code,
-        "/// The tappable layers in graph order: (node name, output name, op type, shape)."
-    );
-    let _ = writeln!(code, "#[rustfmt::skip]");
-    let _ = writeln!(code, "pub const LAYERS: &[(&str, &str, &str, &[Option<usize>])] = &[");
-    for layer in &tapped.layers {
-        let _ = writeln!(
-            code,
-            "    ({:?}, {:?}, {:?}, &{:?}),",
-            layer.node, layer.output, layer.op_type, layer.shape
-        );
-    }
-    let _ = writeln!(code, "];\n");
-    let _ = writeln!(
-        code,
-        "/// The last spatial layer before global pooling: explained when none is chosen."
-    );
-    let _ = writeln!(code, "pub const DEFAULT_LAYER: &str = {default:?};\n");
-    let _ = writeln!(
-        code,
-        "/// The input's static [channels, height, width] (`None` where dynamic)."
-    );
-    let _ = writeln!(
-        code,
-        "pub const INPUT_CHW: &[Option<usize>] = &{:?};\n",
-        tapped.input_chw
-    );
-    if tapped.output_rank == Some(2) {
-        let _ = write!(
-            code,
-            r#"impl ::{runtime}::CamModel for Model {{
-    type Output = Tensor<2>;
-
-    fn forward(&self, input: Tensor<4>) -> ::{runtime}::Result<Tensor<2>> {{
-        Ok(Model::forward(self, input))
-    }}
-
-    fn layers(&self) -> Vec<::{runtime}::LayerInfo> {{
-        LAYERS
-            .iter()
-            .map(|(name, output, op_type, shape)| ::{runtime}::LayerInfo {{
-                name: (*name).to_owned(),
-                output: Some((*output).to_owned()),
-                op_type: (*op_type).to_owned(),
-                shape: shape.to_vec(),
-            }})
-            .collect()
-    }}
-
-    fn default_layer(&self) -> Option<String> {{
-        Some(DEFAULT_LAYER.to_owned())
-    }}
-
-    fn check_input(&self, input: &Tensor<4>) -> ::{runtime}::Result<()> {{
-        ::{runtime}::check_input_chw(input, INPUT_CHW)
-    }}
-}}
-"#
-        );
-    }
-    code
-}
-
-/// The last tapped layer that still has a spatial extent (global pooling outputs are 1×1).
-pub fn default_layer(layers: &[TappedLayer]) -> String {
-    let is_global =
-        |l: &TappedLayer| l.op_type.starts_with("Global") || matches!(l.shape.as_slice(), [_, _, Some(1), Some(1)]);
-    layers
-        .iter()
-        .rev()
-        .find(|l| !is_global(l))
-        .or(layers.last())
-        .map(|l| l.node.clone())
-        .unwrap_or_default()
 }

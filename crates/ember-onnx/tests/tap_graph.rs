@@ -32,9 +32,12 @@ fn every_spatial_output_of_mobilenet_is_tapped_by_its_onnx_names() {
     let last = tapped
         .layers
         .iter()
-        .find(|l| l.node == "/features/features.18/features.18.2/Clip")
+        .find(|l| l.name == "/features/features.18/features.18.2/Clip")
         .unwrap();
-    assert_eq!(last.output, "/features/features.18/features.18.2/Clip_output_0");
+    assert_eq!(
+        last.output.as_deref(),
+        Some("/features/features.18/features.18.2/Clip_output_0")
+    );
     assert_eq!(last.shape, vec![None, Some(1280), Some(7), Some(7)]);
     assert_eq!(tapped.output_rank, Some(2));
     assert_eq!(tapped.input_chw, vec![Some(3), Some(224), Some(224)]);

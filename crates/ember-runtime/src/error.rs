@@ -29,6 +29,17 @@ pub enum RuntimeError {
         ops: Vec<String>,
     },
 
+    /// A node's configuration is invalid or outside what the executor supports.
+    #[error("{path}: {node}: {message}")]
+    InvalidNode {
+        /// The model file.
+        path: PathBuf,
+        /// `Op (node `name`)`.
+        node: String,
+        /// What is wrong.
+        message: String,
+    },
+
     /// The graph's inputs or outputs are not those of an image classifier.
     #[error("{path}: {message}")]
     NotAClassifier {
@@ -52,6 +63,38 @@ pub enum RuntimeError {
 
 impl From<RuntimeError> for ember_core::CamError {
     fn from(error: RuntimeError) -> Self {
-        ember_core::CamError::Model(error.to_string())
+        ember_core::CamError::model(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use ember_core::{CamError, ModelFailure};
+
+    use super::RuntimeError;
+
+    #[test]
+    fn a_model_failure_keeps_the_runtime_error_as_its_source() {
+        let error: CamError = RuntimeError::Node {
+            node: "reshape3".into(),
+            op: "Reshape".into(),
+            message: "cannot reshape".into(),
+        }
+        .into();
+        assert_eq!(
+            error.to_string(),
+            "the model failed to run: node `reshape3` (Reshape): cannot reshape"
+        );
+        let failure = error
+            .source()
+            .and_then(|s| s.downcast_ref::<ModelFailure>())
+            .expect("the source is the model's failure");
+        let runtime = failure
+            .get_ref()
+            .downcast_ref::<RuntimeError>()
+            .expect("which is the runtime's own error");
+        assert!(matches!(runtime, RuntimeError::Node { op, .. } if op == "Reshape"));
     }
 }

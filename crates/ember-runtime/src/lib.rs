@@ -22,8 +22,10 @@
 //! addressed exactly as in build-time models and only the part of the graph after the explained
 //! layer is differentiated.
 //!
-//! Every node is checked when the model loads: an operator the executor does not implement is
-//! an error naming the operator and the node, before anything runs.
+//! Every node is compiled through one operator table when the model loads
+//! ([`supported_operators`] lists it): an operator the executor does not implement, or a node
+//! whose attributes it cannot take, is an error naming the operator and the node before
+//! anything runs.
 
 mod error;
 mod model;
@@ -32,3 +34,9 @@ mod value;
 
 pub use error::RuntimeError;
 pub use model::{FinalSoftmax, OnnxModel, ScoreSource};
+
+/// The ONNX operators the executor implements, each once, in the order of its operator table
+/// (the table every loaded node is compiled through).
+pub fn supported_operators() -> Vec<&'static str> {
+    ops::supported()
+}

@@ -47,12 +47,27 @@ enum Operand {
     Absent,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 enum Op {
     /// An inserted tap with the original node name.
     Tap(String),
-    /// Any other node.
-    Node(Box<Node>),
+    /// Any other node, compiled.
+    Kernel {
+        /// onnx-ir's name of the node.
+        node: String,
+        /// Its ONNX operator.
+        op: String,
+        kernel: ops::Kernel,
+    },
+}
+
+impl std::fmt::Debug for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Op::Tap(layer) => write!(f, "Tap({layer:?})"),
+            Op::Kernel { node, op, .. } => write!(f, "{op}({node:?})"),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -122,15 +137,35 @@ impl OnnxModel {
             path: path.to_path_buf(),
             message,
         };
-        let unsupported: Vec<&Node> = graph
-            .nodes
-            .iter()
-            .filter(|n| !matches!(n, Node::Custom(_)) && !ops::supported(n))
-            .collect();
+        // Every node is compiled through the operator table before anything runs: unknown
+        // operators and invalid configurations are load-time errors.
+        let mut kernels: Vec<Option<ops::Kernel>> = Vec::with_capacity(graph.nodes.len());
+        let mut unsupported: Vec<String> = Vec::new();
+        for (index, node) in graph.nodes.iter().enumerate() {
+            if matches!(node, Node::Custom(_)) {
+                kernels.push(None);
+                continue;
+            }
+            match ops::compile(node) {
+                Ok(kernel) => kernels.push(Some(kernel)),
+                Err(ops::CompileError::Unsupported) => {
+                    unsupported.push(original_name(tapped, &graph.nodes, index));
+                    kernels.push(None);
+                }
+                Err(ops::CompileError::Invalid(message)) => {
+                    return Err(RuntimeError::InvalidNode {
+                        path: path.to_path_buf(),
+                        node: original_name(tapped, &graph.nodes, index),
+                        message,
+                    });
+                }
+            }
+        }
         if !unsupported.is_empty() {
+            unsupported.truncate(5);
             return Err(RuntimeError::UnsupportedOps {
                 path: path.to_path_buf(),
-                ops: describe_unsupported(tapped, &unsupported),
+                ops: unsupported,
             });
         }
 
@@ -182,7 +217,7 @@ impl OnnxModel {
         let input_slot = new_slot(&input.name, &mut slot_of);
         let mut steps = Vec::with_capacity(graph.nodes.len());
         let mut producer_of: HashMap<usize, usize> = HashMap::new();
-        for node in graph.nodes {
+        for (node, kernel) in graph.nodes.into_iter().zip(kernels) {
             if let Node::Constant(_) = node {
                 // Consumers read constants through their arguments' values.
                 continue;
@@ -239,7 +274,14 @@ impl OnnxModel {
                         )],
                     });
                 }
-                _ => Op::Node(Box::new(node)),
+                _ => Op::Kernel {
+                    node: node.name().to_owned(),
+                    op: onnx_op(&node).to_owned(),
+                    kernel: kernel.ok_or_else(|| RuntimeError::Parse {
+                        path: path.to_path_buf(),
+                        message: format!("node `{}` was not compiled", node.name()),
+                    })?,
+                },
             };
             steps.push(Step {
                 op,
@@ -258,16 +300,7 @@ impl OnnxModel {
         };
         schedule_releases(&mut steps, &[Some(output_slot), logits_slot]);
 
-        let layers = tapped
-            .layers
-            .iter()
-            .map(|l| LayerInfo {
-                name: l.node.clone(),
-                output: Some(l.output.clone()),
-                op_type: l.op_type.clone(),
-                shape: l.shape.clone(),
-            })
-            .collect();
+        let layers = tapped.layers.clone();
         Ok(Self {
             path: path.to_path_buf(),
             steps,
@@ -278,7 +311,7 @@ impl OnnxModel {
             final_softmax,
             scores: ScoreSource::default(),
             layers,
-            default_layer: ember_onnx::default_layer(&tapped.layers),
+            default_layer: ember_core::default_layer(&tapped.layers).unwrap_or_default(),
             input_shape,
             device: device.clone(),
         })
@@ -344,7 +377,7 @@ impl OnnxModel {
                 .collect();
             let outputs = match &step.op {
                 Op::Tap(layer) => tap(layer, inputs),
-                Op::Node(node) => run_node(node, inputs, &device),
+                Op::Kernel { kernel, .. } => run_kernel(kernel, inputs, &device),
             }
             .map_err(|message| self.node_error(step, message))?;
             if outputs.len() < step.outputs.len() {
@@ -383,7 +416,7 @@ impl OnnxModel {
     fn node_error(&self, step: &Step, message: String) -> RuntimeError {
         let (node, op) = match &step.op {
             Op::Tap(layer) => (layer.clone(), "tap".to_owned()),
-            Op::Node(node) => (node.name().to_owned(), node.node_type().to_string()),
+            Op::Kernel { node, op, .. } => (node.clone(), op.clone()),
         };
         RuntimeError::Node { node, op, message }
     }
@@ -419,10 +452,10 @@ fn trailing_softmax(
         };
         match &step.op {
             Op::Tap(_) => {}
-            Op::Node(node) => match **node {
-                Node::Identity(_) | Node::Dropout(_) => {}
-                Node::Softmax(_) => return Some((*input, FinalSoftmax::Softmax)),
-                Node::LogSoftmax(_) => return Some((*input, FinalSoftmax::LogSoftmax)),
+            Op::Kernel { op, .. } => match op.as_str() {
+                "Identity" | "Dropout" => {}
+                "Softmax" => return Some((*input, FinalSoftmax::Softmax)),
+                "LogSoftmax" => return Some((*input, FinalSoftmax::LogSoftmax)),
                 _ => return None,
             },
         }
@@ -447,10 +480,10 @@ fn schedule_releases(steps: &mut [Step], keep: &[Option<usize>]) {
     }
 }
 
-fn run_node(node: &Node, inputs: ops::Inputs, device: &Device) -> Result<Vec<Value>, String> {
+fn run_kernel(kernel: &ops::Kernel, inputs: ops::Inputs, device: &Device) -> Result<Vec<Value>, String> {
     // Every shape the operators depend on is checked before Burn sees it; a panic left in a
     // backend still must not take the caller down.
-    catch_unwind(AssertUnwindSafe(|| ops::run(node, inputs, device))).unwrap_or_else(|panic| Err(panic_message(&panic)))
+    catch_unwind(AssertUnwindSafe(|| kernel(inputs, device))).unwrap_or_else(|panic| Err(panic_message(&panic)))
 }
 
 fn tap(layer: &str, mut inputs: ops::Inputs) -> Result<Vec<Value>, String> {
@@ -469,27 +502,29 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "unknown failure".into())
 }
 
-/// `Op (node `name`)` for unsupported nodes, named as in the ONNX file where the op type
-/// identifies them (onnx-ir renames nodes, `conv2d3`).
-fn describe_unsupported(tapped: &TappedGraph, nodes: &[&Node]) -> Vec<String> {
-    let raw = &tapped.model.graph.get_or_default().node;
-    let mut used = std::collections::HashSet::new();
-    nodes
+/// The ONNX operator of a node: the table's name where the executor has it (onnx-ir
+/// specialises some, `Conv` → `Conv2d`), onnx-ir's node type otherwise.
+fn onnx_op(node: &Node) -> String {
+    ops::onnx_name(node).map_or_else(|| node.node_type().to_string(), str::to_owned)
+}
+
+/// `Op (node `name`)` for `nodes[index]`, named as in the ONNX file (onnx-ir renames nodes,
+/// `conv2d3`): the k-th node of an operator in onnx-ir's graph is taken to be the file's k-th
+/// node of that operator.
+fn original_name(tapped: &TappedGraph, nodes: &[Node], index: usize) -> String {
+    let node = &nodes[index];
+    let op = onnx_op(node);
+    let rank = nodes[..index].iter().filter(|n| onnx_op(n) == op).count();
+    let original = tapped
+        .model
+        .graph
+        .get_or_default()
+        .node
         .iter()
-        .take(5)
-        .map(|node| {
-            let op = node.node_type().to_string();
-            let original = raw
-                .iter()
-                .enumerate()
-                .find(|(i, n)| n.op_type == op && !used.contains(i))
-                .map(|(i, n)| {
-                    used.insert(i);
-                    n.name.clone()
-                });
-            format!("{op} (node `{}`)", original.as_deref().unwrap_or(node.name()))
-        })
-        .collect()
+        .filter(|n| n.op_type == op)
+        .nth(rank)
+        .map(|n| n.name.as_str());
+    format!("{op} (node `{}`)", original.unwrap_or(node.name()))
 }
 
 impl CamModel for OnnxModel {

@@ -4,7 +4,7 @@
 mod overlay;
 mod preprocess;
 
-pub use overlay::{Colormap, heatmap, overlay};
+pub use overlay::{Colormap, ColormapName, heatmap, overlay};
 pub use preprocess::{Preprocess, load_rgb};
 
 use std::path::{Path, PathBuf};

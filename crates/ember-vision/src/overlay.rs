@@ -1,8 +1,59 @@
 //! Heat-map colouring and blending.
 
+use std::fmt;
+use std::str::FromStr;
+
+use ember_core::{UnknownName, Vocabulary};
 use image::{Rgb, RgbImage};
 
 use crate::VisionError;
+
+/// The colour maps by name: the one vocabulary that parsing, help and errors derive from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum ColormapName {
+    /// See [`Colormap::jet`].
+    #[default]
+    Jet,
+    /// See [`Colormap::turbo`].
+    Turbo,
+    /// See [`Colormap::viridis`].
+    Viridis,
+}
+
+impl Vocabulary for ColormapName {
+    const KIND: &'static str = "colour map";
+    const ALL: &'static [Self] = &[ColormapName::Jet, ColormapName::Turbo, ColormapName::Viridis];
+
+    fn name(self) -> &'static str {
+        match self {
+            ColormapName::Jet => "jet",
+            ColormapName::Turbo => "turbo",
+            ColormapName::Viridis => "viridis",
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            ColormapName::Jet => "blue to red, as pytorch-grad-cam's overlays (OpenCV's COLORMAP_JET)",
+            ColormapName::Turbo => "a perceptually smoother jet",
+            ColormapName::Viridis => "perceptually uniform, readable in grey and by most colour-blind viewers",
+        }
+    }
+}
+
+impl fmt::Display for ColormapName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ColormapName {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse_name(s)
+    }
+}
 
 /// A colour map sampled at 256 levels.
 #[derive(Debug, Clone)]
@@ -32,13 +83,12 @@ impl Colormap {
         Self::sample(&colorgrad::preset::viridis())
     }
 
-    /// A map by name: `jet`, `turbo` or `viridis`.
-    pub fn named(name: &str) -> Option<Self> {
+    /// The colour map called `name`.
+    pub fn named(name: ColormapName) -> Self {
         match name {
-            "jet" => Some(Self::jet()),
-            "turbo" => Some(Self::turbo()),
-            "viridis" => Some(Self::viridis()),
-            _ => None,
+            ColormapName::Jet => Self::jet(),
+            ColormapName::Turbo => Self::turbo(),
+            ColormapName::Viridis => Self::viridis(),
         }
     }
 

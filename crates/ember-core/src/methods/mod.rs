@@ -18,6 +18,8 @@ use std::str::FromStr;
 
 use burn::tensor::Tensor;
 
+use crate::vocabulary::{UnknownName, Vocabulary, write_name};
+
 pub use grad_cam::GradCam;
 pub use grad_cam_elementwise::GradCamElementWise;
 pub use grad_cam_plus_plus::GradCamPlusPlus;
@@ -89,9 +91,9 @@ pub enum Method {
     LayerCam,
 }
 
-impl Method {
-    /// Every built-in method.
-    pub const ALL: [Method; 6] = [
+impl Vocabulary for Method {
+    const KIND: &'static str = "method";
+    const ALL: &'static [Self] = &[
         Method::GradCam,
         Method::HiResCam,
         Method::GradCamElementWise,
@@ -100,6 +102,30 @@ impl Method {
         Method::LayerCam,
     ];
 
+    fn name(self) -> &'static str {
+        self.build().name()
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            Method::GradCam => "spatially averaged gradients weight the channels (Selvaraju et al. 2017)",
+            Method::HiResCam => "gradients times activations, element by element, summed (Draelos & Carin 2020)",
+            Method::GradCamElementWise => "ReLU of gradients times activations, summed over channels",
+            Method::XGradCam => "activation-normalised gradient weights (Fu et al. 2020)",
+            Method::GradCamPlusPlus => "higher-order weights of positive gradients (Chattopadhay et al. 2018)",
+            Method::LayerCam => "positive gradients weight each activation (Jiang et al. 2021)",
+        }
+    }
+
+    fn aliases(self) -> &'static [&'static str] {
+        match self {
+            Method::GradCamPlusPlus => &["gradcampp"],
+            _ => &[],
+        }
+    }
+}
+
+impl Method {
     /// The implementation of this method.
     pub fn build(self) -> Box<dyn CamMethod> {
         match self {
@@ -111,32 +137,18 @@ impl Method {
             Method::LayerCam => Box::new(LayerCam),
         }
     }
-
-    /// The name pytorch-grad-cam and the command line use.
-    pub fn name(self) -> &'static str {
-        self.build().name()
-    }
 }
 
 impl fmt::Display for Method {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        write_name(*self, f)
     }
 }
 
-/// A method name that is not one of [`Method::ALL`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown method `{0}`; expected one of: gradcam, hirescam, gradcam-elementwise, xgradcam, gradcam++, layercam")]
-pub struct UnknownMethod(pub String);
-
 impl FromStr for Method {
-    type Err = UnknownMethod;
+    type Err = UnknownName;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let wanted = s.to_ascii_lowercase();
-        Method::ALL
-            .into_iter()
-            .find(|m| m.name() == wanted || (wanted == "gradcampp" && *m == Method::GradCamPlusPlus))
-            .ok_or_else(|| UnknownMethod(s.to_owned()))
+        Method::parse_name(s)
     }
 }

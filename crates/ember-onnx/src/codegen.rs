@@ -1,0 +1,228 @@
+//! Code generation: burn-onnx's `ModelGen` over the tapped graph (the `codegen` feature).
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::{env, str::FromStr};
+
+use burn_onnx::ext::{ArgType, CodegenContext, CustomNode, CustomOp, ProcessError, arg_to_ident};
+use burn_onnx::{LoadStrategy, ModelGen};
+use onnx_ir::Message;
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use crate::{ImportError, TAP_ATTRIBUTE, TAP_DOMAIN, TAP_OP, TappedGraph, tap_graph};
+
+/// `burn_onnx::ModelGen` with taps: use it from a build script.
+///
+/// ```no_run
+/// // build.rs
+/// ember_onnx::TappedModelGen::new("models/mobilenet_v2.onnx")
+///     .out_dir("model/")
+///     .run_from_script()
+///     .expect("import mobilenet_v2.onnx");
+/// ```
+///
+/// Then, in the crate: `include!(concat!(env!("OUT_DIR"), "/model/mobilenet_v2.rs"));` gives a
+/// `Model` implementing `ember_cam::CamModel`, with `LAYERS` and `DEFAULT_LAYER`.
+#[derive(Debug, Clone)]
+pub struct TappedModelGen {
+    input: PathBuf,
+    out_dir: String,
+    load_strategy: LoadStrategy,
+    runtime_crate: String,
+}
+
+impl TappedModelGen {
+    /// Imports the ONNX model at `input`.
+    pub fn new(input: impl AsRef<Path>) -> Self {
+        Self {
+            input: input.as_ref().to_path_buf(),
+            out_dir: "model/".into(),
+            load_strategy: LoadStrategy::Embedded,
+            runtime_crate: "ember_cam".into(),
+        }
+    }
+
+    /// Folder under `OUT_DIR` for the generated code (`model/` by default).
+    pub fn out_dir(mut self, out_dir: impl Into<String>) -> Self {
+        self.out_dir = out_dir.into();
+        self
+    }
+
+    /// How the weights are loaded (embedded in the binary by default).
+    pub fn load_strategy(mut self, strategy: LoadStrategy) -> Self {
+        self.load_strategy = strategy;
+        self
+    }
+
+    /// The crate the generated code calls (`ember_cam` by default; `crate` when the code is
+    /// generated inside the crate that re-exports Ember's API).
+    pub fn runtime_crate(mut self, path: impl Into<String>) -> Self {
+        self.runtime_crate = path.into();
+        self
+    }
+
+    /// Generates the model into `$OUT_DIR/<out_dir>/<stem>.rs`; returns the generated file.
+    pub fn run_from_script(&self) -> Result<PathBuf, ImportError> {
+        println!("cargo:rerun-if-changed={}", self.input.display());
+        let out_dir = PathBuf::from(env::var("OUT_DIR").expect("run from a build script"));
+        let tapped = tap_graph(&self.input)?;
+
+        let file_name = self
+            .input
+            .file_name()
+            .ok_or_else(|| ImportError::Unsupported(format!("{} is not a file", self.input.display())))?;
+        let staging = out_dir.join("ember-tapped");
+        fs::create_dir_all(&staging).map_err(|source| ImportError::Write {
+            path: staging.clone(),
+            source,
+        })?;
+        let tapped_path = staging.join(file_name);
+        let bytes = tapped
+            .model
+            .write_to_bytes()
+            .map_err(|e| ImportError::Unsupported(format!("cannot encode the tapped graph: {e}")))?;
+        fs::write(&tapped_path, bytes).map_err(|source| ImportError::Write {
+            path: tapped_path.clone(),
+            source,
+        })?;
+
+        ModelGen::new()
+            .input(tapped_path.to_str().expect("UTF-8 OUT_DIR"))
+            .out_dir(&self.out_dir)
+            .development(false)
+            .load_strategy(self.load_strategy)
+            .register_custom_op(TapOp {
+                runtime_crate: self.runtime_crate.clone(),
+            })
+            .run_from_script();
+
+        let generated = out_dir.join(&self.out_dir).join(file_name).with_extension("rs");
+        let mut code = fs::read_to_string(&generated).map_err(|source| ImportError::Read {
+            path: generated.clone(),
+            source,
+        })?;
+        code.push_str(&layer_table(&tapped, &self.runtime_crate));
+        fs::write(&generated, code).map_err(|source| ImportError::Write {
+            path: generated.clone(),
+            source,
+        })?;
+        Ok(generated)
+    }
+}
+
+/// Code generation of the inserted tap nodes.
+struct TapOp {
+    runtime_crate: String,
+}
+
+impl CustomOp for TapOp {
+    fn op_type(&self) -> &str {
+        TAP_OP
+    }
+
+    fn domain(&self) -> &str {
+        TAP_DOMAIN
+    }
+
+    fn infer_output_types(&self, node: &CustomNode) -> Result<Vec<ArgType>, ProcessError> {
+        Ok(vec![node.inputs[0].ty.clone()])
+    }
+
+    fn forward(&self, node: &CustomNode, ctx: &mut CodegenContext<'_, '_>) -> Result<TokenStream, ProcessError> {
+        let layer = node
+            .attrs
+            .get_string(TAP_ATTRIBUTE)
+            .ok_or_else(|| ProcessError::Custom(format!("tap node {} has no layer name", node.name)))?
+            .to_owned();
+        let input = ctx.arg(&node.inputs[0]);
+        let output = arg_to_ident(&node.outputs[0]);
+        let runtime = TokenStream::from_str(&api_path(&self.runtime_crate))
+            .map_err(|e| ProcessError::Custom(format!("bad crate path `{}`: {e}", self.runtime_crate)))?;
+        Ok(quote! { let #output = #runtime::tap(#layer, #input); })
+    }
+}
+
+/// The path generated code reaches Ember's API by: `::ember_cam` for a crate name, `crate`
+/// (or `crate::…`) for code generated inside the crate that provides the API itself.
+fn api_path(runtime_crate: &str) -> String {
+    if runtime_crate == "crate" || runtime_crate.starts_with("crate::") {
+        runtime_crate.to_owned()
+    } else {
+        format!("::{runtime_crate}")
+    }
+}
+
+/// The layer table and the `CamModel` implementation appended to the generated model.
+fn layer_table(tapped: &TappedGraph, runtime: &str) -> String {
+    let runtime = api_path(runtime);
+    let default = ember_core::default_layer(&tapped.layers).unwrap_or_default();
+    let mut code = String::new();
+    let _ = writeln!(code, "\n// ---- Appended by ember-onnx: the model's taps. ----\n");
+    let _ = writeln!(
+        code,
+        "/// The tappable layers in graph order: (node name, output name, op type, shape)."
+    );
+    let _ = writeln!(code, "#[rustfmt::skip]");
+    let _ = writeln!(code, "pub const LAYERS: &[(&str, &str, &str, &[Option<usize>])] = &[");
+    for layer in &tapped.layers {
+        let _ = writeln!(
+            code,
+            "    ({:?}, {:?}, {:?}, &{:?}),",
+            layer.name,
+            layer.output.as_deref().unwrap_or_default(),
+            layer.op_type,
+            layer.shape
+        );
+    }
+    let _ = writeln!(code, "];\n");
+    let _ = writeln!(
+        code,
+        "/// The last spatial layer before global pooling: explained when none is chosen."
+    );
+    let _ = writeln!(code, "pub const DEFAULT_LAYER: &str = {default:?};\n");
+    let _ = writeln!(
+        code,
+        "/// The input's static [channels, height, width] (`None` where dynamic)."
+    );
+    let _ = writeln!(
+        code,
+        "pub const INPUT_CHW: &[Option<usize>] = &{:?};\n",
+        tapped.input_chw
+    );
+    if tapped.output_rank == Some(2) {
+        let _ = write!(
+            code,
+            r#"impl {runtime}::CamModel for Model {{
+    type Output = Tensor<2>;
+
+    fn forward(&self, input: Tensor<4>) -> {runtime}::Result<Tensor<2>> {{
+        Ok(Model::forward(self, input))
+    }}
+
+    fn layers(&self) -> Vec<{runtime}::LayerInfo> {{
+        LAYERS
+            .iter()
+            .map(|(name, output, op_type, shape)| {runtime}::LayerInfo {{
+                name: (*name).to_owned(),
+                output: Some((*output).to_owned()),
+                op_type: (*op_type).to_owned(),
+                shape: shape.to_vec(),
+            }})
+            .collect()
+    }}
+
+    fn default_layer(&self) -> Option<String> {{
+        Some(DEFAULT_LAYER.to_owned())
+    }}
+
+    fn check_input(&self, input: &Tensor<4>) -> {runtime}::Result<()> {{
+        {runtime}::check_input_chw(input, INPUT_CHW)
+    }}
+}}
+"#
+        );
+    }
+    code
+}

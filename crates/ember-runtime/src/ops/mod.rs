@@ -1,0 +1,268 @@
+//! The operators: one table from ONNX operator to compiled step.
+//!
+//! [`OPERATORS`] is the single list of what the executor runs. A model's nodes are compiled
+//! through it once, when the model loads: each node's configuration is read and checked there
+//! (so a bad attribute is a load-time error naming the node), and the result is a [`Kernel`]
+//! that only computes. [`supported`] (and so `ember ops` and the README's list) is derived from
+//! the same table.
+//!
+//! Semantics follow the ONNX operator specification; where Burn has a module function for an
+//! operator (convolution, batch norm, pooling, linear) it is used, so run-time models compute
+//! what burn-onnx's generated code computes. One file per family:
+//! [`elementwise`] (arithmetic, activations), [`nn`] (convolution, normalisation, pooling,
+//! matrix products), [`reduce`] and [`shape`] (reshaping, indexing, constants).
+
+mod elementwise;
+mod nn;
+mod reduce;
+mod shape;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use burn::tensor::{Device, Tensor};
+use onnx_ir::{Node, NodeType};
+
+use crate::value::{Float, MAX_RANK, Value};
+
+/// A node's inputs at run time (`None` for an omitted optional input).
+pub type Inputs = Vec<Option<Value>>;
+
+/// What running a node gives: its outputs, or why it failed.
+pub type Outputs = Result<Vec<Value>, String>;
+
+/// A node compiled at load time: configuration read and checked, ready to run.
+pub type Kernel = Arc<dyn Fn(Inputs, &Device) -> Outputs + Send + Sync>;
+
+/// How a node of one onnx-ir type is compiled.
+type Compile = fn(&Node) -> Result<Kernel, String>;
+
+/// One operator the executor implements.
+pub struct Operator {
+    /// The ONNX operator type, as in the file and the ONNX specification (`Conv`).
+    pub name: &'static str,
+    /// onnx-ir's node type for it (onnx-ir specialises some: `Conv` → `Conv2d`, a `Gemm` with
+    /// a constant weight → `Linear`).
+    node_type: NodeType,
+    compile: Compile,
+}
+
+/// Every operator the executor implements, by family, in the order lists show them.
+pub static OPERATORS: &[Operator] = &[
+    // Element-wise arithmetic and maths.
+    op("Add", NodeType::Add, elementwise::add),
+    op("Sub", NodeType::Sub, elementwise::sub),
+    op("Mul", NodeType::Mul, elementwise::mul),
+    op("Div", NodeType::Div, elementwise::div),
+    op("Pow", NodeType::Pow, elementwise::pow),
+    op("Neg", NodeType::Neg, elementwise::neg),
+    op("Abs", NodeType::Abs, elementwise::abs),
+    op("Sqrt", NodeType::Sqrt, elementwise::sqrt),
+    op("Exp", NodeType::Exp, elementwise::exp),
+    op("Log", NodeType::Log, elementwise::log),
+    op("Reciprocal", NodeType::Reciprocal, elementwise::reciprocal),
+    op("Erf", NodeType::Erf, elementwise::erf),
+    op("Max", NodeType::Max, elementwise::max),
+    op("Min", NodeType::Min, elementwise::min),
+    op("Sum", NodeType::Sum, elementwise::sum),
+    op("Mean", NodeType::Mean, elementwise::mean),
+    // Activations.
+    op("Relu", NodeType::Relu, elementwise::relu),
+    op("LeakyRelu", NodeType::LeakyRelu, elementwise::leaky_relu),
+    op("PRelu", NodeType::PRelu, elementwise::prelu),
+    op("Clip", NodeType::Clip, elementwise::clip),
+    op("Sigmoid", NodeType::Sigmoid, elementwise::sigmoid),
+    op("HardSigmoid", NodeType::HardSigmoid, elementwise::hard_sigmoid),
+    op("HardSwish", NodeType::HardSwish, elementwise::hard_swish),
+    op("Tanh", NodeType::Tanh, elementwise::tanh),
+    op("Gelu", NodeType::Gelu, elementwise::gelu),
+    op("Softmax", NodeType::Softmax, elementwise::softmax),
+    op("LogSoftmax", NodeType::LogSoftmax, elementwise::log_softmax),
+    // Convolution, normalisation, pooling, matrix products.
+    op("Conv", NodeType::Conv2d, nn::conv),
+    op("BatchNormalization", NodeType::BatchNormalization, nn::batch_norm),
+    op("LayerNormalization", NodeType::LayerNormalization, nn::layer_norm),
+    op("LRN", NodeType::Lrn, nn::lrn),
+    op("MaxPool", NodeType::MaxPool2d, nn::max_pool),
+    op("AveragePool", NodeType::AveragePool2d, nn::average_pool),
+    op(
+        "GlobalAveragePool",
+        NodeType::GlobalAveragePool,
+        nn::global_average_pool,
+    ),
+    op("GlobalMaxPool", NodeType::GlobalMaxPool, nn::global_max_pool),
+    op("Gemm", NodeType::Gemm, nn::gemm),
+    op("Gemm", NodeType::Linear, nn::linear),
+    op("MatMul", NodeType::MatMul, nn::matmul),
+    // Reductions.
+    op("ReduceMean", NodeType::ReduceMean, reduce::mean),
+    op("ReduceSum", NodeType::ReduceSum, reduce::sum),
+    op("ReduceMax", NodeType::ReduceMax, reduce::max),
+    op("ReduceMin", NodeType::ReduceMin, reduce::min),
+    // Shapes, indexing, constants.
+    op("Flatten", NodeType::Flatten, shape::flatten),
+    op("Reshape", NodeType::Reshape, shape::reshape),
+    op("Squeeze", NodeType::Squeeze, shape::squeeze),
+    op("Unsqueeze", NodeType::Unsqueeze, shape::unsqueeze),
+    op("Transpose", NodeType::Transpose, shape::transpose),
+    op("Concat", NodeType::Concat, shape::concat),
+    op("Split", NodeType::Split, shape::split),
+    op("Slice", NodeType::Slice, shape::slice),
+    op("Pad", NodeType::Pad, shape::pad),
+    op("Shape", NodeType::Shape, shape::shape),
+    op("Gather", NodeType::Gather, shape::gather),
+    op("Cast", NodeType::Cast, shape::cast),
+    op("Constant", NodeType::Constant, shape::constant),
+    op("ConstantOfShape", NodeType::ConstantOfShape, shape::constant_of_shape),
+    op("Identity", NodeType::Identity, shape::identity),
+    op("Dropout", NodeType::Dropout, shape::identity),
+];
+
+const fn op(name: &'static str, node_type: NodeType, compile: Compile) -> Operator {
+    Operator {
+        name,
+        node_type,
+        compile,
+    }
+}
+
+/// The ONNX operators the executor implements, each once, in table order.
+pub fn supported() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = Vec::with_capacity(OPERATORS.len());
+    for operator in OPERATORS {
+        if !names.contains(&operator.name) {
+            names.push(operator.name);
+        }
+    }
+    names
+}
+
+/// The ONNX name of `node`'s operator, if the executor implements it.
+pub fn onnx_name(node: &Node) -> Option<&'static str> {
+    let node_type = node.node_type();
+    OPERATORS.iter().find(|o| o.node_type == node_type).map(|o| o.name)
+}
+
+/// Why a node cannot be compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompileError {
+    /// No operator of the table runs this node type.
+    Unsupported,
+    /// The operator is known but this node's configuration is not valid or not supported.
+    Invalid(String),
+}
+
+/// Compiles `node` through [`OPERATORS`].
+pub fn compile(node: &Node) -> Result<Kernel, CompileError> {
+    let node_type = node.node_type();
+    let operator = OPERATORS
+        .iter()
+        .find(|o| o.node_type == node_type)
+        .ok_or(CompileError::Unsupported)?;
+    (operator.compile)(node).map_err(CompileError::Invalid)
+}
+
+/// The configuration of a node of the expected variant (the table guarantees the variant).
+macro_rules! node {
+    ($node:expr, $variant:ident) => {
+        match $node {
+            onnx_ir::Node::$variant(n) => n,
+            other => {
+                return Err(format!(
+                    "internal: a {} node was compiled as {}",
+                    other.node_type(),
+                    stringify!($variant)
+                ));
+            }
+        }
+    };
+}
+pub(crate) use node;
+
+/// Wraps a closure as a kernel.
+fn kernel(f: impl Fn(Inputs, &Device) -> Outputs + Send + Sync + 'static) -> Result<Kernel, String> {
+    Ok(Arc::new(f))
+}
+
+/// The rank onnx-ir inferred for input `index` of `node`, when it knows it: configurations
+/// that depend only on it (axes, permutations) are then checked when the model loads.
+fn static_rank(node: &Node, index: usize) -> Option<usize> {
+    match &node.inputs().get(index)?.ty {
+        onnx_ir::ArgType::Tensor(t) => Some(t.rank),
+        onnx_ir::ArgType::Shape(_) => Some(1),
+        onnx_ir::ArgType::ScalarTensor(_) | onnx_ir::ArgType::ScalarNative(_) => Some(0),
+    }
+}
+
+/// An axis that must lie inside a rank-`rank` input, checked when the rank is known.
+fn check_axis(node: &Node, axis: usize, what: &str) -> Result<(), String> {
+    match static_rank(node, 0) {
+        Some(rank) if axis >= rank => Err(format!("{what} axis {axis} out of range for a rank-{rank} input")),
+        _ => Ok(()),
+    }
+}
+
+/// Removes input `index`, which must be present.
+fn take(inputs: &mut Inputs, index: usize) -> Result<Value, String> {
+    inputs
+        .get_mut(index)
+        .and_then(Option::take)
+        .ok_or_else(|| format!("input {index} is missing"))
+}
+
+fn float(inputs: &mut Inputs, index: usize, device: &Device) -> Result<Float, String> {
+    take(inputs, index)?.into_float(device)
+}
+
+fn optional_float(inputs: &mut Inputs, index: usize, device: &Device) -> Result<Option<Float>, String> {
+    inputs
+        .get_mut(index)
+        .and_then(Option::take)
+        .map(|v| v.into_float(device))
+        .transpose()
+}
+
+/// One float output.
+fn one(value: Float) -> Outputs {
+    Ok(vec![Value::Float(value)])
+}
+
+/// Normalises possibly negative axes of a rank-`rank` tensor.
+fn normalise_axes(axes: &[i64], rank: usize) -> Result<Vec<usize>, String> {
+    axes.iter()
+        .map(|&a| {
+            let rank_i = i64::try_from(rank).map_err(|_| "rank out of range".to_owned())?;
+            let shifted = if a < 0 { a.checked_add(rank_i) } else { Some(a) };
+            shifted
+                .and_then(|v| usize::try_from(v).ok())
+                .filter(|&v| v < rank)
+                .ok_or_else(|| format!("axis {a} out of range for rank {rank}"))
+        })
+        .collect()
+}
+
+/// Checks that two padded shapes broadcast (NumPy rules).
+fn check_broadcast(a: &[usize], b: &[usize]) -> Result<(), String> {
+    let fits = a.iter().zip(b).all(|(&x, &y)| x == y || x == 1 || y == 1);
+    if fits {
+        Ok(())
+    } else {
+        Err(format!("shapes {a:?} and {b:?} do not broadcast"))
+    }
+}
+
+/// An element-wise binary operator on floats with broadcasting.
+fn binary_float(
+    a: Float,
+    b: Float,
+    f: impl Fn(Tensor<MAX_RANK>, Tensor<MAX_RANK>) -> Tensor<MAX_RANK>,
+) -> Result<Float, String> {
+    let rank = a.rank.max(b.rank);
+    check_broadcast(&a.tensor.dims(), &b.tensor.dims())
+        .map_err(|_| format!("shapes {:?} and {:?} do not broadcast", a.shape(), b.shape()))?;
+    Ok(Float {
+        tensor: f(a.tensor, b.tensor),
+        rank,
+    })
+}

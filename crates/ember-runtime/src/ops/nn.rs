@@ -1,0 +1,354 @@
+//! Convolution, normalisation, pooling and matrix products.
+
+use burn::tensor::Tensor;
+use burn::tensor::module::{
+    adaptive_avg_pool2d, avg_pool2d, batch_norm as batch_norm_fn, conv2d, linear as linear_fn, max_pool2d,
+};
+use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions, PadMode};
+use onnx_ir::Node;
+use onnx_ir::node::batch_norm::BatchNormConfig;
+use onnx_ir::node::padding::{AutoPad, PaddingConfig2d};
+
+use super::{Kernel, binary_float, check_broadcast, float, kernel, node, normalise_axes, one, optional_float};
+use crate::value::{Float, MAX_RANK};
+
+/// Conv (2-D): groups, strides, dilations, explicit or `auto_pad` padding.
+pub fn conv(node: &Node) -> Result<Kernel, String> {
+    let config = node!(node, Conv2d).config.clone();
+    if config.groups == 0 {
+        return Err("Conv with 0 groups".into());
+    }
+    // The kernel size is the weights' (known when they arrive); strides and dilations are
+    // checked now.
+    let window = Window {
+        auto_pad: config.auto_pad.clone(),
+        padding: config.padding.clone(),
+        kernel: [1, 1],
+        stride: config.stride,
+        dilation: config.dilation,
+    };
+    window.check()?;
+    kernel(move |mut inputs, device| {
+        let x = float(&mut inputs, 0, device)?.to_rank::<4>()?;
+        let weight = float(&mut inputs, 1, device)?.to_rank::<4>()?;
+        let bias = optional_float(&mut inputs, 2, device)?
+            .map(|b| b.to_rank::<1>())
+            .transpose()?;
+        let [_, channels, height, width] = x.dims();
+        let [out_channels, per_group, kh, kw] = weight.dims();
+        if per_group * config.groups != channels || !out_channels.is_multiple_of(config.groups) {
+            return Err(format!(
+                "input has {channels} channels but the weights expect {per_group} × {} groups",
+                config.groups
+            ));
+        }
+        if let Some(bias) = &bias
+            && bias.dims() != [out_channels]
+        {
+            return Err(format!("{:?} biases for {out_channels} output channels", bias.dims()));
+        }
+        let window = Window {
+            kernel: [kh, kw],
+            ..window.clone()
+        };
+        let padding = window.padding([height, width])?;
+        let options = ConvOptions::new_with_padding(config.stride, padding, config.dilation, config.groups);
+        one(Float::new(conv2d(x, weight, bias, options)))
+    })
+}
+
+/// BatchNormalization in inference mode, over rank 2 to 5.
+pub fn batch_norm(node: &Node) -> Result<Kernel, String> {
+    let epsilon = match &node!(node, BatchNormalization).config {
+        BatchNormConfig::Static(s) => s.epsilon,
+        BatchNormConfig::Runtime(r) => r.epsilon,
+    };
+    kernel(move |mut inputs, device| {
+        let x = float(&mut inputs, 0, device)?;
+        let mut stats = Vec::with_capacity(4);
+        for index in 1..5 {
+            stats.push(float(&mut inputs, index, device)?.to_rank::<1>()?);
+        }
+        let channels = x.shape().get(1).copied().unwrap_or(0);
+        if stats.iter().any(|s| s.dims() != [channels]) {
+            return Err(format!("input {:?} does not match {channels} statistics", x.shape()));
+        }
+        let [gamma, beta, mean, var]: [Tensor<1>; 4] = stats
+            .try_into()
+            .map_err(|_| "BatchNormalization needs four statistics".to_owned())?;
+        one(match x.rank {
+            2 => Float::new(batch_norm_fn(x.to_rank::<2>()?, gamma, beta, mean, var, epsilon)),
+            3 => Float::new(batch_norm_fn(x.to_rank::<3>()?, gamma, beta, mean, var, epsilon)),
+            4 => Float::new(batch_norm_fn(x.to_rank::<4>()?, gamma, beta, mean, var, epsilon)),
+            5 => Float::new(batch_norm_fn(x.to_rank::<5>()?, gamma, beta, mean, var, epsilon)),
+            rank => return Err(format!("batch norm of a rank-{rank} tensor")),
+        })
+    })
+}
+
+/// LayerNormalization (opset 17): normalise over the axes from `axis` on, then scale and shift
+/// (both broadcast over those axes).
+pub fn layer_norm(node: &Node) -> Result<Kernel, String> {
+    let config = node!(node, LayerNormalization).config.clone();
+    kernel(move |mut inputs, device| {
+        let x = float(&mut inputs, 0, device)?;
+        let scale = float(&mut inputs, 1, device)?;
+        let bias = optional_float(&mut inputs, 2, device)?;
+        let first = normalise_axes(&[config.axis], x.rank)?[0];
+        let axes: Vec<usize> = (first..x.rank).map(|a| x.axis(a)).collect();
+        let mean = x.tensor.clone().mean_dims(&axes);
+        let centred = x.tensor - mean;
+        let variance = centred.clone().powf_scalar(2.0).mean_dims(&axes);
+        let normalised = Float {
+            tensor: centred / (variance + config.epsilon).sqrt(),
+            rank: x.rank,
+        };
+        let scaled = binary_float(normalised, scale, |a, b| a * b)?;
+        match bias {
+            Some(bias) => one(binary_float(scaled, bias, |a, b| a + b)?),
+            None => one(scaled),
+        }
+    })
+}
+
+/// LRN (AlexNet): x / (bias + α/size · Σ x²)^β, the sum over `size` neighbouring channels,
+/// ⌊(size−1)/2⌋ before and ⌈(size−1)/2⌉ after each one.
+pub fn lrn(node: &Node) -> Result<Kernel, String> {
+    let config = node!(node, Lrn).config.clone();
+    let size = usize::try_from(config.size)
+        .ok()
+        .filter(|&s| s > 0)
+        .ok_or_else(|| format!("LRN size must be positive, got {}", config.size))?;
+    kernel(move |mut inputs, device| {
+        let x = float(&mut inputs, 0, device)?.to_rank::<4>()?;
+        let channels = x.dims()[1];
+        let (before, after) = ((size - 1) / 2, size / 2);
+        let squares = x
+            .clone()
+            .powf_scalar(2.0)
+            .pad(vec![(0, 0), (before, after), (0, 0), (0, 0)], PadMode::Constant(0.0));
+        let window_sum = (0..size)
+            .map(|offset| squares.clone().narrow(1, offset, channels))
+            .reduce(|a, b| a + b)
+            .ok_or("LRN size must be positive")?;
+        let scale = (window_sum * (config.alpha / size as f32) + config.bias).powf_scalar(config.beta);
+        one(Float::new(x / scale))
+    })
+}
+
+pub fn max_pool(node: &Node) -> Result<Kernel, String> {
+    let config = node!(node, MaxPool2d).config.clone();
+    let window = Window {
+        auto_pad: config.auto_pad.clone(),
+        padding: config.padding.clone(),
+        kernel: config.kernel_size,
+        stride: config.strides,
+        dilation: config.dilation,
+    };
+    window.check()?;
+    kernel(move |mut inputs, device| {
+        let x = float(&mut inputs, 0, device)?.to_rank::<4>()?;
+        let [_, _, height, width] = x.dims();
+        let options = MaxPoolOptions::new(config.kernel_size)
+            .with_stride(config.strides)
+            .with_padding_pairs(window.padding([height, width])?)
+            .with_dilation(config.dilation)
+            .with_ceil_mode(config.ceil_mode);
+        one(Float::new(max_pool2d(x, options)))
+    })
+}
+
+pub fn average_pool(node: &Node) -> Result<Kernel, String> {
+    let config = node!(node, AveragePool2d).config.clone();
+    if config.dilation != [1, 1] {
+        return Err(format!(
+            "dilated average pooling (dilations {:?}) is not supported",
+            config.dilation
+        ));
+    }
+    let window = Window {
+        auto_pad: config.auto_pad.clone(),
+        padding: config.padding.clone(),
+        kernel: config.kernel_size,
+        stride: config.strides,
+        dilation: [1, 1],
+    };
+    window.check()?;
+    kernel(move |mut inputs, device| {
+        let x = float(&mut inputs, 0, device)?.to_rank::<4>()?;
+        let [_, _, height, width] = x.dims();
+        let options = AvgPoolOptions::new(config.kernel_size)
+            .with_stride(config.strides)
+            .with_padding_pairs(window.padding([height, width])?)
+            .with_count_include_pad(config.count_include_pad)
+            .with_ceil_mode(config.ceil_mode);
+        one(Float::new(avg_pool2d(x, options)))
+    })
+}
+
+/// The mean over every axis after the channels (kept, of size 1).
+pub fn global_average_pool(_: &Node) -> Result<Kernel, String> {
+    kernel(|mut inputs, device| {
+        let x = float(&mut inputs, 0, device)?;
+        if x.rank < 3 {
+            return Err(format!("global pooling of a rank-{} tensor", x.rank));
+        }
+        if x.rank == 4 {
+            return one(Float::new(adaptive_avg_pool2d(x.to_rank::<4>()?, [1, 1])));
+        }
+        let axes: Vec<usize> = (2..x.rank).map(|a| x.axis(a)).collect();
+        one(Float {
+            tensor: x.tensor.mean_dims(&axes),
+            rank: x.rank,
+        })
+    })
+}
+
+/// The maximum over every axis after the channels (kept, of size 1).
+pub fn global_max_pool(_: &Node) -> Result<Kernel, String> {
+    kernel(|mut inputs, device| {
+        let x = float(&mut inputs, 0, device)?;
+        if x.rank < 3 {
+            return Err(format!("global pooling of a rank-{} tensor", x.rank));
+        }
+        let mut tensor = x.tensor;
+        for axis in (2..x.rank).map(|a| MAX_RANK - x.rank + a) {
+            tensor = tensor.max_dim(axis);
+        }
+        one(Float { tensor, rank: x.rank })
+    })
+}
+
+/// onnx-ir's form of a Gemm (or MatMul + Add) with constant weights: `x · Wᵀ + b`.
+pub fn linear(node: &Node) -> Result<Kernel, String> {
+    let transpose_weight = node!(node, Linear).config.transpose_weight;
+    kernel(move |mut inputs, device| {
+        let x = float(&mut inputs, 0, device)?;
+        let weight = float(&mut inputs, 1, device)?.to_rank::<2>()?;
+        let weight = if transpose_weight { weight.transpose() } else { weight };
+        let bias = optional_float(&mut inputs, 2, device)?
+            .map(|b| b.to_rank::<1>())
+            .transpose()?;
+        let [d_in, d_out] = weight.dims();
+        if x.shape().last() != Some(&d_in) {
+            return Err(format!("input {:?} does not fit weights of {d_in} inputs", x.shape()));
+        }
+        if let Some(bias) = &bias
+            && bias.dims() != [d_out]
+        {
+            return Err(format!("{:?} biases for {d_out} outputs", bias.dims()));
+        }
+        one(match x.rank {
+            2 => Float::new(linear_fn(x.to_rank::<2>()?, weight, bias)),
+            3 => Float::new(linear_fn(x.to_rank::<3>()?, weight, bias)),
+            4 => Float::new(linear_fn(x.to_rank::<4>()?, weight, bias)),
+            rank => return Err(format!("linear layer on a rank-{rank} tensor")),
+        })
+    })
+}
+
+/// Gemm: `α · A' · B' + β · C`, A' and B' optionally transposed, C broadcast.
+pub fn gemm(node: &Node) -> Result<Kernel, String> {
+    let config = node!(node, Gemm).config.clone();
+    kernel(move |mut inputs, device| {
+        let a = float(&mut inputs, 0, device)?.to_rank::<2>()?;
+        let b = float(&mut inputs, 1, device)?.to_rank::<2>()?;
+        let a = if config.trans_a != 0 { a.transpose() } else { a };
+        let b = if config.trans_b != 0 { b.transpose() } else { b };
+        let ([m, k], [k2, _]) = (a.dims(), b.dims());
+        if k != k2 {
+            return Err(format!("cannot multiply [{m}, {k}] by {:?}", b.dims()));
+        }
+        let mut y = Float::new(a.matmul(b) * config.alpha);
+        if let Some(bias) = optional_float(&mut inputs, 2, device)? {
+            let scaled = Float {
+                tensor: bias.tensor * config.beta,
+                rank: bias.rank,
+            };
+            y = binary_float(y, scaled, |a, b| a + b)?;
+        }
+        one(y)
+    })
+}
+
+/// MatMul of rank ≥ 2 operands, leading (batch) axes broadcast.
+pub fn matmul(_: &Node) -> Result<Kernel, String> {
+    kernel(|mut inputs, device| {
+        let b = float(&mut inputs, 1, device)?;
+        let a = float(&mut inputs, 0, device)?;
+        if a.rank < 2 || b.rank < 2 {
+            return Err("MatMul with a rank-1 operand is not supported".into());
+        }
+        let (sa, sb) = (a.shape(), b.shape());
+        if sa[sa.len() - 1] != sb[sb.len() - 2] {
+            return Err(format!("cannot multiply {sa:?} by {sb:?}"));
+        }
+        check_broadcast(&a.tensor.dims()[..MAX_RANK - 2], &b.tensor.dims()[..MAX_RANK - 2])?;
+        one(Float {
+            rank: a.rank.max(b.rank),
+            tensor: a.tensor.matmul(b.tensor),
+        })
+    })
+}
+
+/// A sliding window over two spatial axes (convolution or pooling).
+#[derive(Debug, Clone)]
+pub(super) struct Window {
+    pub auto_pad: AutoPad,
+    pub padding: PaddingConfig2d,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub dilation: [usize; 2],
+}
+
+impl Window {
+    /// The configuration alone: zero kernel sizes, strides and dilations are load-time errors.
+    pub fn check(&self) -> Result<(), String> {
+        if self.kernel.contains(&0) || self.stride.contains(&0) || self.dilation.contains(&0) {
+            return Err(format!(
+                "kernel sizes {:?}, strides {:?} and dilations {:?} must be positive",
+                self.kernel, self.stride, self.dilation
+            ));
+        }
+        Ok(())
+    }
+
+    /// The (begin, end) padding per axis for an input of `size`, ONNX `auto_pad` resolved; an
+    /// error where Burn would panic (a window larger than the padded input).
+    pub fn padding(&self, size: [usize; 2]) -> Result<[(usize, usize); 2], String> {
+        self.check()?;
+        let padding: [(usize, usize); 2] = std::array::from_fn(|axis| self.axis_padding(axis, size[axis]));
+        for axis in 0..2 {
+            let padded = size[axis] + padding[axis].0 + padding[axis].1;
+            let span = (self.kernel[axis] - 1) * self.dilation[axis] + 1;
+            if padded < span {
+                return Err(format!(
+                    "the input ({padded} with padding) is smaller than the window ({span}); is the image too small?"
+                ));
+            }
+        }
+        Ok(padding)
+    }
+
+    fn axis_padding(&self, axis: usize, input: usize) -> (usize, usize) {
+        match self.auto_pad {
+            AutoPad::NotSet => {
+                let (top, left, bottom, right) = self.padding.as_tuple();
+                if axis == 0 { (top, bottom) } else { (left, right) }
+            }
+            AutoPad::Valid => (0, 0),
+            AutoPad::SameUpper | AutoPad::SameLower => {
+                let stride = self.stride[axis];
+                let output = input.div_ceil(stride);
+                let span = (self.kernel[axis] - 1) * self.dilation[axis] + 1;
+                let total = ((output.max(1) - 1) * stride + span).saturating_sub(input);
+                let small = total / 2;
+                if matches!(self.auto_pad, AutoPad::SameUpper) {
+                    (small, total - small)
+                } else {
+                    (total - small, small)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,608 @@
+//! Reshaping, indexing and constants. Integer tensors (shapes, indices, axes) stay on the host,
+//! as exporters' shape arithmetic (`Shape → Gather → Concat → Reshape`) expects.
+
+use burn::tensor::ops::PadMode as BurnPadMode;
+use burn::tensor::{Device, Int, Slice, Tensor, TensorData};
+use onnx_ir::Node;
+use onnx_ir::node::constant_of_shape::ConstantOfShapeShape;
+use onnx_ir::node::pad::{AxesInput, ConstantValueInput, PadInput, PadMode};
+use onnx_ir::node::reshape::ReshapeInput;
+use onnx_ir::node::slice::SliceInput;
+use onnx_ir::node::split::SplitSizesInput;
+use onnx_ir::node::squeeze::SqueezeInput;
+use onnx_ir::node::unsqueeze::UnsqueezeConfig;
+
+use super::{Kernel, Outputs, check_axis, float, kernel, node, normalise_axes, one, take};
+use crate::value::{Float, Ints, MAX_RANK, Value};
+
+/// Flatten to `[∏ dims before axis, ∏ dims from axis]`.
+pub fn flatten(node: &Node) -> Result<Kernel, String> {
+    let axis = node!(node, Flatten).config.axis;
+    if let Some(rank) = super::static_rank(node, 0)
+        && axis > rank
+    {
+        return Err(format!("Flatten axis {axis} of a rank-{rank} input"));
+    }
+    kernel(move |mut inputs, device| {
+        let x = float(&mut inputs, 0, device)?;
+        let shape = x.shape();
+        if axis > shape.len() {
+            return Err(format!("Flatten axis {axis} of a rank-{} tensor", shape.len()));
+        }
+        let outer: usize = shape[..axis].iter().product();
+        let inner: usize = shape[axis..].iter().product();
+        one(x.reshape(&[outer, inner])?)
+    })
+}
+
+/// Reshape: `0` copies the input dimension, `-1` takes the rest.
+pub fn reshape(node: &Node) -> Result<Kernel, String> {
+    let target = node!(node, Reshape).config.shape.clone();
+    kernel(move |mut inputs, _| {
+        let target = match &target {
+            ReshapeInput::Static(shape) => shape.clone(),
+            ReshapeInput::Runtime(r) => take(&mut inputs, r.input_index)?.into_ints()?.values,
+        };
+        let x = take(&mut inputs, 0)?;
+        let shape = reshape_target(&x.shape(), &target)?;
+        reshape_value(x, &shape)
+    })
+}
+
+/// Squeeze the listed axes (which must have size 1), or every axis of size 1.
+pub fn squeeze(node: &Node) -> Result<Kernel, String> {
+    let axes = node!(node, Squeeze).config.axes.clone();
+    kernel(move |mut inputs, _| {
+        let axes = match &axes {
+            None => None,
+            Some(SqueezeInput::Static(axes)) => Some(axes.clone()),
+            Some(SqueezeInput::Runtime(r)) => Some(take(&mut inputs, r.input_index)?.into_ints()?.values),
+        };
+        let x = take(&mut inputs, 0)?;
+        let shape = x.shape();
+        let squeezed: Vec<usize> = match axes {
+            None => shape.iter().copied().filter(|&d| d != 1).collect(),
+            Some(axes) => {
+                let axes = normalise_axes(&axes, shape.len())?;
+                if let Some(&a) = axes.iter().find(|&&a| shape[a] != 1) {
+                    return Err(format!("cannot squeeze axis {a} of size {} in {shape:?}", shape[a]));
+                }
+                (0..shape.len())
+                    .filter(|a| !axes.contains(a))
+                    .map(|a| shape[a])
+                    .collect()
+            }
+        };
+        reshape_value(x, &squeezed)
+    })
+}
+
+/// Unsqueeze: insert axes of size 1 at the listed positions of the output.
+pub fn unsqueeze(node: &Node) -> Result<Kernel, String> {
+    let config = node!(node, Unsqueeze).config.clone();
+    kernel(move |mut inputs, _| {
+        let axes = match &config {
+            UnsqueezeConfig::Static(axes) => axes.clone(),
+            UnsqueezeConfig::Runtime(r) => take(&mut inputs, r.input_index)?.into_ints()?.values,
+        };
+        let x = take(&mut inputs, 0)?;
+        let shape = x.shape();
+        let rank = shape.len() + axes.len();
+        let mut axes = normalise_axes(&axes, rank)?;
+        axes.sort_unstable();
+        if axes.windows(2).any(|w| w[0] == w[1]) {
+            return Err(format!("Unsqueeze axes {axes:?} repeat"));
+        }
+        let mut rest = shape.iter();
+        let unsqueezed: Vec<usize> = (0..rank)
+            .map(|a| {
+                if axes.contains(&a) {
+                    1
+                } else {
+                    *rest.next().unwrap_or(&1)
+                }
+            })
+            .collect();
+        reshape_value(x, &unsqueezed)
+    })
+}
+
+/// Transpose by `perm` (reversed axes when empty).
+pub fn transpose(node: &Node) -> Result<Kernel, String> {
+    let perm = node!(node, Transpose).config.perm.clone();
+    if let Some(rank) = super::static_rank(node, 0) {
+        permutation(&perm, rank)?;
+    }
+    kernel(move |mut inputs, _| {
+        let x = match take(&mut inputs, 0)? {
+            Value::Ints(ints) => return Ok(vec![Value::Ints(transpose_ints(&ints, &perm)?)]),
+            Value::Float(x) => x,
+        };
+        let perm = permutation(&perm, x.rank)?;
+        let offset = MAX_RANK - x.rank;
+        let mut axes: [usize; MAX_RANK] = std::array::from_fn(|i| i);
+        for (i, p) in perm.iter().enumerate() {
+            axes[offset + i] = offset + p;
+        }
+        one(Float {
+            tensor: x.tensor.permute(axes),
+            rank: x.rank,
+        })
+    })
+}
+
+/// Concat along `axis`: host integers (shape vectors) or float tensors.
+pub fn concat(node: &Node) -> Result<Kernel, String> {
+    let axis = node!(node, Concat).config.axis;
+    check_axis(node, axis, "Concat")?;
+    kernel(move |inputs, device| {
+        let values: Vec<Value> = inputs.into_iter().flatten().collect();
+        if values.iter().all(|v| matches!(v, Value::Ints(_))) {
+            let mut out = Vec::new();
+            for v in values {
+                let ints = v.into_ints()?;
+                if ints.shape.len() > 1 {
+                    return Err("concatenation of integer matrices is not supported".into());
+                }
+                out.extend(ints.values);
+            }
+            return Ok(vec![Value::Ints(Ints::vector(out))]);
+        }
+        let floats: Vec<Float> = values
+            .into_iter()
+            .map(|v| v.into_float(device))
+            .collect::<Result<_, _>>()?;
+        let first = floats.first().ok_or("Concat without inputs")?.shape();
+        if axis >= first.len() {
+            return Err(format!(
+                "Concat axis {axis} out of range for rank-{} tensors",
+                first.len()
+            ));
+        }
+        for f in &floats {
+            let s = f.shape();
+            let fits = s.len() == first.len() && (0..s.len()).all(|a| a == axis || s[a] == first[a]);
+            if !fits {
+                return Err(format!("cannot concatenate {first:?} and {s:?} along axis {axis}"));
+            }
+        }
+        let rank = first.len();
+        let tensors = floats.into_iter().map(|f| f.tensor).collect();
+        one(Float {
+            tensor: Tensor::cat(tensors, MAX_RANK - rank + axis),
+            rank,
+        })
+    })
+}
+
+/// Split along an axis into the sizes given, or into equal parts (the last one smaller).
+pub fn split(node: &Node) -> Result<Kernel, String> {
+    let config = node!(node, Split).config.clone();
+    check_axis(node, config.axis, "Split")?;
+    let parts = node.outputs().len();
+    kernel(move |mut inputs, device| {
+        let sizes_input = match &config.split_sizes {
+            Some(SplitSizesInput::Static(s)) => Some(s.clone()),
+            Some(SplitSizesInput::Runtime(r)) => Some(take(&mut inputs, r.input_index)?.into_ints()?.sizes()?),
+            None => None,
+        };
+        let x = float(&mut inputs, 0, device)?;
+        let length = *x.shape().get(config.axis).ok_or("split axis out of range")?;
+        let sizes = match (sizes_input, config.split_size) {
+            (Some(sizes), _) if !sizes.is_empty() => sizes,
+            (_, Some(size)) if size > 0 => {
+                let mut sizes = vec![size; length / size];
+                if length % size != 0 {
+                    sizes.push(length % size);
+                }
+                sizes
+            }
+            _ => {
+                let parts = config.num_outputs.unwrap_or(parts).max(1);
+                let size = length.div_ceil(parts);
+                (0..parts).map(|i| size.min(length.saturating_sub(i * size))).collect()
+            }
+        };
+        if sizes.iter().sum::<usize>() != length {
+            return Err(format!("split sizes {sizes:?} do not add up to {length}"));
+        }
+        let axis = x.axis(config.axis);
+        let mut start = 0;
+        let mut outputs = Vec::with_capacity(sizes.len());
+        for size in sizes {
+            outputs.push(Value::Float(Float {
+                tensor: x.tensor.clone().narrow(axis, start, size),
+                rank: x.rank,
+            }));
+            start += size;
+        }
+        Ok(outputs)
+    })
+}
+
+/// Slice with starts, ends, axes and steps (static or inputs); negative steps on host integers.
+pub fn slice(node: &Node) -> Result<Kernel, String> {
+    let config = node!(node, Slice).config.clone();
+    kernel(move |mut inputs, _| {
+        let mut resolve = |input: &SliceInput| -> Result<Vec<i64>, String> {
+            match input {
+                SliceInput::Static(v) => Ok(v.clone()),
+                SliceInput::Runtime(r) => Ok(take(&mut inputs, r.input_index)?.into_ints()?.values),
+            }
+        };
+        let starts = resolve(&config.starts)?;
+        let ends = resolve(&config.ends)?;
+        let axes = config.axes.as_ref().map(&mut resolve).transpose()?;
+        let steps = config.steps.as_ref().map(&mut resolve).transpose()?;
+        let x = take(&mut inputs, 0)?;
+        let shape = x.shape();
+        let axes = match axes {
+            Some(axes) => normalise_axes(&axes, shape.len())?,
+            None => (0..starts.len()).collect(),
+        };
+        let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
+        if starts.len() != axes.len() || ends.len() != axes.len() || steps.len() != axes.len() {
+            return Err("Slice starts, ends, axes and steps differ in length".into());
+        }
+        if axes.iter().any(|&a| a >= shape.len()) {
+            return Err(format!("Slice axes {axes:?} for a rank-{} tensor", shape.len()));
+        }
+        if let Value::Ints(ints) = &x {
+            return Ok(vec![Value::Ints(slice_ints(ints, &starts, &ends, &axes, &steps)?)]);
+        }
+        let mut ranges: Vec<(usize, usize, usize)> = shape.iter().map(|&d| (0, d, 1)).collect();
+        for (i, &axis) in axes.iter().enumerate() {
+            if steps[i] <= 0 {
+                return Err("Slice with zero or negative steps is not supported on float tensors".into());
+            }
+            let dim = shape[axis] as i64;
+            let clamp = |v: i64| (if v < 0 { v.saturating_add(dim) } else { v }).clamp(0, dim) as usize;
+            let (start, end) = (clamp(starts[i]), clamp(ends[i]));
+            ranges[axis] = (start, end.max(start), steps[i] as usize);
+        }
+        slice_value(x, &ranges)
+    })
+}
+
+/// Pad with a constant (static), reflection or edge values; pads static or an input.
+pub fn pad(node: &Node) -> Result<Kernel, String> {
+    let config = node!(node, Pad).config.clone();
+    let value = match &config.constant_value {
+        ConstantValueInput::Static(v) => *v,
+        ConstantValueInput::Runtime(_) => return Err("a padding value computed at run time is not supported".into()),
+    };
+    let mode = match config.mode {
+        PadMode::Constant => BurnPadMode::Constant(value),
+        PadMode::Reflect => BurnPadMode::Reflect,
+        PadMode::Edge => BurnPadMode::Edge,
+    };
+    kernel(move |mut inputs, device| {
+        let pads = match &config.pads {
+            PadInput::Static(pads) => pads.clone(),
+            PadInput::Runtime { input, axes } => {
+                // ONNX order: all begins, then all ends, for `axes` (every axis by default).
+                let values = take(&mut inputs, input.input_index)?.into_ints()?.values;
+                let rank = inputs.first().and_then(|x| x.as_ref()).map_or(0, |x| x.shape().len());
+                let axes: Vec<usize> = match axes {
+                    None => (0..values.len() / 2).collect(),
+                    Some(AxesInput::Static(axes)) => axes.clone(),
+                    Some(AxesInput::Runtime(r)) => {
+                        normalise_axes(&take(&mut inputs, r.input_index)?.into_ints()?.values, rank)?
+                    }
+                };
+                if values.len() != 2 * axes.len() || axes.iter().any(|&a| a >= rank) {
+                    return Err(format!("pads {values:?} do not fit a rank-{rank} tensor"));
+                }
+                let mut pads = vec![(0usize, 0usize); rank];
+                for (i, &axis) in axes.iter().enumerate() {
+                    let (begin, end) = (values[i], values[i + axes.len()]);
+                    let (Ok(begin), Ok(end)) = (usize::try_from(begin), usize::try_from(end)) else {
+                        return Err("negative padding (cropping) is not supported".into());
+                    };
+                    pads[axis] = (begin, end);
+                }
+                pads
+            }
+        };
+        let x = float(&mut inputs, 0, device)?;
+        if pads.len() > x.rank {
+            return Err(format!("{} padding pairs for a rank-{} tensor", pads.len(), x.rank));
+        }
+        one(Float {
+            tensor: x.tensor.pad(pads, mode.clone()),
+            rank: x.rank,
+        })
+    })
+}
+
+/// Shape (of dimensions `start..end`), as host integers.
+pub fn shape(node: &Node) -> Result<Kernel, String> {
+    let config = node!(node, Shape).config.clone();
+    kernel(move |mut inputs, _| {
+        let shape = take(&mut inputs, 0)?.shape();
+        let end = config.end.min(shape.len());
+        let start = config.start.min(end);
+        let dims = shape[start..end].iter().map(|&d| d as i64).collect();
+        Ok(vec![Value::Ints(Ints::vector(dims))])
+    })
+}
+
+/// Gather along an axis (negative indices count from the end).
+pub fn gather(node: &Node) -> Result<Kernel, String> {
+    let axis = node!(node, Gather).config.axis;
+    check_axis(node, axis, "Gather")?;
+    kernel(move |mut inputs, device| {
+        let indices = take(&mut inputs, 1)?.into_ints()?;
+        let data = take(&mut inputs, 0)?;
+        gather_values(data, &indices, axis, device)
+    })
+}
+
+/// Cast: to floats (uploaded) or integers (float tensors are not read back mid-graph).
+pub fn cast(node: &Node) -> Result<Kernel, String> {
+    let to_float = node!(node, Cast).config.to.is_float();
+    kernel(move |mut inputs, device| {
+        let x = take(&mut inputs, 0)?;
+        Ok(vec![if to_float {
+            Value::Float(x.into_float(device)?)
+        } else {
+            Value::Ints(x.into_ints()?)
+        }])
+    })
+}
+
+/// Constant: its value (the planner also hands constants to their consumers directly).
+pub fn constant(node: &Node) -> Result<Kernel, String> {
+    let data = node
+        .inputs()
+        .iter()
+        .chain(node.outputs())
+        .find_map(|arg| arg.value())
+        .ok_or("a Constant without a value")?;
+    kernel(move |_, device| Ok(vec![Value::from_data(data.clone(), device)?]))
+}
+
+/// ConstantOfShape: a tensor of the given shape filled with one value (0.0 by default).
+pub fn constant_of_shape(node: &Node) -> Result<Kernel, String> {
+    let config = node!(node, ConstantOfShape).config.clone();
+    let value = config
+        .value
+        .clone()
+        .unwrap_or_else(|| TensorData::new(vec![0.0f32], [1]));
+    let fill = if value.dtype().is_float() {
+        let v = value
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| format!("{e:?}"))?
+            .first()
+            .copied()
+            .unwrap_or(0.0);
+        Fill::Float(v)
+    } else {
+        Fill::Int(Ints::from_data(value)?.values.first().copied().unwrap_or(0))
+    };
+    kernel(move |mut inputs, device| {
+        let shape = match &config.shape {
+            ConstantOfShapeShape::Static(shape) => shape.clone(),
+            ConstantOfShapeShape::Runtime(r) => take(&mut inputs, r.input_index)?.into_ints()?.values,
+        };
+        let shape = Ints::vector(shape).sizes()?;
+        let count = shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .ok_or_else(|| format!("ConstantOfShape {shape:?} has too many elements"))?;
+        Ok(vec![match fill {
+            Fill::Float(v) => Value::from_data(TensorData::new(vec![v; count], shape), device)?,
+            Fill::Int(v) => Value::Ints(Ints {
+                values: vec![v; count],
+                shape,
+            }),
+        }])
+    })
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Fill {
+    Float(f32),
+    Int(i64),
+}
+
+/// Identity and Dropout (inference: the input unchanged).
+pub fn identity(_: &Node) -> Result<Kernel, String> {
+    kernel(|mut inputs, _| Ok(vec![take(&mut inputs, 0)?]))
+}
+
+/// Resolves ONNX reshape targets: `0` copies the input dimension, `-1` takes the rest.
+pub(super) fn reshape_target(input: &[usize], target: &[i64]) -> Result<Vec<usize>, String> {
+    let total: usize = input.iter().product();
+    let mut shape = Vec::with_capacity(target.len());
+    let mut infer = None;
+    for (i, &d) in target.iter().enumerate() {
+        match d {
+            0 => shape.push(*input.get(i).ok_or("reshape copies a dimension the input lacks")?),
+            -1 if infer.is_none() => {
+                infer = Some(i);
+                shape.push(1);
+            }
+            d if d > 0 => shape.push(usize::try_from(d).map_err(|_| format!("invalid reshape target {target:?}"))?),
+            _ => return Err(format!("invalid reshape target {target:?}")),
+        }
+    }
+    let known = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| format!("reshape target {target:?} overflows"))?;
+    if let Some(i) = infer {
+        if known == 0 || !total.is_multiple_of(known) {
+            return Err(format!("cannot reshape {input:?} to {target:?}"));
+        }
+        shape[i] = total / known;
+    } else if known != total {
+        return Err(format!("cannot reshape {input:?} ({total} elements) to {target:?}"));
+    }
+    Ok(shape)
+}
+
+fn reshape_value(x: Value, shape: &[usize]) -> Outputs {
+    Ok(vec![match x {
+        Value::Float(f) => Value::Float(f.reshape(shape)?),
+        Value::Ints(i) => {
+            if i.values.len() != shape.iter().product::<usize>() {
+                return Err(format!("cannot reshape integers {:?} to {shape:?}", i.shape));
+            }
+            Value::Ints(Ints {
+                values: i.values,
+                shape: shape.to_vec(),
+            })
+        }
+    }])
+}
+
+/// A full permutation of `rank` axes (reversed axes when `perm` is empty).
+fn permutation(perm: &[i64], rank: usize) -> Result<Vec<usize>, String> {
+    let perm = if perm.is_empty() {
+        (0..rank).rev().collect()
+    } else {
+        normalise_axes(perm, rank)?
+    };
+    let mut seen = perm.clone();
+    seen.sort_unstable();
+    if seen != (0..rank).collect::<Vec<_>>() {
+        return Err(format!("{perm:?} is not a permutation of a rank-{rank} tensor's axes"));
+    }
+    Ok(perm)
+}
+
+fn slice_value(x: Value, ranges: &[(usize, usize, usize)]) -> Outputs {
+    let Value::Float(f) = x else {
+        return Err("integer slices are taken on the host".into());
+    };
+    let offset = MAX_RANK - f.rank;
+    let slices: [Slice; MAX_RANK] = std::array::from_fn(|i| {
+        if i < offset {
+            Slice::new(0, None, 1)
+        } else {
+            let (start, end, step) = ranges[i - offset];
+            Slice::new(start as isize, Some(end as isize), step as isize)
+        }
+    });
+    one(Float {
+        tensor: f.tensor.slice(slices),
+        rank: f.rank,
+    })
+}
+
+/// Row-major strides of `shape`.
+fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1; shape.len()];
+    for a in (0..shape.len().saturating_sub(1)).rev() {
+        strides[a] = strides[a + 1] * shape[a + 1];
+    }
+    strides
+}
+
+/// Every multi-index of `shape` in row-major order.
+fn indices(shape: &[usize]) -> impl Iterator<Item = Vec<usize>> + '_ {
+    let count: usize = shape.iter().product();
+    (0..count).map(move |mut flat| {
+        let mut index = vec![0; shape.len()];
+        for a in (0..shape.len()).rev() {
+            index[a] = flat % shape[a];
+            flat /= shape[a];
+        }
+        index
+    })
+}
+
+pub(super) fn transpose_ints(ints: &Ints, perm: &[i64]) -> Result<Ints, String> {
+    let rank = ints.shape.len();
+    let perm = permutation(perm, rank)?;
+    let shape: Vec<usize> = perm.iter().map(|&p| ints.shape[p]).collect();
+    let from = strides(&ints.shape);
+    let values = indices(&shape)
+        .map(|index| {
+            let flat: usize = index.iter().zip(&perm).map(|(&i, &p)| i * from[p]).sum();
+            ints.values[flat]
+        })
+        .collect();
+    Ok(Ints { values, shape })
+}
+
+/// ONNX Slice on host integers, negative steps included (exporters reverse pads with them).
+pub(super) fn slice_ints(
+    ints: &Ints,
+    starts: &[i64],
+    ends: &[i64],
+    axes: &[usize],
+    steps: &[i64],
+) -> Result<Ints, String> {
+    let rank = ints.shape.len();
+    // Per axis: the source positions kept, in order.
+    let mut kept: Vec<Vec<usize>> = ints.shape.iter().map(|&d| (0..d).collect()).collect();
+    for (i, &axis) in axes.iter().enumerate() {
+        let dim = ints.shape[axis] as i64;
+        let step = steps[i];
+        if step == 0 {
+            return Err("Slice step 0".into());
+        }
+        let wrap = |v: i64| if v < 0 { v.saturating_add(dim) } else { v };
+        let positions: Vec<usize> = if step > 0 {
+            let (start, end) = (wrap(starts[i]).clamp(0, dim), wrap(ends[i]).clamp(0, dim));
+            (start..end).step_by(step as usize).map(|p| p as usize).collect()
+        } else {
+            let (start, end) = (wrap(starts[i]).clamp(-1, dim - 1), wrap(ends[i]).clamp(-1, dim - 1));
+            let mut positions = Vec::new();
+            let mut p = start;
+            while p > end {
+                positions.push(p as usize);
+                p = p.saturating_add(step);
+            }
+            positions
+        };
+        kept[axis] = positions;
+    }
+    let shape: Vec<usize> = kept.iter().map(Vec::len).collect();
+    let from = strides(&ints.shape);
+    let values = indices(&shape)
+        .map(|index| (0..rank).map(|a| kept[a][index[a]] * from[a]).sum::<usize>())
+        .map(|flat| ints.values[flat])
+        .collect();
+    Ok(Ints { values, shape })
+}
+
+fn gather_values(data: Value, indices: &Ints, axis: usize, device: &Device) -> Outputs {
+    let shape = data.shape();
+    let length = *shape.get(axis).ok_or("gather axis out of range")? as i64;
+    let index: Vec<i64> = indices
+        .values
+        .iter()
+        .map(|&i| if i < 0 { i.saturating_add(length) } else { i })
+        .collect();
+    if let Some(bad) = index.iter().find(|&&i| i < 0 || i >= length) {
+        return Err(format!("gather index {bad} out of range 0..{length}"));
+    }
+    let mut out_shape = shape[..axis].to_vec();
+    out_shape.extend(&indices.shape);
+    out_shape.extend(&shape[axis + 1..]);
+    Ok(vec![match data {
+        Value::Ints(i) => {
+            if i.shape.len() != 1 {
+                return Err("gathering from integer matrices is not supported".into());
+            }
+            Value::Ints(Ints {
+                values: index.iter().map(|&k| i.values[k as usize]).collect(),
+                shape: out_shape,
+            })
+        }
+        Value::Float(f) => {
+            let selector = Tensor::<1, Int>::from_data(TensorData::new(index, [indices.values.len()]), device);
+            let axis = f.axis(axis);
+            let rank = f.rank;
+            let selected = Float {
+                tensor: f.tensor.select(axis, selector),
+                rank,
+            };
+            Value::Float(selected.reshape(&out_shape)?)
+        }
+    }])
+}

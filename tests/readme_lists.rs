@@ -1,0 +1,70 @@
+//! The README's lists are the library's tables: operators, methods, rectifiers, colour maps.
+//! On a mismatch the test prints the block to paste.
+
+use ember_cam::vision::ColormapName;
+use ember_cam::vocabulary::names;
+use ember_cam::{Method, Rectifier, Vocabulary};
+
+fn readme() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md")
+}
+
+/// The text between the line starting with `<!-- {start}` and the line `<!-- end of {end} -->`.
+fn block(readme: &str, start: &str, end: &str) -> String {
+    let begin = readme
+        .find(&format!("<!-- {start}"))
+        .unwrap_or_else(|| panic!("README has no `<!-- {start}` marker"));
+    let body = &readme[begin..];
+    let body = &body[body.find('\n').expect("a marker line") + 1..];
+    let stop = body
+        .find(&format!("<!-- end of {end} -->"))
+        .unwrap_or_else(|| panic!("README has no `<!-- end of {end} -->` marker"));
+    body[..stop].trim_end().to_owned()
+}
+
+fn quoted<V: Vocabulary>() -> String {
+    names::<V>()
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[test]
+fn the_vocabulary_lists_are_the_tables() {
+    let expected = format!(
+        "- `--method`: {}\n- `--rectifier`: {}\n- `--colormap`: {}",
+        quoted::<Method>(),
+        quoted::<Rectifier>(),
+        quoted::<ColormapName>()
+    );
+    let found = block(&readme(), "vocabularies", "vocabularies");
+    assert_eq!(found, expected, "update the README's vocabularies to:\n{expected}");
+}
+
+#[test]
+fn the_operator_list_is_the_executor_s_table() {
+    let operators = ember_runtime::supported_operators();
+    // Wrapped at 100 columns, as the rest of the README.
+    let mut lines: Vec<String> = vec![String::new()];
+    let total = operators.len();
+    for (i, name) in operators.iter().enumerate() {
+        let word = if i + 1 == total {
+            format!("{name} ({total})")
+        } else {
+            format!("{name},")
+        };
+        let line = lines.last_mut().expect("a line");
+        if !line.is_empty() && line.len() + 1 + word.len() > 100 {
+            lines.push(word);
+        } else {
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(&word);
+        }
+    }
+    let expected = lines.join("\n");
+    let found = block(&readme(), "operators", "operators");
+    assert_eq!(found, expected, "update the README's operator list to:\n{expected}");
+}
