@@ -309,7 +309,7 @@ pub fn pad(node: &Node) -> Result<Kernel, String> {
             return Err(format!("{} padding pairs for a rank-{} tensor", pads.len(), x.rank));
         }
         one(Float {
-            tensor: x.tensor.pad(pads, mode.clone()),
+            tensor: x.tensor.pad(pads, mode),
             rank: x.rank,
         })
     })
