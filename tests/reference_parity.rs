@@ -326,39 +326,27 @@ fn check_all_cases<M: CamModel<Output = Tensor<2>>>(worst: &mut Worst, model: &M
                     // Ember's activations with its tie-patched gradients: end to end but for the
                     // ties. Methods that divide by per-channel activation sums amplify the
                     // activations' rounding there (see ACTIVATION_SUM_METHODS): recorded.
-                    let (patched_layers, patched_final) = explainer.explain_tensors(patched_tensors, height, width);
-                    let conditioned = !ACTIVATION_SUM_METHODS.contains(&method);
-                    for (i, layer) in patched_layers.iter().enumerate() {
-                        let stage = |s: &str| stage_label(&format!("tie-patched {method}: "), s, i, layers.len());
-                        record_layer_map(worst, stage, &case, layer, &fixture, &prefix, i, conditioned);
-                    }
-                    record(
-                        worst,
-                        &format!("tie-patched {method}: final map (abs)"),
-                        &case,
-                        &host(patched_final),
-                        reference_final,
-                        false,
-                        conditioned,
+                    let mut substituted = |label: &str, tensors: Vec<LayerTensors>, assert: bool| {
+                        let (maps, final_map) = explainer.explain_tensors(tensors, height, width);
+                        for (i, layer) in maps.iter().enumerate() {
+                            let stage = |s: &str| stage_label(&format!("{label} {method}: "), s, i, layers.len());
+                            record_layer_map(worst, stage, &case, layer, &fixture, &prefix, i, assert);
+                        }
+                        let stage = format!("{label} {method}: final map (abs)");
+                        record(worst, &stage, &case, &host(final_map), reference_final, false, assert);
+                    };
+                    substituted(
+                        "tie-patched",
+                        patched_tensors,
+                        !ACTIVATION_SUM_METHODS.contains(&method),
                     );
                     // The reference's activations with Ember's tie-patched gradients: Ember's
                     // backward pass and the pipeline, without the activations' rounding (only
                     // Grad-CAM++, whose g³ terms amplify the gradients' rounding too, is recorded).
-                    let gradient_conditioned = method != Method::GradCamPlusPlus;
-                    let (gradient_layers, gradient_final) =
-                        explainer.explain_tensors(ember_gradient_tensors, height, width);
-                    for (i, layer) in gradient_layers.iter().enumerate() {
-                        let stage = |s: &str| stage_label(&format!("Ember's gradients {method}: "), s, i, layers.len());
-                        record_layer_map(worst, stage, &case, layer, &fixture, &prefix, i, gradient_conditioned);
-                    }
-                    record(
-                        worst,
-                        &format!("Ember's gradients {method}: final map (abs)"),
-                        &case,
-                        &host(gradient_final),
-                        reference_final,
-                        false,
-                        gradient_conditioned,
+                    substituted(
+                        "Ember's gradients",
+                        ember_gradient_tensors,
+                        method != Method::GradCamPlusPlus,
                     );
                 } else {
                     compare(worst, "final map (abs)", &case, &final_map, reference_final, false);
