@@ -507,6 +507,15 @@ fn bad_arguments_and_inputs_are_one_line_errors() {
     assert!(text.contains("explained 2 of 2"), "{text}");
 
     let mobilenet = path("models/mobilenet_v2.onnx");
+    // --mean/--std take R,G,B as clap's help shows it, or three values.
+    stdout(&explain(
+        &mobilenet,
+        &["--mean", "0.485,0.456,0.406", "--std", "0.229", "0.224", "0.225"],
+    ));
+    assert_clean_error(
+        &explain(&mobilenet, &["--mean", "0.5,0.5"]),
+        "--mean takes three values",
+    );
     assert_clean_error(&explain(&mobilenet, &["--size", "256"]), "does not match");
     assert_clean_error(
         &explain(&mobilenet, &["--layer", "/features/features.18/Clipp"]),
