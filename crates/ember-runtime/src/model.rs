@@ -276,7 +276,7 @@ impl OnnxModel {
                 }
                 _ => Op::Kernel {
                     node: node.name().to_owned(),
-                    op: onnx_op(&node).to_owned(),
+                    op: onnx_op(&node),
                     kernel: kernel.ok_or_else(|| RuntimeError::Parse {
                         path: path.to_path_buf(),
                         message: format!("node `{}` was not compiled", node.name()),
