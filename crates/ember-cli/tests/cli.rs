@@ -425,7 +425,7 @@ fn corrupt_and_unsupported_models_are_one_line_errors() {
     };
     let layers = ember(&["layers", "--model", zero_strides.to_str().unwrap()]);
     assert_clean_error(&layers, &format!("Conv (node `{second_conv}`)"));
-    assert_clean_error(&layers, "must be positive");
+    assert_clean_error(&layers, "strides [0, 0] must be positive");
 
     // Weights in an external-data file that is not there.
     let external = edited_resnet("external.onnx", |m| {

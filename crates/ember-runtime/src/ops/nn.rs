@@ -304,13 +304,20 @@ pub(super) struct Window {
 impl Window {
     /// The configuration alone: zero kernel sizes, strides and dilations are load-time errors.
     pub fn check(&self) -> Result<(), String> {
-        if self.kernel.contains(&0) || self.stride.contains(&0) || self.dilation.contains(&0) {
-            return Err(format!(
-                "kernel sizes {:?}, strides {:?} and dilations {:?} must be positive",
-                self.kernel, self.stride, self.dilation
-            ));
+        let zero: Vec<String> = [
+            ("kernel sizes", self.kernel),
+            ("strides", self.stride),
+            ("dilations", self.dilation),
+        ]
+        .iter()
+        .filter(|(_, values)| values.contains(&0))
+        .map(|(name, values)| format!("{name} {values:?}"))
+        .collect();
+        if zero.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} must be positive", zero.join(" and ")))
         }
-        Ok(())
     }
 
     /// The (begin, end) padding per axis for an input of `size`, ONNX `auto_pad` resolved; an
