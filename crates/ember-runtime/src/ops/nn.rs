@@ -20,14 +20,13 @@ pub fn conv(node: &Node) -> Result<Kernel, String> {
     }
     // The kernel size is the weights' (known when they arrive); strides and dilations are
     // checked now.
-    let window = Window {
-        auto_pad: config.auto_pad.clone(),
-        padding: config.padding.clone(),
-        kernel: [1, 1],
-        stride: config.stride,
-        dilation: config.dilation,
-    };
-    window.check()?;
+    let window = Window::checked(
+        &config.auto_pad,
+        &config.padding,
+        [1, 1],
+        config.stride,
+        config.dilation,
+    )?;
     kernel(move |mut inputs, device| {
         let x = float(&mut inputs, 0, device)?.to_rank::<4>()?;
         let weight = float(&mut inputs, 1, device)?.to_rank::<4>()?;
@@ -138,14 +137,13 @@ pub fn lrn(node: &Node) -> Result<Kernel, String> {
 
 pub fn max_pool(node: &Node) -> Result<Kernel, String> {
     let config = node!(node, MaxPool2d).config.clone();
-    let window = Window {
-        auto_pad: config.auto_pad.clone(),
-        padding: config.padding.clone(),
-        kernel: config.kernel_size,
-        stride: config.strides,
-        dilation: config.dilation,
-    };
-    window.check()?;
+    let window = Window::checked(
+        &config.auto_pad,
+        &config.padding,
+        config.kernel_size,
+        config.strides,
+        config.dilation,
+    )?;
     kernel(move |mut inputs, device| {
         let x = float(&mut inputs, 0, device)?.to_rank::<4>()?;
         let [_, _, height, width] = x.dims();
@@ -166,14 +164,13 @@ pub fn average_pool(node: &Node) -> Result<Kernel, String> {
             config.dilation
         ));
     }
-    let window = Window {
-        auto_pad: config.auto_pad.clone(),
-        padding: config.padding.clone(),
-        kernel: config.kernel_size,
-        stride: config.strides,
-        dilation: [1, 1],
-    };
-    window.check()?;
+    let window = Window::checked(
+        &config.auto_pad,
+        &config.padding,
+        config.kernel_size,
+        config.strides,
+        [1, 1],
+    )?;
     kernel(move |mut inputs, device| {
         let x = float(&mut inputs, 0, device)?.to_rank::<4>()?;
         let [_, _, height, width] = x.dims();
@@ -302,6 +299,25 @@ pub(super) struct Window {
 }
 
 impl Window {
+    /// A window from a node's configuration, checked (see [`Window::check`]).
+    pub fn checked(
+        auto_pad: &AutoPad,
+        padding: &PaddingConfig2d,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        dilation: [usize; 2],
+    ) -> Result<Self, String> {
+        let window = Self {
+            auto_pad: auto_pad.clone(),
+            padding: padding.clone(),
+            kernel,
+            stride,
+            dilation,
+        };
+        window.check()?;
+        Ok(window)
+    }
+
     /// The configuration alone: zero kernel sizes, strides and dilations are load-time errors.
     pub fn check(&self) -> Result<(), String> {
         let zero: Vec<String> = [

@@ -91,26 +91,25 @@ impl Graph {
         self
     }
 
-    /// A float32 initializer.
-    fn weight(mut self, name: &str, values: &[f32], shape: &[usize]) -> Self {
+    /// An initializer of ONNX type `data_type`, its values filled in by `fill`.
+    fn initializer(mut self, name: &str, data_type: i32, shape: &[usize], fill: impl FnOnce(&mut TensorProto)) -> Self {
         let mut tensor = TensorProto::new();
         tensor.name = name.into();
-        tensor.data_type = 1;
+        tensor.data_type = data_type;
         tensor.dims = shape.iter().map(|&d| d as i64).collect();
-        tensor.float_data = values.to_vec();
+        fill(&mut tensor);
         self.model.graph.mut_or_insert_default().initializer.push(tensor);
         self
     }
 
+    /// A float32 initializer.
+    fn weight(self, name: &str, values: &[f32], shape: &[usize]) -> Self {
+        self.initializer(name, 1, shape, |t| t.float_data = values.to_vec())
+    }
+
     /// An int64 initializer.
-    fn ints(mut self, name: &str, values: &[i64], shape: &[usize]) -> Self {
-        let mut tensor = TensorProto::new();
-        tensor.name = name.into();
-        tensor.data_type = 7;
-        tensor.dims = shape.iter().map(|&d| d as i64).collect();
-        tensor.int64_data = values.to_vec();
-        self.model.graph.mut_or_insert_default().initializer.push(tensor);
-        self
+    fn ints(self, name: &str, values: &[i64], shape: &[usize]) -> Self {
+        self.initializer(name, 7, shape, |t| t.int64_data = values.to_vec())
     }
 
     fn node(mut self, op: &str, inputs: &[&str], outputs: &[&str], attributes: Vec<AttributeProto>) -> Self {
