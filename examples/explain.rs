@@ -79,7 +79,9 @@ fn run(args: Args) -> Result<(), String> {
     };
 
     let photo = load_rgb(&args.image).map_err(|e| e.to_string())?;
-    let (input, shown) = Preprocess::imagenet().apply(&photo, &device);
+    let (input, shown) = Preprocess::imagenet()
+        .apply(&photo, &device)
+        .map_err(|e| e.to_string())?;
     let mut explainer = Explainer::from(args.method).rectifier(args.rectifier);
     if let Some(layer) = &args.layer {
         explainer = explainer.layer(layer.clone());

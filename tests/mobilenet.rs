@@ -148,7 +148,7 @@ fn a_wrong_input_size_and_a_class_out_of_range_are_errors() {
 fn preprocessing_matches_torchvision_within_one_level() {
     let photo = load_rgb(Path::new("examples/images/chelsea.png")).unwrap();
     let preprocess = Preprocess::imagenet();
-    let (input, _) = preprocess.apply(&photo, &device());
+    let (input, _) = preprocess.apply(&photo, &device()).unwrap();
     let ours = to_vec(input);
     let (theirs, _) = fixture("input");
     let plane = 224 * 224;
@@ -174,7 +174,7 @@ fn tile(path: &str, size: u32) -> RgbImage {
         center_crop: Some([size, size]),
         ..Preprocess::imagenet()
     };
-    preprocess.geometry(&photo)
+    preprocess.geometry(&photo).unwrap()
 }
 
 #[test]
@@ -193,11 +193,13 @@ fn in_a_mosaic_each_photo_s_class_peaks_inside_its_own_cell() {
         image::imageops::overlay(&mut mosaic, &tile(path, 112), x, y);
     }
     let preprocess = Preprocess::imagenet();
-    let input = preprocess.normalise(&mosaic, &device());
+    let input = preprocess.normalise(&mosaic, &device()).unwrap();
     let classes = imagenet_classes();
     for (cell, path) in photos.iter().enumerate().take(3) {
         // The class the model gives the photo on its own.
-        let (alone, _) = preprocess.apply(&load_rgb(Path::new(path)).unwrap(), &device());
+        let (alone, _) = preprocess
+            .apply(&load_rgb(Path::new(path)).unwrap(), &device())
+            .unwrap();
         let logits = to_vec(model.forward(alone));
         let class = (0..1000).max_by(|&a, &b| logits[a].total_cmp(&logits[b])).unwrap();
         for method in [Method::GradCam, Method::HiResCam] {

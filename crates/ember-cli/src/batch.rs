@@ -1,5 +1,7 @@
 //! The two commands: explain inputs in batches, list layers.
 
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -12,12 +14,14 @@ use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
+use crate::Failure;
 use crate::cli::{ExplainArgs, LayersArgs, ScoreKind};
 use crate::input;
+use crate::paths::{self, ReadPaths, Written};
 
 /// `ember layers`: the tappable layers of a model.
-pub fn layers(args: &LayersArgs) -> Result<(), String> {
-    let model = OnnxModel::load(&args.model, &Device::flex()).map_err(|e| e.to_string())?;
+pub fn layers(args: &LayersArgs) -> Result<(), Failure> {
+    let model = OnnxModel::load(&args.model, &Device::flex())?;
     let default = model.default_layer().unwrap_or_default();
     println!(
         "{}: input {}, {} tappable layers{}",
@@ -59,37 +63,27 @@ struct Outputs {
 }
 
 /// `ember explain`.
-pub fn explain(args: ExplainArgs) -> Result<(), String> {
-    let device = device_named(&args.device).map_err(|e| e.to_string())?;
+pub fn explain(args: ExplainArgs) -> Result<(), Failure> {
+    // Arguments first (usage errors, exit 2), then what they name (failed inputs, exit 1).
+    input::check_arguments(&args)?;
+    let device = device_named(&args.device).map_err(|e| Failure::usage(e.to_string()))?;
+    let requested_size = args.size.as_deref().map(input::parse_size).transpose()?;
     let scores = match args.score {
         ScoreKind::Logits => ScoreSource::Logits,
         ScoreKind::Output => ScoreSource::Output,
     };
-    let model = OnnxModel::load(&args.model, &device)
-        .map_err(|e| e.to_string())?
-        .with_scores(scores);
-    let labels = input::labels(args.labels.as_deref())?;
-    let target = match &args.class {
-        Some(text) => ClassTarget::Class(input::class_index(text, &labels)?),
-        None => ClassTarget::TopClass,
-    };
-    let colormap = Colormap::named(args.colormap);
-    if !(0.0..=1.0).contains(&args.image_weight) {
-        return Err("--image-weight must lie in [0, 1]".into());
+
+    // Inputs are listed (not decoded) so that every output can be checked against them before
+    // anything is read or written.
+    let mut read = ReadPaths::default();
+    read.files.push(("model", args.model.clone()));
+    if let Some(labels) = &args.labels {
+        read.files.push(("labels", labels.clone()));
     }
-    if args.batch_size == 0 {
-        return Err("--batch-size must be at least 1".into());
-    }
-    let mut explainer = Explainer::from(args.method).rectifier(args.rectifier);
-    for layer in &args.layer {
-        explainer = explainer.layer(layer.clone());
-    }
-    let probabilities_are_scores =
-        args.score == ScoreKind::Output && model.final_softmax() == Some(FinalSoftmax::Softmax);
-    // Inputs are decoded batch by batch, so a folder of any size needs one batch of memory.
-    let (mut recipe, mut tensor) = (None, None);
+    let mut tensor = None;
     let sources: Vec<Source> = match &args.input_npy {
         Some(path) => {
+            read.files.push(("tensor", path.clone()));
             let loaded = input::tensor_from_npy(path, &device)?;
             let batch = loaded.dims()[0];
             tensor = Some(loaded);
@@ -106,9 +100,37 @@ pub fn explain(args: ExplainArgs) -> Result<(), String> {
         }
         None => {
             let files = input::image_files(&args.image)?;
-            let size = input::input_size(model.input_shape(), args.size.as_deref())?;
-            recipe = Some(input::preprocess(&args, size)?);
+            read.folders.extend(args.image.iter().filter(|p| p.is_dir()).cloned());
+            read.files.extend(files.iter().map(|f| ("input image", f.clone())));
             files.into_iter().map(Source::Image).collect()
+        }
+    };
+    // A folder is a batch job even when it holds one image: its output goes to --out-dir.
+    let one_file = sources.len() == 1 && !args.image.iter().any(|p| p.is_dir());
+    let plan = if one_file {
+        single_plan(&args)?
+    } else {
+        many_plan(&args, &sources)?
+    };
+    paths::check(&read, &plan.written, &plan.folders)?;
+
+    let model = OnnxModel::load(&args.model, &device)?.with_scores(scores);
+    let labels = input::labels(args.labels.as_deref())?;
+    let target = match &args.class {
+        Some(text) => ClassTarget::Class(input::class_index(text, &labels)?),
+        None => ClassTarget::TopClass,
+    };
+    let mut explainer = Explainer::from(args.method).rectifier(args.rectifier);
+    for layer in &args.layer {
+        explainer = explainer.layer(layer.clone());
+    }
+    let probabilities_are_scores =
+        args.score == ScoreKind::Output && model.final_softmax() == Some(FinalSoftmax::Softmax);
+    let recipe = match &tensor {
+        Some(_) => None,
+        None => {
+            let size = input::input_size(model.input_shape(), requested_size)?;
+            Some(input::preprocess(&args, size)?)
         }
     };
     let run = Run {
@@ -117,19 +139,92 @@ pub fn explain(args: ExplainArgs) -> Result<(), String> {
         explainer,
         target,
         labels,
-        colormap,
+        colormap: Colormap::named(args.colormap),
         probabilities_are_scores,
         recipe,
         tensor,
         device,
     };
-    // A folder is a batch job even when it holds one image: its output goes to --out-dir.
-    let one_file = sources.len() == 1 && !args.image.iter().any(|p| p.is_dir());
     if one_file {
-        run.single(sources.into_iter().next().expect("one input"))
+        let outputs = plan.outputs.into_iter().next().expect("one plan for one input");
+        run.single(sources.into_iter().next().expect("one input"), outputs)
     } else {
-        run.many(sources)
+        run.many(sources.into_iter().zip(plan.outputs).collect(), plan.summary)
     }
+}
+
+/// Where a run writes: the files of each input, the summary, and everything as [`Written`]
+/// for the collision checks.
+struct Plan {
+    outputs: Vec<Outputs>,
+    summary: Option<PathBuf>,
+    written: Vec<Written>,
+    folders: Vec<Written>,
+}
+
+/// One input: the overlay at --out, the map at --save-npy (default: --out as .npy), the
+/// summary where --summary says.
+fn single_plan(args: &ExplainArgs) -> Result<Plan, Failure> {
+    input::check_picture_path(&args.out, "--out")?;
+    let outputs = Outputs {
+        picture: args.out.clone(),
+        map: args
+            .save_npy
+            .as_ref()
+            .map(|path| path.clone().unwrap_or_else(|| args.out.with_extension("npy"))),
+    };
+    let mut written = vec![Written::new("--out", &outputs.picture)];
+    written.extend(outputs.map.iter().map(|m| Written::new("--save-npy", m)));
+    written.extend(args.summary.iter().map(|s| Written::new("--summary", s)));
+    Ok(Plan {
+        outputs: vec![outputs],
+        summary: args.summary.clone(),
+        written,
+        folders: Vec::new(),
+    })
+}
+
+/// Several inputs: `<stem>.png` in --out-dir, `<stem>.npy` in the --save-npy folder (default
+/// --out-dir), summary.json in --out-dir unless --summary says otherwise. Stems keep the file
+/// names' bytes (non-UTF-8 ones included) and are made unique.
+fn many_plan(args: &ExplainArgs, sources: &[Source]) -> Result<Plan, Failure> {
+    let out_dir = &args.out_dir;
+    let map_dir = match &args.save_npy {
+        Some(Some(dir)) => Some(dir.clone()),
+        Some(None) => Some(out_dir.clone()),
+        None => None,
+    };
+    let mut taken = HashSet::new();
+    let outputs: Vec<Outputs> = sources
+        .iter()
+        .map(|source| {
+            let stem = unique_stem(source.name(), &mut taken);
+            let with = |extension: &str| {
+                let mut name = stem.clone();
+                name.push(extension);
+                name
+            };
+            Outputs {
+                picture: out_dir.join(with(".png")),
+                map: map_dir.as_ref().map(|dir| dir.join(with(".npy"))),
+            }
+        })
+        .collect();
+    let summary = args.summary.clone().unwrap_or_else(|| out_dir.join("summary.json"));
+    let mut written: Vec<Written> = Vec::with_capacity(2 * outputs.len() + 1);
+    for output in &outputs {
+        written.push(Written::new("--out-dir", &output.picture));
+        written.extend(output.map.iter().map(|m| Written::new("--save-npy", m)));
+    }
+    written.push(Written::new("--summary", &summary));
+    let mut folders = vec![Written::new("--out-dir", out_dir)];
+    folders.extend(map_dir.iter().map(|d| Written::new("--save-npy", d)));
+    Ok(Plan {
+        outputs,
+        summary: Some(summary),
+        written,
+        folders,
+    })
 }
 
 /// An input before decoding.
@@ -180,13 +275,15 @@ impl Run<'_> {
     fn load(&self, source: Source) -> Result<Item, (PathBuf, String)> {
         match (source, &self.recipe, &self.tensor) {
             (Source::Image(file), Some(recipe), _) => {
-                let photo = load_rgb(&file).map_err(|e| (file.clone(), e.to_string()))?;
-                let (tensor, shown) = recipe.apply(&photo, &self.device);
-                Ok(Item {
-                    source: file,
-                    shown: Some(shown),
-                    tensor,
-                })
+                let decoded = load_rgb(&file).and_then(|photo| recipe.apply(&photo, &self.device));
+                match decoded {
+                    Ok((tensor, shown)) => Ok(Item {
+                        source: file,
+                        shown: Some(shown),
+                        tensor,
+                    }),
+                    Err(error) => Err((file, error.to_string())),
+                }
             }
             (Source::Tensor { name, index }, _, Some(tensor)) => Ok(Item {
                 source: name,
@@ -198,23 +295,12 @@ impl Run<'_> {
     }
 
     /// One input: overlay to --out, map to --save-npy, a short report on stdout.
-    fn single(&self, source: Source) -> Result<(), String> {
-        let item = self.load(source).map_err(|(_, message)| message)?;
+    fn single(&self, source: Source, outputs: Outputs) -> Result<(), Failure> {
+        let item = self.load(source).map_err(|(_, message)| Failure::Input(message))?;
         let started = Instant::now();
-        let explanation = self
-            .explainer
-            .explain(self.model, item.tensor.clone(), &self.target)
-            .map_err(|e| e.to_string())?;
+        let explanation = self.explainer.explain(self.model, item.tensor.clone(), &self.target)?;
         let seconds = started.elapsed().as_secs_f64();
-        let report = self.reports(&explanation)?.remove(0);
-        let outputs = Outputs {
-            picture: self.args.out.clone(),
-            map: self
-                .args
-                .save_npy
-                .as_ref()
-                .map(|path| path.clone().unwrap_or_else(|| self.args.out.with_extension("npy"))),
-        };
+        let report = self.reports(&explanation)?.remove(0)?;
         self.write(&item, &report, &outputs)?;
 
         println!(
@@ -248,43 +334,40 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Several inputs: batches with a progress bar, one overlay each, summary.json.
-    fn many(&self, sources: Vec<Source>) -> Result<(), String> {
+    /// Several inputs: batches with a progress bar, one overlay each, summary.json. Every input
+    /// gets a row in the summary, with its error if it failed, and the summary is written
+    /// whatever failed before it.
+    fn many(&self, work: Vec<(Source, Outputs)>, summary: Option<PathBuf>) -> Result<(), Failure> {
+        let summary = summary.expect("a batch run has a summary");
         let out_dir = &self.args.out_dir;
         std::fs::create_dir_all(out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
-        let total = sources.len();
+        if let Some(Some(dir)) = &self.args.save_npy {
+            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        let total = work.len();
         let progress = ProgressBar::new(total as u64);
         progress.set_style(
             ProgressStyle::with_template("{bar:40} {pos}/{len} images  {elapsed} (eta {eta})  {msg}")
                 .map_err(|e| e.to_string())?,
         );
-        // Maps go to the folder --save-npy names, or next to the overlays.
-        let map_dir = match &self.args.save_npy {
-            Some(Some(dir)) => {
-                std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-                Some(dir.clone())
-            }
-            Some(None) => Some(out_dir.clone()),
-            None => None,
-        };
         let started = Instant::now();
         let mut entries = Vec::with_capacity(total);
         let mut failures = 0;
-        let mut names = std::collections::HashSet::new();
-        let mut pending = sources.into_iter().peekable();
+        let failed = |source: &Path, message: &str| json!({ "image": shown_path(source), "error": message });
+        let mut pending = work.into_iter().peekable();
         // A model exported with a fixed batch size takes batches of exactly that size.
         let batch_size = self.model.fixed_batch().unwrap_or(self.args.batch_size);
         while pending.peek().is_some() {
-            let chunk: Vec<Source> = pending.by_ref().take(batch_size).collect();
+            let chunk: Vec<(Source, Outputs)> = pending.by_ref().take(batch_size).collect();
             let mut batch = Vec::with_capacity(chunk.len());
-            for source in chunk {
-                progress.set_message(source.name().display().to_string());
+            for (source, outputs) in chunk {
+                progress.set_message(shown_path(source.name()));
                 match self.load(source) {
-                    Ok(item) => batch.push(item),
+                    Ok(item) => batch.push((item, outputs)),
                     Err((source, message)) => {
                         failures += 1;
                         progress.inc(1);
-                        entries.push(json!({ "image": source, "error": message }));
+                        entries.push(failed(&source, &message));
                     }
                 }
             }
@@ -292,7 +375,7 @@ impl Run<'_> {
                 continue;
             }
             let batch_started = Instant::now();
-            let input = Tensor::cat(batch.iter().map(|i| i.tensor.clone()).collect(), 0);
+            let input = Tensor::cat(batch.iter().map(|(item, _)| item.tensor.clone()).collect(), 0);
             let result = self
                 .explainer
                 .explain(self.model, input, &self.target)
@@ -304,20 +387,24 @@ impl Run<'_> {
             let seconds = batch_started.elapsed().as_secs_f64() / batch.len() as f64;
             match result {
                 Ok((explanation, reports)) => {
-                    for (item, report) in batch.iter().zip(&reports) {
-                        let stem = unique_stem(&item.source, &mut names);
-                        let outputs = Outputs {
-                            picture: out_dir.join(format!("{stem}.png")),
-                            map: map_dir.as_ref().map(|dir| dir.join(format!("{stem}.npy"))),
-                        };
-                        self.write(item, report, &outputs)?;
-                        entries.push(self.entry(&item.source, report, &outputs, seconds, &explanation));
+                    for ((item, outputs), report) in batch.iter().zip(reports) {
+                        let written = report.and_then(|report| {
+                            self.write(item, &report, outputs)?;
+                            Ok(self.entry(&item.source, &report, outputs, seconds, &explanation))
+                        });
+                        match written {
+                            Ok(entry) => entries.push(entry),
+                            Err(message) => {
+                                failures += 1;
+                                entries.push(failed(&item.source, &message));
+                            }
+                        }
                     }
                 }
                 Err(message) => {
                     failures += batch.len();
-                    for item in &batch {
-                        entries.push(json!({ "image": item.source, "error": message }));
+                    for (item, _) in &batch {
+                        entries.push(failed(&item.source, &message));
                     }
                 }
             }
@@ -325,11 +412,6 @@ impl Run<'_> {
         }
         progress.finish_and_clear();
         let elapsed = started.elapsed().as_secs_f64();
-        let summary = self
-            .args
-            .summary
-            .clone()
-            .unwrap_or_else(|| out_dir.join("summary.json"));
         self.write_summary(&summary, entries, elapsed)?;
         println!(
             "explained {} of {total} inputs in {elapsed:.2} s; overlays in {}, summary in {}",
@@ -338,18 +420,22 @@ impl Run<'_> {
             summary.display()
         );
         if failures > 0 {
-            return Err(format!(
+            return Err(Failure::Input(format!(
                 "{failures} of {total} inputs failed; see {}",
                 summary.display()
-            ));
+            )));
         }
         Ok(())
     }
 
-    /// Class, scores and map of every image of an explanation, read back to the host.
-    fn reports(&self, explanation: &Explanation<Tensor<2>>) -> Result<Vec<Report>, String> {
+    /// Class, scores and map of every image of an explanation, read back to the host: one
+    /// report per image, or why it cannot be reported (scores or map not finite).
+    fn reports(&self, explanation: &Explanation<Tensor<2>>) -> Result<Vec<Result<Report, String>>, String> {
         let read = |t: Tensor<2>| to_host(&t).map_err(|e| e.to_string());
         let [batch, classes] = explanation.output.dims();
+        if classes == 0 {
+            return Err("the model outputs no class scores".into());
+        }
         let scores = read(explanation.output.clone())?;
         let probabilities = if self.probabilities_are_scores {
             scores.clone()
@@ -370,11 +456,21 @@ impl Run<'_> {
         let maps = maps_to_host(&explanation.maps).map_err(|e| e.to_string())?;
         Ok((0..batch)
             .map(|i| {
+                let row_scores = &scores[i * classes..(i + 1) * classes];
                 let row = &probabilities[i * classes..(i + 1) * classes];
+                let map = maps[i * height * width..(i + 1) * height * width].to_vec();
+                // NaN or infinite numbers are never reported as results.
+                if let Some(bad) = row_scores.iter().chain(row).find(|v| !v.is_finite()) {
+                    return Err(format!(
+                        "the model's class scores are not finite ({bad}); check the input and the model"
+                    ));
+                }
+                if let Some(bad) = map.iter().find(|v| !v.is_finite()) {
+                    return Err(format!("the map is not finite ({bad}); check the input and the model"));
+                }
                 let mut ranked: Vec<(usize, f32)> = row.iter().copied().enumerate().collect();
                 ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
                 ranked.truncate(5);
-                let map = maps[i * height * width..(i + 1) * height * width].to_vec();
                 let (index, value) = map
                     .iter()
                     .copied()
@@ -384,15 +480,15 @@ impl Run<'_> {
                         |best, (k, v)| if v > best.1 { (k, v) } else { best },
                     );
                 let class = explained[i];
-                Report {
+                Ok(Report {
                     class,
-                    score: scores[i * classes + class],
+                    score: row_scores[class],
                     probability: row[class],
                     top5: ranked,
                     peak: (index % width, index / width, value),
                     map,
                     size: [height, width],
-                }
+                })
             })
             .collect())
     }
@@ -424,7 +520,7 @@ impl Run<'_> {
     ) -> Value {
         let label = self.labels.get(report.class).cloned();
         json!({
-            "image": source,
+            "image": shown_path(source),
             "class": report.class,
             "label": label,
             "score": report.score,
@@ -432,15 +528,15 @@ impl Run<'_> {
             "peak": { "x": report.peak.0, "y": report.peak.1, "value": report.peak.2 },
             "map_size": report.size,
             "layers": explanation.layers.iter().map(|l| l.layer.clone()).collect::<Vec<_>>(),
-            "overlay": outputs.picture,
-            "map": outputs.map,
+            "overlay": shown_path(&outputs.picture),
+            "map": outputs.map.as_deref().map(shown_path),
             "seconds": seconds,
         })
     }
 
     fn write_summary(&self, path: &Path, images: Vec<Value>, seconds: f64) -> Result<(), String> {
         let summary = json!({
-            "model": self.args.model,
+            "model": shown_path(&self.args.model),
             "device": self.args.device,
             "method": self.args.method,
             "rectifier": self.args.rectifier,
@@ -458,22 +554,29 @@ impl Run<'_> {
     }
 }
 
+/// A path as text for the summary and messages (JSON strings are UTF-8: other bytes of a file
+/// name are shown as U+FFFD).
+fn shown_path(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
 fn layer_names(explanation: &Explanation<Tensor<2>>) -> String {
     let names: Vec<&str> = explanation.layers.iter().map(|l| l.layer.as_str()).collect();
     names.join(" + ")
 }
 
-/// The file stem of `source`, made unique among the outputs of this run.
-fn unique_stem(source: &Path, taken: &mut std::collections::HashSet<String>) -> String {
+/// The file stem of `source`, with its bytes as they are, made unique among the outputs of this
+/// run (`cat`, `cat-2`, …).
+fn unique_stem(source: &Path, taken: &mut HashSet<OsString>) -> OsString {
     let stem = source
         .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "input".into());
+        .map_or_else(|| OsString::from("input"), OsString::from);
     let mut candidate = stem.clone();
     let mut counter = 1;
     while !taken.insert(candidate.clone()) {
         counter += 1;
-        candidate = format!("{stem}-{counter}");
+        candidate = stem.clone();
+        candidate.push(format!("-{counter}"));
     }
     candidate
 }

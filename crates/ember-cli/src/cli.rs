@@ -10,10 +10,29 @@ use ember_vision::ColormapName;
 /// Explain the decisions of any ONNX image classifier with class activation maps (Grad-CAM and
 /// its family), on the CPU or a GPU.
 #[derive(Parser, Debug)]
-#[command(name = "ember", version, propagate_version = true)]
+#[command(name = "ember", version, propagate_version = true, after_help = EXIT_STATUSES)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// The most memory any one tensor, image or buffer may take, e.g. 512MiB, 8GB. Sizes are
+    /// read from untrusted files (shapes, pads, image headers) and checked against it before
+    /// anything is allocated. Default: half of the machine's memory or of the address-space
+    /// limit (`ulimit -v`), whichever is smaller.
+    #[arg(long, global = true, value_name = "SIZE", value_parser = parse_max_memory)]
+    pub max_memory: Option<u64>,
+}
+
+/// The exit statuses, as `--help` shows them.
+const EXIT_STATUSES: &str = "Exit status:
+  0  done
+  1  an input (model, image, tensor, labels) could not be read or explained; in a batch run,
+     summary.json still lists every input, with the error of each one that failed
+  2  invalid arguments (including an output that would overwrite an input)
+  3  internal failure: a bug in Ember, please report it";
+
+fn parse_max_memory(text: &str) -> Result<u64, String> {
+    ember_core::limits::parse_bytes(text)
 }
 
 #[derive(Subcommand, Debug)]
@@ -56,7 +75,7 @@ pub struct ExplainArgs {
     pub layer: Vec<String>,
 
     /// Class to explain: an index, or a name from --labels. Default: each image's top class.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub class: Option<String>,
 
     /// Class names, one per line (index order), for --class names and the report.

@@ -3,27 +3,69 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
+use ember_core::limits::read_regular_file;
 use ember_core::{CamError, describe_dims, parse_class};
 use ember_vision::{Preprocess, read_npy};
 
+use crate::Failure;
 use crate::cli::{ExplainArgs, PreprocessKind};
 
+/// The checks of arguments that need no file: usage errors.
+pub fn check_arguments(args: &ExplainArgs) -> Result<(), Failure> {
+    if !(0.0..=1.0).contains(&args.image_weight) {
+        return Err(Failure::usage("--image-weight must lie in [0, 1]"));
+    }
+    if args.batch_size == 0 {
+        return Err(Failure::usage("--batch-size must be at least 1"));
+    }
+    for (values, name) in [(&args.mean, "--mean"), (&args.std, "--std")] {
+        if let Some(values) = values {
+            three(values, name)?;
+            if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+                return Err(Failure::usage(format!(
+                    "{name} values must be finite numbers, got {bad}"
+                )));
+            }
+        }
+    }
+    if args.std.as_ref().is_some_and(|std| std.contains(&0.0)) {
+        return Err(Failure::usage("--std values must not be zero"));
+    }
+    Ok(())
+}
+
+/// An overlay path whose extension names an image format Ember writes, and not a folder.
+pub fn check_picture_path(path: &Path, flag: &str) -> Result<(), Failure> {
+    if path.is_dir() {
+        return Err(Failure::usage(format!(
+            "{flag} {} is a folder; name a .png or .jpg file",
+            path.display()
+        )));
+    }
+    match image::ImageFormat::from_path(path) {
+        Ok(format) if format.writing_enabled() => Ok(()),
+        _ => Err(Failure::usage(format!(
+            "{flag} {} must name a .png or .jpg file",
+            path.display()
+        ))),
+    }
+}
+
 /// The `[height, width]` images are brought to: the model's static size, or `--size`.
-pub fn input_size(model_shape: &[Option<usize>], size: Option<&str>) -> Result<[usize; 2], String> {
-    let requested = size.map(parse_size).transpose()?;
+pub fn input_size(model_shape: &[Option<usize>], requested: Option<[u32; 2]>) -> Result<[u32; 2], String> {
     let channels = model_shape.get(1).copied().flatten();
     if let Some(c) = channels.filter(|&c| c != 3) {
         return Err(format!(
             "the model takes {c}-channel inputs, not RGB images: pass a pre-processed tensor with --input-npy"
         ));
     }
-    match (
-        model_shape.get(2).copied().flatten(),
-        model_shape.get(3).copied().flatten(),
-        requested,
-    ) {
-        (Some(h), Some(w), None) => Ok([h, w]),
-        (Some(h), Some(w), Some(r)) if r == [h, w] => Ok(r),
+    let fixed = |d: Option<&Option<usize>>| d.copied().flatten();
+    match (fixed(model_shape.get(2)), fixed(model_shape.get(3)), requested) {
+        (Some(h), Some(w), None) => match (u32::try_from(h), u32::try_from(w)) {
+            (Ok(h), Ok(w)) => Ok([h, w]),
+            _ => Err(format!("the model's input size {h}x{w} is larger than any image")),
+        },
+        (Some(h), Some(w), Some(r)) if [r[0] as usize, r[1] as usize] == [h, w] => Ok(r),
         (Some(h), Some(w), Some([rh, rw])) => Err(format!(
             "--size {rh}x{rw} does not match the model's fixed input size {h}x{w}"
         )),
@@ -35,14 +77,15 @@ pub fn input_size(model_shape: &[Option<usize>], size: Option<&str>) -> Result<[
     }
 }
 
-/// `224` or `224x320` (height × width).
-fn parse_size(text: &str) -> Result<[usize; 2], String> {
+/// `224` or `224x320` (height × width), each side a positive 32-bit number.
+pub fn parse_size(text: &str) -> Result<[u32; 2], Failure> {
     let parse = |s: &str| {
-        s.trim()
-            .parse::<usize>()
-            .ok()
-            .filter(|&v| v > 0)
-            .ok_or_else(|| format!("--size `{text}` is not N or HxW with positive integers"))
+        s.trim().parse::<u32>().ok().filter(|&v| v > 0).ok_or_else(|| {
+            Failure::usage(format!(
+                "--size `{text}` is not N or HxW with integers from 1 to {}",
+                u32::MAX
+            ))
+        })
     };
     match text.split_once(['x', 'X']) {
         Some((h, w)) => Ok([parse(h)?, parse(w)?]),
@@ -53,14 +96,17 @@ fn parse_size(text: &str) -> Result<[usize; 2], String> {
     }
 }
 
-/// The pre-processing chosen on the command line for images of `[height, width]`.
-pub fn preprocess(args: &ExplainArgs, [height, width]: [usize; 2]) -> Result<Preprocess, String> {
-    let (h, w) = (height as u32, width as u32);
+/// The pre-processing chosen on the command line for images of `[height, width]` (arguments
+/// already checked by [`check_arguments`]).
+pub fn preprocess(args: &ExplainArgs, [h, w]: [u32; 2]) -> Result<Preprocess, Failure> {
     let mut recipe = match args.preprocess {
         PreprocessKind::Imagenet => {
-            let shorter = (h.min(w) as f64 * 256.0 / 224.0).round() as u32;
+            // torchvision's Resize(256) + CenterCrop(224), scaled to the input size; for a crop
+            // that is not square, the resize covers both of its sides.
+            let scale = |side: u32| (side as f64 * 256.0 / 224.0).round().min(u32::MAX as f64) as u32;
             Preprocess {
-                resize_shorter: Some(shorter),
+                resize_shorter: None,
+                resize_to_cover: Some([scale(h), scale(w)]),
                 center_crop: Some([h, w]),
                 ..Preprocess::imagenet()
             }
@@ -78,17 +124,14 @@ pub fn preprocess(args: &ExplainArgs, [height, width]: [usize; 2]) -> Result<Pre
     }
     if let Some(std) = &args.std {
         recipe.std = three(std, "--std")?;
-        if recipe.std.contains(&0.0) {
-            return Err("--std values must not be zero".into());
-        }
     }
     Ok(recipe)
 }
 
-fn three(values: &[f32], name: &str) -> Result<[f32; 3], String> {
+fn three(values: &[f32], name: &str) -> Result<[f32; 3], Failure> {
     values
         .try_into()
-        .map_err(|_| format!("{name} takes three values (R,G,B), got {}", values.len()))
+        .map_err(|_| Failure::usage(format!("{name} takes three values (R,G,B), got {}", values.len())))
 }
 
 /// The images named on the command line, folders expanded (sorted, PNG and JPEG only).
@@ -143,12 +186,17 @@ pub fn tensor_from_npy(path: &Path, device: &Device) -> Result<Tensor<4>, String
     Ok(Tensor::from_data(TensorData::new(values, shape), device))
 }
 
-/// Class names, one per line.
+/// The longest labels file read: ImageNet-21k's names take 0.5 MiB.
+const LABELS_LIMIT: u64 = 64 << 20;
+
+/// Class names, one per line (UTF-8 text).
 pub fn labels(path: Option<&Path>) -> Result<Vec<String>, String> {
     let Some(path) = path else {
         return Ok(Vec::new());
     };
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read labels {}: {e}", path.display()))?;
+    let bytes = read_regular_file(path, "labels", LABELS_LIMIT).map_err(|e| e.to_string())?;
+    let text =
+        String::from_utf8(bytes).map_err(|e| format!("cannot read labels {}: not UTF-8 text ({e})", path.display()))?;
     Ok(text.lines().map(|l| l.trim().to_owned()).collect())
 }
 
@@ -170,12 +218,15 @@ mod tests {
     fn sizes_come_from_the_model_or_the_flag() {
         let fixed = [None, Some(3), Some(224), Some(224)];
         let dynamic = [None, Some(3), None, None];
+        let size = |text: &str| Some(parse_size(text).unwrap());
         assert_eq!(input_size(&fixed, None).unwrap(), [224, 224]);
-        assert_eq!(input_size(&fixed, Some("224")).unwrap(), [224, 224]);
-        assert!(input_size(&fixed, Some("256")).unwrap_err().contains("does not match"));
+        assert_eq!(input_size(&fixed, size("224")).unwrap(), [224, 224]);
+        assert!(input_size(&fixed, size("256")).unwrap_err().contains("does not match"));
         assert!(input_size(&dynamic, None).unwrap_err().contains("--size"));
-        assert_eq!(input_size(&dynamic, Some("96x128")).unwrap(), [96, 128]);
-        assert!(input_size(&dynamic, Some("0")).is_err());
+        assert_eq!(input_size(&dynamic, size("96x128")).unwrap(), [96, 128]);
+        for bad in ["0", "16x", "4294967296", "-3", "x"] {
+            assert!(matches!(parse_size(bad), Err(Failure::Usage(_))), "{bad}");
+        }
         assert!(
             input_size(&[None, Some(1), Some(28), Some(28)], None)
                 .unwrap_err()

@@ -11,6 +11,7 @@
 mod batch;
 mod cli;
 mod input;
+mod paths;
 
 use std::process::ExitCode;
 use std::sync::Mutex;
@@ -19,12 +20,55 @@ use clap::Parser;
 
 use crate::cli::{Cli, Command};
 
+/// Why a command failed, which decides the exit status (documented in `ember --help`).
+#[derive(Debug)]
+pub enum Failure {
+    /// An input (model, image, tensor, labels) could not be read or explained: exit 1.
+    Input(String),
+    /// The arguments are invalid or contradict each other: exit 2, as clap's own errors.
+    Usage(String),
+}
+
+impl Failure {
+    /// A usage error.
+    pub fn usage(message: impl Into<String>) -> Self {
+        Failure::Usage(message.into())
+    }
+}
+
+/// Any library error is a failed input.
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Failure::Input(error.to_string())
+    }
+}
+
+/// Exit statuses.
+const EXIT_INPUT: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_INTERNAL: u8 = 3;
+
 /// The message of the last panic, for the one-line report (the default hook prints a backtrace
 /// banner that is no use to a user).
 static PANIC_MESSAGE: Mutex<Option<String>> = Mutex::new(None);
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) if !error.use_stderr() => {
+            // --help and --version.
+            let _ = error.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            // clap's first line says what is wrong; its usage block follows in `--help`.
+            let rendered = error.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("error: {first} (see --help)");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     std::panic::set_hook(Box::new(|info| {
         let message = info
             .payload()
@@ -32,10 +76,14 @@ fn main() -> ExitCode {
             .cloned()
             .or_else(|| info.payload().downcast_ref::<&str>().map(|s| (*s).to_owned()))
             .unwrap_or_else(|| "unknown failure".into());
+        let location = info.location().map(|l| format!(" at {}:{}", l.file(), l.line()));
         if let Ok(mut last) = PANIC_MESSAGE.lock() {
-            *last = Some(message);
+            *last = Some(message + &location.unwrap_or_default());
         }
     }));
+    if let Some(bytes) = cli.max_memory {
+        ember_core::set_memory_budget(bytes);
+    }
     let result = std::panic::catch_unwind(|| match cli.command {
         Command::Explain(args) => batch::explain(*args),
         Command::Layers(args) => batch::layers(&args),
@@ -48,14 +96,26 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(Ok(())) => ExitCode::SUCCESS,
-        Ok(Err(message)) => {
-            eprintln!("error: {message}");
-            ExitCode::FAILURE
+        Ok(Err(Failure::Input(message))) => {
+            eprintln!("error: {}", one_line(&message));
+            ExitCode::from(EXIT_INPUT)
+        }
+        Ok(Err(Failure::Usage(message))) => {
+            eprintln!("error: {}", one_line(&message));
+            ExitCode::from(EXIT_USAGE)
         }
         Err(_) => {
             let message = PANIC_MESSAGE.lock().ok().and_then(|m| m.clone()).unwrap_or_default();
-            eprintln!("error: internal failure: {message}");
-            ExitCode::from(2)
+            eprintln!(
+                "error: internal failure, please report it with the command that caused it: {}",
+                one_line(&message)
+            );
+            ExitCode::from(EXIT_INTERNAL)
         }
     }
+}
+
+/// Messages from libraries may hold line breaks; the report is one line.
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -162,7 +162,7 @@ fn the_map_is_the_build_time_example_s_map() {
     let device = Device::flex();
     let model = mobilenet_v2::Model::from_embedded(&device);
     let photo = load_rgb(&root().join("examples/images/chelsea.png")).unwrap();
-    let (input, _) = Preprocess::imagenet().apply(&photo, &device);
+    let (input, _) = Preprocess::imagenet().apply(&photo, &device).unwrap();
     let explanation = Explainer::new(GradCam)
         .explain(&model, input, &ClassTarget::TopClass)
         .unwrap();

@@ -3,7 +3,8 @@
 //! * [`LayerTap`] / [`tap`] — the one place where activations and gradients are captured;
 //! * [`Explainer`] — the pipeline, the same for every method;
 //! * [`methods`] — one small file per CAM method;
-//! * [`Rectifier`], [`Target`] and [`CamModel`] — what to show, what to explain, what to run.
+//! * [`Rectifier`], [`Target`] and [`CamModel`] — what to show, what to explain, what to run;
+//! * [`limits`] — the memory budget and checked sizes every crate applies to untrusted input.
 //!
 //! The engine is backend-agnostic: tensors stay on the device of the input batch, and only the
 //! part of the network after the earliest armed tap is differentiated.
@@ -11,6 +12,7 @@
 mod device;
 mod error;
 mod explainer;
+pub mod limits;
 pub mod methods;
 mod model;
 mod read;
@@ -23,6 +25,7 @@ pub mod vocabulary;
 pub use device::{DEFAULT_DEVICE, DeviceError, device_named};
 pub use error::{CamError, ModelFailure, Result};
 pub use explainer::{Explainer, Explanation, LayerMap, LayerTensors, closest_names};
+pub use limits::{FileError, SizeError, checked_bytes, memory_budget, set_memory_budget};
 pub use methods::{
     CamMethod, GradCam, GradCamElementWise, GradCamPlusPlus, HiResCam, LayerCam, Method, MethodOutput, XGradCam,
 };

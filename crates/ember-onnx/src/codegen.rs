@@ -99,9 +99,12 @@ impl TappedModelGen {
             .run_from_script();
 
         let generated = out_dir.join(&self.out_dir).join(file_name).with_extension("rs");
-        let mut code = fs::read_to_string(&generated).map_err(|source| ImportError::Read {
-            path: generated.clone(),
-            source,
+        let mut code = fs::read_to_string(&generated).map_err(|source| {
+            ImportError::Read(ember_core::FileError::Io {
+                what: "generated code",
+                path: generated.clone(),
+                source,
+            })
         })?;
         code.push_str(&layer_table(&tapped, &self.runtime_crate));
         fs::write(&generated, code).map_err(|source| ImportError::Write {

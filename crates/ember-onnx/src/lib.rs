@@ -21,7 +21,7 @@
 //! `ember_cam::CamModel` for the generated `Model` are appended to the generated file.
 
 use std::collections::{HashMap, HashSet};
-use std::fs;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -52,14 +52,10 @@ const SURVEY_ATTRIBUTE: &str = "survey_index";
 /// Why a model could not be imported with taps.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    /// The ONNX file could not be read.
-    #[error("cannot read ONNX model {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
+    /// The ONNX file could not be read (missing, not a regular file, larger than protobuf's
+    /// 2 GiB or the memory budget).
+    #[error(transparent)]
+    Read(#[from] ember_core::FileError),
     /// The file is not a valid ONNX protobuf.
     #[error("{path} is not a valid ONNX model: {message}")]
     Decode {
@@ -120,10 +116,9 @@ pub struct TappedGraph {
 /// type inference tell each one's type (onnx-ir renames values, so types cannot be looked up by
 /// name); the second taps only the `[N, C, H, W]` floating-point outputs.
 pub fn tap_graph(path: &Path) -> Result<TappedGraph, ImportError> {
-    let bytes = fs::read(path).map_err(|source| ImportError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    // Protobuf messages end at 2 GiB; larger weights live in external-data files.
+    let limit = ember_core::memory_budget().min(2 << 30);
+    let bytes = ember_core::limits::read_regular_file(path, "ONNX model", limit)?;
     let mut model = ModelProto::parse_from_bytes(&bytes).map_err(|e| ImportError::Decode {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -325,11 +320,12 @@ fn insert_taps(model: &mut ModelProto, labels: Vec<(String, AttributeProto)>) {
 /// `save_as_external_data`) by the bytes they point to, so the graph can be parsed from memory.
 ///
 /// Locations are resolved against `base` (the model's folder) and, as onnx-ir requires, may not
-/// be absolute or climb out of it.
+/// be absolute or climb out of it — after symlinks too. Only the bytes a tensor names are read,
+/// and no more than the memory budget allows.
 pub fn inline_external_data(model: &mut ModelProto, base: &Path) -> Result<(), ImportError> {
     const EXTERNAL: i32 = 1;
     let graph = model.graph.mut_or_insert_default();
-    let mut files: HashMap<PathBuf, Vec<u8>> = HashMap::new();
+    let folder = base.canonicalize().ok();
     for tensor in graph.initializer.iter_mut() {
         if tensor.data_location.value() != EXTERNAL {
             continue;
@@ -357,34 +353,49 @@ pub fn inline_external_data(model: &mut ModelProto, base: &Path) -> Result<(), I
             )));
         }
         let file = base.join(&relative);
-        if !files.contains_key(&file) {
-            let data = fs::read(&file)
-                .map_err(|e| bad(format!("cannot read the external-data file {}: {e}", file.display())))?;
-            files.insert(file.clone(), data);
+        let inside = match (file.canonicalize(), &folder) {
+            (Ok(real), Some(folder)) => real.starts_with(folder),
+            // A missing file is reported when it is opened.
+            (Err(_), _) => true,
+            (Ok(_), None) => false,
+        };
+        if !inside {
+            return Err(bad(format!(
+                "location `{location}` resolves (through a symlink) outside the model's folder"
+            )));
         }
-        let data = &files[&file];
-        let parse = |key: &str| -> Result<Option<usize>, ImportError> {
+        let (mut opened, file_length) = ember_core::limits::open_regular_file(&file, "external-data file", u64::MAX)
+            .map_err(|e| bad(e.to_string()))?;
+        let parse = |key: &str| -> Result<Option<u64>, ImportError> {
             entry(key)
                 .map(|v| {
-                    v.parse::<usize>()
+                    v.parse::<u64>()
                         .map_err(|_| bad(format!("`{key}` = `{v}` is not a number")))
                 })
                 .transpose()
         };
         let offset = parse("offset")?.unwrap_or(0);
-        let length = parse("length")?.unwrap_or(data.len().saturating_sub(offset));
-        let end = offset
+        let length = parse("length")?.unwrap_or(file_length.saturating_sub(offset));
+        offset
             .checked_add(length)
-            .filter(|&end| end <= data.len())
+            .filter(|&end| end <= file_length)
             .ok_or_else(|| {
                 bad(format!(
-                    "bytes {offset}..{} lie outside {} ({} bytes)",
+                    "bytes {offset}..{} lie outside {} ({file_length} bytes)",
                     offset.saturating_add(length),
                     file.display(),
-                    data.len()
                 ))
             })?;
-        tensor.raw_data = data[offset..end].to_vec().into();
+        ember_core::checked_bytes("its data", &[length], 1).map_err(|e| bad(e.to_string()))?;
+        let mut data = Vec::with_capacity(length as usize);
+        opened
+            .seek(SeekFrom::Start(offset))
+            .and_then(|_| opened.take(length).read_to_end(&mut data))
+            .map_err(|e| bad(format!("cannot read {}: {e}", file.display())))?;
+        if data.len() as u64 != length {
+            return Err(bad(format!("{} ended early", file.display())));
+        }
+        tensor.raw_data = data.into();
         tensor.external_data.clear();
         tensor.data_location = Default::default();
     }

@@ -53,7 +53,7 @@ enum Op {
     Tap(String),
     /// Any other node, compiled.
     Kernel {
-        /// onnx-ir's name of the node.
+        /// The node's name in the ONNX file.
         node: String,
         /// Its ONNX operator.
         op: String,
@@ -139,6 +139,7 @@ impl OnnxModel {
         };
         // Every node is compiled through the operator table before anything runs: unknown
         // operators and invalid configurations are load-time errors.
+        let names = file_names(tapped, &graph.nodes);
         let mut kernels: Vec<Option<ops::Kernel>> = Vec::with_capacity(graph.nodes.len());
         let mut unsupported: Vec<String> = Vec::new();
         for (index, node) in graph.nodes.iter().enumerate() {
@@ -149,13 +150,13 @@ impl OnnxModel {
             match ops::compile(node) {
                 Ok(kernel) => kernels.push(Some(kernel)),
                 Err(ops::CompileError::Unsupported) => {
-                    unsupported.push(original_name(tapped, &graph.nodes, index));
+                    unsupported.push(described(node, &names[index]));
                     kernels.push(None);
                 }
                 Err(ops::CompileError::Invalid(message)) => {
                     return Err(RuntimeError::InvalidNode {
                         path: path.to_path_buf(),
-                        node: original_name(tapped, &graph.nodes, index),
+                        node: described(node, &names[index]),
                         message,
                     });
                 }
@@ -217,7 +218,8 @@ impl OnnxModel {
         let input_slot = new_slot(&input.name, &mut slot_of);
         let mut steps = Vec::with_capacity(graph.nodes.len());
         let mut producer_of: HashMap<usize, usize> = HashMap::new();
-        for (node, kernel) in graph.nodes.into_iter().zip(kernels) {
+        // Run-time errors name nodes as the file does.
+        for ((node, kernel), file_name) in graph.nodes.into_iter().zip(kernels).zip(names) {
             if let Node::Constant(_) = node {
                 // Consumers read constants through their arguments' values.
                 continue;
@@ -275,7 +277,7 @@ impl OnnxModel {
                     });
                 }
                 _ => Op::Kernel {
-                    node: node.name().to_owned(),
+                    node: file_name,
                     op: onnx_op(&node),
                     kernel: kernel.ok_or_else(|| RuntimeError::Parse {
                         path: path.to_path_buf(),
@@ -508,23 +510,33 @@ fn onnx_op(node: &Node) -> String {
     ops::onnx_name(node).map_or_else(|| node.node_type().to_string(), str::to_owned)
 }
 
-/// `Op (node `name`)` for `nodes[index]`, named as in the ONNX file (onnx-ir renames nodes,
-/// `conv2d3`): the k-th node of an operator in onnx-ir's graph is taken to be the file's k-th
-/// node of that operator.
-fn original_name(tapped: &TappedGraph, nodes: &[Node], index: usize) -> String {
-    let node = &nodes[index];
-    let op = onnx_op(node);
-    let rank = nodes[..index].iter().filter(|n| onnx_op(n) == op).count();
-    let original = tapped
-        .model
-        .graph
-        .get_or_default()
-        .node
+/// `Op (node `name`)`, for messages.
+fn described(node: &Node, file_name: &str) -> String {
+    format!("{} (node `{file_name}`)", onnx_op(node))
+}
+
+/// The name each of onnx-ir's nodes has in the ONNX file (onnx-ir renames nodes, `conv2d3`):
+/// the k-th node of an operator in onnx-ir's graph is taken to be the file's k-th node of that
+/// operator; onnx-ir's name where the file has none.
+fn file_names(tapped: &TappedGraph, nodes: &[Node]) -> Vec<String> {
+    let mut by_op: HashMap<&str, std::collections::VecDeque<&str>> = HashMap::new();
+    for file_node in &tapped.model.graph.get_or_default().node {
+        by_op
+            .entry(file_node.op_type.as_str())
+            .or_default()
+            .push_back(file_node.name.as_str());
+    }
+    nodes
         .iter()
-        .filter(|n| n.op_type == op)
-        .nth(rank)
-        .map(|n| n.name.as_str());
-    format!("{op} (node `{}`)", original.unwrap_or(node.name()))
+        .map(|node| {
+            let op = onnx_op(node);
+            let original = by_op.get_mut(op.as_str()).and_then(|names| names.pop_front());
+            match original {
+                Some(name) if !name.is_empty() => name.to_owned(),
+                _ => node.name().to_owned(),
+            }
+        })
+        .collect()
 }
 
 impl CamModel for OnnxModel {

@@ -46,9 +46,15 @@ pub enum VisionError {
         /// What went wrong.
         message: String,
     },
-    /// The sizes of a map and an image differ, or a map is empty.
+    /// The sizes of a map and an image differ, a map is empty, or an image cannot be resized.
     #[error("{0}")]
     Size(String),
+    /// A size is above the memory budget or overflows.
+    #[error(transparent)]
+    Budget(#[from] ember_core::SizeError),
+    /// The file is missing, not a regular file or too large.
+    #[error(transparent)]
+    File(#[from] ember_core::FileError),
 }
 
 /// Writes a float32 `.npy` array of the given shape (C order).
@@ -81,13 +87,33 @@ pub fn read_npy(path: &Path) -> Result<(Vec<f32>, Vec<usize>), VisionError> {
         path: path.to_path_buf(),
         message,
     };
-    let bytes = std::fs::read(path).map_err(|e| error(e.to_string()))?;
+    let bytes = ember_core::limits::read_regular_file(path, "tensor", ember_core::memory_budget())?;
     let npy = npyz::NpyFile::new(&bytes[..]).map_err(|e| error(format!("not a .npy file ({e})")))?;
     if npy.order() != npyz::Order::C {
         return Err(error("the array is in Fortran order; save it in C order".into()));
     }
-    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     let type_str = npy.dtype().descr();
+    let item_bytes: u64 = match type_str.as_str() {
+        "'<f4'" => 4,
+        "'<f8'" => 8,
+        other => {
+            return Err(error(format!(
+                "expected float32 or float64 values, found dtype {other}"
+            )));
+        }
+    };
+    // The header's shape is untrusted: its product must fit in the file before anything is
+    // allocated for it.
+    let data_bytes =
+        ember_core::checked_bytes("the array", npy.shape(), item_bytes).map_err(|e| error(e.to_string()))?;
+    if data_bytes > bytes.len() as u64 {
+        return Err(error(format!(
+            "its header claims shape {:?} ({data_bytes} bytes of data) but the file has {} bytes",
+            npy.shape(),
+            bytes.len()
+        )));
+    }
+    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     let values: Vec<f32> = match type_str.as_str() {
         "'<f4'" => npy.into_vec::<f32>().map_err(|e| error(e.to_string()))?,
         "'<f8'" => npy

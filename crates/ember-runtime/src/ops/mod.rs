@@ -242,6 +242,14 @@ fn normalise_axes(axes: &[i64], rank: usize) -> Result<Vec<usize>, String> {
         .collect()
 }
 
+/// Refuses a float output of `shape` that overflows or is above the memory budget, before
+/// Burn allocates it (an allocation failure there aborts the process).
+fn within_budget(shape: &[usize]) -> Result<(), String> {
+    ember_core::checked_bytes("the output", shape, 4)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
 /// Checks that two padded shapes broadcast (NumPy rules).
 fn check_broadcast(a: &[usize], b: &[usize]) -> Result<(), String> {
     let fits = a.iter().zip(b).all(|(&x, &y)| x == y || x == 1 || y == 1);
@@ -259,8 +267,10 @@ fn binary_float(
     f: impl Fn(Tensor<MAX_RANK>, Tensor<MAX_RANK>) -> Tensor<MAX_RANK>,
 ) -> Result<Float, String> {
     let rank = a.rank.max(b.rank);
-    check_broadcast(&a.tensor.dims(), &b.tensor.dims())
-        .map_err(|_| format!("shapes {:?} and {:?} do not broadcast", a.shape(), b.shape()))?;
+    let (da, db) = (a.tensor.dims(), b.tensor.dims());
+    check_broadcast(&da, &db).map_err(|_| format!("shapes {:?} and {:?} do not broadcast", a.shape(), b.shape()))?;
+    let out: Vec<usize> = da.iter().zip(&db).map(|(&x, &y)| x.max(y)).collect();
+    within_budget(&out)?;
     Ok(Float {
         tensor: f(a.tensor, b.tensor),
         rank,

@@ -9,7 +9,9 @@ use onnx_ir::Node;
 use onnx_ir::node::batch_norm::BatchNormConfig;
 use onnx_ir::node::padding::{AutoPad, PaddingConfig2d};
 
-use super::{Kernel, binary_float, check_broadcast, float, kernel, node, normalise_axes, one, optional_float};
+use super::{
+    Kernel, binary_float, check_broadcast, float, kernel, node, normalise_axes, one, optional_float, within_budget,
+};
 use crate::value::{Float, MAX_RANK};
 
 /// Conv (2-D): groups, strides, dilations, explicit or `auto_pad` padding.
@@ -50,7 +52,13 @@ pub fn conv(node: &Node) -> Result<Kernel, String> {
             kernel: [kh, kw],
             ..window.clone()
         };
-        let padding = window.padding([height, width])?;
+        let plan = window.plan([height, width], false)?;
+        let [batch, ..] = x.dims();
+        within_budget(&[batch, channels, plan.padded[0], plan.padded[1]])?;
+        within_budget(&[batch, out_channels, plan.output[0], plan.output[1]])?;
+        // Backends lower convolutions to a matrix product over unfolded windows.
+        within_budget(&[batch, per_group * kh * kw, plan.output[0], plan.output[1]])?;
+        let padding = plan.padding;
         let options = ConvOptions::new_with_padding(config.stride, padding, config.dilation, config.groups);
         one(Float::new(conv2d(x, weight, bias, options)))
     })
@@ -146,10 +154,10 @@ pub fn max_pool(node: &Node) -> Result<Kernel, String> {
     )?;
     kernel(move |mut inputs, device| {
         let x = float(&mut inputs, 0, device)?.to_rank::<4>()?;
-        let [_, _, height, width] = x.dims();
+        let padding = window.checked_padding(x.dims(), config.ceil_mode)?;
         let options = MaxPoolOptions::new(config.kernel_size)
             .with_stride(config.strides)
-            .with_padding_pairs(window.padding([height, width])?)
+            .with_padding_pairs(padding)
             .with_dilation(config.dilation)
             .with_ceil_mode(config.ceil_mode);
         one(Float::new(max_pool2d(x, options)))
@@ -173,10 +181,10 @@ pub fn average_pool(node: &Node) -> Result<Kernel, String> {
     )?;
     kernel(move |mut inputs, device| {
         let x = float(&mut inputs, 0, device)?.to_rank::<4>()?;
-        let [_, _, height, width] = x.dims();
+        let padding = window.checked_padding(x.dims(), config.ceil_mode)?;
         let options = AvgPoolOptions::new(config.kernel_size)
             .with_stride(config.strides)
-            .with_padding_pairs(window.padding([height, width])?)
+            .with_padding_pairs(padding)
             .with_count_include_pad(config.count_include_pad)
             .with_ceil_mode(config.ceil_mode);
         one(Float::new(avg_pool2d(x, options)))
@@ -235,6 +243,9 @@ pub fn linear(node: &Node) -> Result<Kernel, String> {
         {
             return Err(format!("{:?} biases for {d_out} outputs", bias.dims()));
         }
+        let mut out = x.shape();
+        *out.last_mut().expect("the input has a last axis") = d_out;
+        within_budget(&out)?;
         one(match x.rank {
             2 => Float::new(linear_fn(x.to_rank::<2>()?, weight, bias)),
             3 => Float::new(linear_fn(x.to_rank::<3>()?, weight, bias)),
@@ -256,6 +267,7 @@ pub fn gemm(node: &Node) -> Result<Kernel, String> {
         if k != k2 {
             return Err(format!("cannot multiply [{m}, {k}] by {:?}", b.dims()));
         }
+        within_budget(&[m, b.dims()[1]])?;
         let mut y = Float::new(a.matmul(b) * config.alpha);
         if let Some(bias) = optional_float(&mut inputs, 2, device)? {
             let scaled = Float {
@@ -280,7 +292,12 @@ pub fn matmul(_: &Node) -> Result<Kernel, String> {
         if sa[sa.len() - 1] != sb[sb.len() - 2] {
             return Err(format!("cannot multiply {sa:?} by {sb:?}"));
         }
-        check_broadcast(&a.tensor.dims()[..MAX_RANK - 2], &b.tensor.dims()[..MAX_RANK - 2])?;
+        let (da, db) = (a.tensor.dims(), b.tensor.dims());
+        check_broadcast(&da[..MAX_RANK - 2], &db[..MAX_RANK - 2])?;
+        let mut out: Vec<usize> = da.iter().zip(&db).map(|(&x, &y)| x.max(y)).collect();
+        out[MAX_RANK - 2] = da[MAX_RANK - 2];
+        out[MAX_RANK - 1] = db[MAX_RANK - 1];
+        within_budget(&out)?;
         one(Float {
             rank: a.rank.max(b.rank),
             tensor: a.tensor.matmul(b.tensor),
@@ -336,25 +353,55 @@ impl Window {
         }
     }
 
-    /// The (begin, end) padding per axis for an input of `size`, ONNX `auto_pad` resolved; an
-    /// error where Burn would panic (a window larger than the padded input).
-    pub fn padding(&self, size: [usize; 2]) -> Result<[(usize, usize); 2], String> {
+    /// The padding, padded size and output size for an input of `size`, ONNX `auto_pad`
+    /// resolved, in checked arithmetic; an error where Burn would panic (a window larger than
+    /// the padded input) or a size overflows.
+    pub fn plan(&self, size: [usize; 2], ceil_mode: bool) -> Result<WindowPlan, String> {
         self.check()?;
-        let padding: [(usize, usize); 2] = std::array::from_fn(|axis| self.axis_padding(axis, size[axis]));
+        let overflow = || format!("the window {:?} with padding overflows", self.kernel);
+        let mut plan = WindowPlan {
+            padding: [(0, 0); 2],
+            padded: [0; 2],
+            output: [0; 2],
+        };
         for axis in 0..2 {
-            let padded = size[axis] + padding[axis].0 + padding[axis].1;
-            let span = (self.kernel[axis] - 1) * self.dilation[axis] + 1;
+            let span = (self.kernel[axis] - 1)
+                .checked_mul(self.dilation[axis])
+                .and_then(|s| s.checked_add(1))
+                .ok_or_else(overflow)?;
+            let (begin, end) = self.axis_padding(axis, size[axis], span).ok_or_else(overflow)?;
+            let padded = size[axis]
+                .checked_add(begin)
+                .and_then(|s| s.checked_add(end))
+                .ok_or_else(overflow)?;
             if padded < span {
                 return Err(format!(
                     "the input ({padded} with padding) is smaller than the window ({span}); is the image too small?"
                 ));
             }
+            let steps = if ceil_mode {
+                (padded - span).div_ceil(self.stride[axis])
+            } else {
+                (padded - span) / self.stride[axis]
+            };
+            plan.padding[axis] = (begin, end);
+            plan.padded[axis] = padded;
+            plan.output[axis] = steps + 1;
         }
-        Ok(padding)
+        Ok(plan)
     }
 
-    fn axis_padding(&self, axis: usize, input: usize) -> (usize, usize) {
-        match self.auto_pad {
+    /// The padding of a pooling window over `[N, C, H, W]`, its padded input and output
+    /// checked against the memory budget.
+    pub fn checked_padding(&self, [n, c, h, w]: [usize; 4], ceil_mode: bool) -> Result<[(usize, usize); 2], String> {
+        let plan = self.plan([h, w], ceil_mode)?;
+        within_budget(&[n, c, plan.padded[0], plan.padded[1]])?;
+        within_budget(&[n, c, plan.output[0], plan.output[1]])?;
+        Ok(plan.padding)
+    }
+
+    fn axis_padding(&self, axis: usize, input: usize, span: usize) -> Option<(usize, usize)> {
+        Some(match self.auto_pad {
             AutoPad::NotSet => {
                 let (top, left, bottom, right) = self.padding.as_tuple();
                 if axis == 0 { (top, bottom) } else { (left, right) }
@@ -363,8 +410,10 @@ impl Window {
             AutoPad::SameUpper | AutoPad::SameLower => {
                 let stride = self.stride[axis];
                 let output = input.div_ceil(stride);
-                let span = (self.kernel[axis] - 1) * self.dilation[axis] + 1;
-                let total = ((output.max(1) - 1) * stride + span).saturating_sub(input);
+                let total = (output.max(1) - 1)
+                    .checked_mul(stride)?
+                    .checked_add(span)?
+                    .saturating_sub(input);
                 let small = total / 2;
                 if matches!(self.auto_pad, AutoPad::SameUpper) {
                     (small, total - small)
@@ -372,6 +421,17 @@ impl Window {
                     (total - small, small)
                 }
             }
-        }
+        })
     }
+}
+
+/// Where a window goes over one input size.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct WindowPlan {
+    /// (begin, end) padding per spatial axis.
+    pub padding: [(usize, usize); 2],
+    /// The padded input size.
+    pub padded: [usize; 2],
+    /// The output size.
+    pub output: [usize; 2],
 }

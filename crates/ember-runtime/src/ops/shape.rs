@@ -12,7 +12,7 @@ use onnx_ir::node::split::SplitSizesInput;
 use onnx_ir::node::squeeze::SqueezeInput;
 use onnx_ir::node::unsqueeze::UnsqueezeConfig;
 
-use super::{Kernel, Outputs, check_axis, float, kernel, node, normalise_axes, one, take};
+use super::{Kernel, Outputs, check_axis, float, kernel, node, normalise_axes, one, take, within_budget};
 use crate::value::{Float, Ints, MAX_RANK, Value};
 
 /// Flatten to `[∏ dims before axis, ∏ dims from axis]`.
@@ -308,6 +308,17 @@ pub fn pad(node: &Node) -> Result<Kernel, String> {
         if pads.len() > x.rank {
             return Err(format!("{} padding pairs for a rank-{} tensor", pads.len(), x.rank));
         }
+        let shape = x.shape();
+        let offset = x.rank - pads.len();
+        let padded: Option<Vec<usize>> = shape
+            .iter()
+            .enumerate()
+            .map(|(axis, &d)| match axis.checked_sub(offset).map(|i| pads[i]) {
+                Some((begin, end)) => d.checked_add(begin)?.checked_add(end),
+                None => Some(d),
+            })
+            .collect();
+        within_budget(&padded.ok_or_else(|| format!("padding {shape:?} by {pads:?} overflows"))?)?;
         one(Float {
             tensor: x.tensor.pad(pads, mode),
             rank: x.rank,
@@ -387,10 +398,9 @@ pub fn constant_of_shape(node: &Node) -> Result<Kernel, String> {
             ConstantOfShapeShape::Runtime(r) => take(&mut inputs, r.input_index)?.into_ints()?.values,
         };
         let shape = Ints::vector(shape).sizes()?;
-        let count = shape
-            .iter()
-            .try_fold(1usize, |n, &d| n.checked_mul(d))
-            .ok_or_else(|| format!("ConstantOfShape {shape:?} has too many elements"))?;
+        let element_bytes = if matches!(fill, Fill::Float(_)) { 4 } else { 8 };
+        let bytes = ember_core::checked_bytes("the output", &shape, element_bytes).map_err(|e| e.to_string())?;
+        let count = (bytes / element_bytes) as usize;
         Ok(vec![match fill {
             Fill::Float(v) => Value::from_data(TensorData::new(vec![v; count], shape), device)?,
             Fill::Int(v) => Value::Ints(Ints {
@@ -584,6 +594,7 @@ fn gather_values(data: Value, indices: &Ints, axis: usize, device: &Device) -> O
     let mut out_shape = shape[..axis].to_vec();
     out_shape.extend(&indices.shape);
     out_shape.extend(&shape[axis + 1..]);
+    within_budget(&out_shape)?;
     Ok(vec![match data {
         Value::Ints(i) => {
             if i.shape.len() != 1 {

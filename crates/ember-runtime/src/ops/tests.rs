@@ -907,14 +907,27 @@ fn same_padding_matches_onnx() {
     };
     // 7 wide, kernel 3, stride 2: output 4, total padding 2 → 1 each side; 6 wide: output 3,
     // total padding 1 → the extra pad at the end (upper) or the beginning (lower).
-    assert_eq!(window(AutoPad::SameUpper).padding([7, 6]).unwrap(), [(1, 1), (0, 1)]);
-    assert_eq!(window(AutoPad::SameLower).padding([7, 6]).unwrap(), [(1, 1), (1, 0)]);
+    let upper = window(AutoPad::SameUpper).plan([7, 6], false).unwrap();
+    assert_eq!(upper.padding, [(1, 1), (0, 1)]);
+    assert_eq!((upper.padded, upper.output), ([9, 7], [4, 3]));
+    let lower = window(AutoPad::SameLower).plan([7, 6], false).unwrap();
+    assert_eq!(lower.padding, [(1, 1), (1, 0)]);
     assert!(
         window(AutoPad::Valid)
-            .padding([2, 2])
+            .plan([2, 2], false)
             .unwrap_err()
             .contains("smaller than the window")
     );
+    // ceil_mode counts a last, partial window.
+    assert_eq!(window(AutoPad::Valid).plan([8, 8], true).unwrap().output, [4, 4]);
+    assert_eq!(window(AutoPad::Valid).plan([8, 8], false).unwrap().output, [3, 3]);
+    // Pads of 10⁹ are a size, not a crash: the budget refuses the padded input.
+    let huge = Window {
+        padding: PaddingConfig2d::Explicit(1_000_000_000, 1_000_000_000, 1_000_000_000, 1_000_000_000),
+        ..window(AutoPad::NotSet)
+    };
+    let error = huge.checked_padding([1, 4, 16, 16], false).unwrap_err();
+    assert!(error.contains("memory budget"), "{error}");
 }
 
 #[test]

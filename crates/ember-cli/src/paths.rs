@@ -1,0 +1,210 @@
+//! Inputs are never outputs: every path a run would write is checked against every path it
+//! reads, and against the other outputs, before anything is written.
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+
+use crate::Failure;
+
+/// What a run reads.
+#[derive(Debug, Default)]
+pub struct ReadPaths {
+    /// Files: the model, images, labels, the tensor.
+    pub files: Vec<(&'static str, PathBuf)>,
+    /// Folders whose images are read.
+    pub folders: Vec<PathBuf>,
+}
+
+/// One file or folder a run writes, and the option that chose it.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// `--out`, `--save-npy`, …
+    pub flag: &'static str,
+    /// The path.
+    pub path: PathBuf,
+}
+
+impl Written {
+    pub fn new(flag: &'static str, path: impl Into<PathBuf>) -> Self {
+        Self {
+            flag,
+            path: path.into(),
+        }
+    }
+}
+
+/// Refuses outputs that are an input file (by path, through symlinks or as a hard link), lie
+/// inside an input folder, or are the same file as another output. `outputs` are files except
+/// those listed in `folders_written` (written into, checked only against input folders).
+pub fn check(read: &ReadPaths, outputs: &[Written], folders_written: &[Written]) -> Result<(), Failure> {
+    let mut inputs: HashMap<PathBuf, (&str, &Path)> = HashMap::new();
+    let mut input_ids: HashMap<(u64, u64), (&str, &Path)> = HashMap::new();
+    for (what, path) in &read.files {
+        inputs.insert(resolve(path), (what, path));
+        if let Some(id) = file_id(path) {
+            input_ids.insert(id, (what, path));
+        }
+    }
+    let folders: Vec<(PathBuf, &Path)> = read.folders.iter().map(|f| (resolve(f), f.as_path())).collect();
+    for written in outputs.iter().chain(folders_written) {
+        let resolved = resolve(&written.path);
+        if let Some((folder, shown)) = folders.iter().find(|(folder, _)| resolved.starts_with(folder)) {
+            let relation = if &resolved == folder { "is" } else { "lies inside" };
+            return Err(Failure::usage(format!(
+                "{} {} {relation} the input folder {}: Ember never writes among the images it reads; choose another {}",
+                written.flag,
+                written.path.display(),
+                shown.display(),
+                written.flag
+            )));
+        }
+    }
+    let mut taken: HashMap<PathBuf, &Written> = HashMap::new();
+    let mut taken_ids: HashMap<(u64, u64), &Written> = HashMap::new();
+    for written in outputs {
+        let resolved = resolve(&written.path);
+        let id = file_id(&written.path);
+        let input = inputs.get(&resolved).or_else(|| id.and_then(|id| input_ids.get(&id)));
+        if let Some((what, path)) = input {
+            return Err(Failure::usage(format!(
+                "{} {} is the {what} {}: Ember never writes over its inputs; choose another {}",
+                written.flag,
+                written.path.display(),
+                path.display(),
+                written.flag
+            )));
+        }
+        let earlier = taken.get(&resolved).or_else(|| id.and_then(|id| taken_ids.get(&id)));
+        if let Some(earlier) = earlier {
+            let who = if earlier.flag == written.flag {
+                format!("two outputs of {}", written.flag)
+            } else {
+                format!("{} and {}", earlier.flag, written.flag)
+            };
+            return Err(Failure::usage(format!(
+                "{who} are the same file {}; choose different paths",
+                written.path.display()
+            )));
+        }
+        taken.insert(resolved, written);
+        if let Some(id) = id {
+            taken_ids.insert(id, written);
+        }
+    }
+    Ok(())
+}
+
+/// The absolute path, `.` and `..` applied, with the part that exists resolved through
+/// symlinks (outputs usually do not exist yet).
+pub fn resolve(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut normal = PathBuf::new();
+    for component in absolute.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                normal.pop();
+            }
+            other => normal.push(other),
+        }
+    }
+    let mut existing = normal.as_path();
+    let mut missing = Vec::new();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            return missing.iter().rev().fold(real, |path, part| path.join(part));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                missing.push(name.to_owned());
+                existing = parent;
+            }
+            _ => return normal,
+        }
+    }
+}
+
+/// Device and inode of an existing file: hard links share them.
+#[cfg(unix)]
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(_: &Path) -> Option<(u64, u64)> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folder(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ember-paths-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn message(result: Result<(), Failure>) -> String {
+        match result {
+            Err(Failure::Usage(message)) => message,
+            other => panic!("expected a usage error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn outputs_over_inputs_are_refused_by_path_link_or_folder() {
+        let dir = folder("inputs");
+        let photo = dir.join("photo.png");
+        std::fs::write(&photo, b"png").unwrap();
+        let read = ReadPaths {
+            files: vec![("image", photo.clone())],
+            folders: vec![],
+        };
+        // The same file by another spelling.
+        let spelled = dir.join("sub/../photo.png");
+        let text = message(check(&read, &[Written::new("--out", &spelled)], &[]));
+        assert!(text.contains("is the image"), "{text}");
+        // A hard link.
+        let link = dir.join("link.png");
+        let _ = std::fs::remove_file(&link);
+        std::fs::hard_link(&photo, &link).unwrap();
+        assert!(message(check(&read, &[Written::new("--out", &link)], &[])).contains("is the image"));
+        // A symlink.
+        #[cfg(unix)]
+        {
+            let symlink = dir.join("symlink.png");
+            let _ = std::fs::remove_file(&symlink);
+            std::os::unix::fs::symlink(&photo, &symlink).unwrap();
+            assert!(message(check(&read, &[Written::new("--out", &symlink)], &[])).contains("is the image"));
+        }
+        // A folder being read, and anything inside it.
+        let read = ReadPaths {
+            files: vec![],
+            folders: vec![dir.clone()],
+        };
+        let text = message(check(&read, &[], &[Written::new("--out-dir", &dir)]));
+        assert!(text.contains("is the input folder"), "{text}");
+        let text = message(check(
+            &read,
+            &[Written::new("--summary", dir.join("new/summary.json"))],
+            &[],
+        ));
+        assert!(text.contains("lies inside the input folder"), "{text}");
+        // Elsewhere is fine.
+        let elsewhere = folder("outputs");
+        assert!(check(&read, &[Written::new("--out", elsewhere.join("a.png"))], &[]).is_ok());
+    }
+
+    #[test]
+    fn two_outputs_may_not_be_one_file() {
+        let dir = folder("pairs");
+        let outputs = [
+            Written::new("--out", dir.join("a.png")),
+            Written::new("--summary", dir.join("./a.png")),
+        ];
+        let text = message(check(&ReadPaths::default(), &outputs, &[]));
+        assert!(text.contains("--out and --summary are the same file"), "{text}");
+    }
+}
