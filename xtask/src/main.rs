@@ -22,6 +22,9 @@ enum Task {
     /// Regenerate the architecture zoo of the run-time executor in tests/fixtures/zoo/ (needs
     /// Python and PyPI).
     Zoo,
+    /// Regenerate the hostile-input corpus in tests/fixtures/hostile/ (needs Python and PyPI,
+    /// only the pinned `onnx` and `numpy`).
+    Hostile,
     /// Time explanations against forward passes, side by side with pytorch-grad-cam when
     /// `--python` points at a Python with torch and grad-cam (e.g. target/reference-venv/bin/python).
     Bench(BenchArgs),
@@ -50,9 +53,10 @@ struct BenchArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
-        Task::ExportMobilenet => run_python("export_mobilenet.py"),
-        Task::Reference => run_python("make_fixtures.py"),
-        Task::Zoo => run_python("make_zoo.py"),
+        Task::ExportMobilenet => run_python("export_mobilenet.py", None),
+        Task::Reference => run_python("make_fixtures.py", None),
+        Task::Zoo => run_python("make_zoo.py", None),
+        Task::Hostile => run_python("make_hostile.py", Some(&["onnx", "numpy"])),
         Task::Bench(args) => bench(args),
     };
     match result {
@@ -71,8 +75,9 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Runs a script of `xtask/reference/` in a virtual environment with the pinned requirements.
-fn run_python(script: &str) -> Result<(), String> {
+/// Runs a script of `xtask/reference/` in a virtual environment with the pinned requirements
+/// (all of them, or only the packages named in `only`, at their pinned versions).
+fn run_python(script: &str, only: Option<&[&str]>) -> Result<(), String> {
     let root = root();
     let venv = root.join("target").join("reference-venv");
     let python = venv.join("bin").join("python");
@@ -80,9 +85,23 @@ fn run_python(script: &str) -> Result<(), String> {
         run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
     }
     let requirements = root.join("xtask/reference/requirements.txt");
-    run(Command::new(&python)
-        .args(["-m", "pip", "install", "-q", "-r"])
-        .arg(requirements))?;
+    match only {
+        None => run(Command::new(&python)
+            .args(["-m", "pip", "install", "-q", "-r"])
+            .arg(requirements))?,
+        Some(names) => {
+            let text = std::fs::read_to_string(&requirements)
+                .map_err(|e| format!("cannot read {}: {e}", requirements.display()))?;
+            let pinned: Vec<&str> = text
+                .lines()
+                .filter(|line| names.iter().any(|name| line.split("==").next() == Some(*name)))
+                .collect();
+            if pinned.len() != names.len() {
+                return Err(format!("{} does not pin all of {names:?}", requirements.display()));
+            }
+            run(Command::new(&python).args(["-m", "pip", "install", "-q"]).args(pinned))?
+        }
+    }
     run(Command::new(&python)
         .arg(root.join("xtask/reference").join(script))
         .current_dir(&root))

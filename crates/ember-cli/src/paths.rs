@@ -46,7 +46,7 @@ pub fn check(read: &ReadPaths, outputs: &[Written], folders_written: &[Written])
         }
     }
     let folders: Vec<(PathBuf, &Path)> = read.folders.iter().map(|f| (resolve(f), f.as_path())).collect();
-    for written in outputs.iter().chain(folders_written) {
+    for written in folders_written.iter().chain(outputs) {
         let resolved = resolve(&written.path);
         if let Some((folder, shown)) = folders.iter().find(|(folder, _)| resolved.starts_with(folder)) {
             let relation = if &resolved == folder { "is" } else { "lies inside" };

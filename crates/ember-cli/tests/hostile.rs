@@ -111,7 +111,8 @@ fn os(args: &[String]) -> Vec<&std::ffi::OsStr> {
     args.iter().map(std::ffi::OsStr::new).collect()
 }
 
-/// `explain` on flex with the corpus's tiny dynamic-size model at 16×16 and `extra` arguments.
+/// `explain` on flex with the corpus's tiny dynamic-size model at 16×16 and `extra` arguments
+/// (which name the input and the output).
 fn explain(extra: &[&str]) -> Run {
     let model = fixtures().join("tiny.onnx");
     let mut args: Vec<String> = ["explain", "--device", "flex", "--size", "16", "--model"]
@@ -160,4 +161,292 @@ fn the_generated_corpus() {
         cases.len(),
         problems.join("\n")
     );
+}
+
+/// Asserts a clean failure with `exit` and `message`.
+fn assert_refused(run: &Run, exit: i32, message: &str) {
+    if let Some(problem) = run.problem(exit, message) {
+        panic!("{problem}");
+    }
+}
+
+fn photo() -> PathBuf {
+    fixtures().join("photo.png")
+}
+
+#[cfg(unix)]
+fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status().expect("mkfifo runs");
+    assert!(status.success());
+}
+
+#[test]
+#[cfg(unix)]
+fn fifos_and_devices_are_refused_without_reading() {
+    let dir = scratch("special");
+    let fifo = dir.join("pipe.png");
+    mkfifo(&fifo);
+    let out = dir.join("overlay.png");
+    let fifo_model = dir.join("model.onnx");
+    mkfifo(&fifo_model);
+    // Nothing ever writes to these FIFOs: opening one to read would block until the timeout.
+    assert_refused(
+        &explain(&["--image", path(&fifo), "--out", path(&out)]),
+        1,
+        "not a regular file (a FIFO)",
+    );
+    let labels = dir.join("labels.txt");
+    mkfifo(&labels);
+    assert_refused(
+        &explain(&[
+            "--image",
+            path(&photo()),
+            "--out",
+            path(&out),
+            "--labels",
+            path(&labels),
+        ]),
+        1,
+        "not a regular file (a FIFO)",
+    );
+    let tensor = dir.join("tensor.npy");
+    mkfifo(&tensor);
+    assert_refused(
+        &explain(&["--input-npy", path(&tensor), "--out", path(&out)]),
+        1,
+        "not a regular file (a FIFO)",
+    );
+    let image = photo();
+    let args = [
+        "explain",
+        "--device",
+        "flex",
+        "--model",
+        path(&fifo_model),
+        "--image",
+        path(&image),
+    ];
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    assert_refused(&ember(&os(&args)), 1, "not a regular file (a FIFO)");
+    let args = ["layers", "--model", "/dev/zero"].map(String::from);
+    assert_refused(&ember(&os(&args)), 1, "not a regular file (a device)");
+    assert_refused(
+        &explain(&["--image", "/dev/zero", "--out", path(&out)]),
+        1,
+        "not a regular file (a device)",
+    );
+}
+
+#[test]
+#[cfg(unix)]
+fn external_data_may_not_leave_the_model_s_folder_through_a_symlink() {
+    let outside = scratch("outside");
+    std::fs::write(outside.join("secret.bin"), [0u8; 64]).unwrap();
+    let dir = scratch("symlinked-model");
+    // The corpus's model with its Conv bias in `weights.bin`, a symlink out of the folder.
+    let model = onnx_with_external_bias(&dir, "weights.bin");
+    std::os::unix::fs::symlink(outside.join("secret.bin"), dir.join("weights.bin")).unwrap();
+    let args = ["layers", "--model", path(&model)].map(String::from);
+    assert_refused(
+        &ember(&os(&args)),
+        1,
+        "resolves (through a symlink) outside the model's folder",
+    );
+    // A symlink inside the folder is followed.
+    std::fs::remove_file(dir.join("weights.bin")).unwrap();
+    std::fs::write(dir.join("real.bin"), [0u8; 64]).unwrap();
+    std::os::unix::fs::symlink(dir.join("real.bin"), dir.join("weights.bin")).unwrap();
+    let run = ember(&os(&args));
+    assert_eq!(run.code(), Some(0), "{}", run.stderr());
+}
+
+/// A copy of the corpus's tiny model in `dir` whose Conv bias is external data at `location`.
+fn onnx_with_external_bias(dir: &Path, location: &str) -> PathBuf {
+    use onnx_ir::{Message, ModelProto};
+    let bytes = std::fs::read(fixtures().join("tiny.onnx")).unwrap();
+    let mut model = ModelProto::parse_from_bytes(&bytes).unwrap();
+    let graph = model.graph.as_mut().unwrap();
+    let bias = graph.initializer.iter_mut().find(|t| t.name == "conv_b").unwrap();
+    bias.raw_data.clear();
+    bias.float_data.clear();
+    for (key, value) in [("location", location), ("offset", "0"), ("length", "16")] {
+        bias.external_data.push(Default::default());
+        let entry = bias.external_data.last_mut().unwrap();
+        entry.key = key.into();
+        entry.value = value.into();
+    }
+    bias.data_location = protobuf::EnumOrUnknown::from_i32(1); // EXTERNAL
+    let path = dir.join("model.onnx");
+    std::fs::write(&path, model.write_to_bytes().unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn outputs_never_overwrite_inputs() {
+    let dir = scratch("inputs");
+    let image = dir.join("cat.png");
+    std::fs::copy(photo(), &image).unwrap();
+    let original = std::fs::read(&image).unwrap();
+    // --out is the input image, by the same path or another spelling.
+    assert_refused(
+        &explain(&["--image", path(&image), "--out", path(&image)]),
+        2,
+        "is the input image",
+    );
+    let spelled = dir.join(".").join("cat.png");
+    assert_refused(
+        &explain(&["--image", path(&image), "--out", path(&spelled)]),
+        2,
+        "is the input image",
+    );
+    // The map or the summary over the image.
+    let out = scratch("inputs-out").join("overlay.png");
+    assert_refused(
+        &explain(&["--image", path(&image), "--out", path(&out), "--summary", path(&image)]),
+        2,
+        "--summary",
+    );
+    // A hard link to the image.
+    let link = scratch("inputs-link").join("cat.png");
+    std::fs::hard_link(&image, &link).unwrap();
+    assert_refused(
+        &explain(&["--image", path(&image), "--out", path(&link)]),
+        2,
+        "is the input image",
+    );
+    // --out-dir is the folder being read, or inside it.
+    assert_refused(
+        &explain(&["--image", path(&dir), "--out-dir", path(&dir)]),
+        2,
+        "is the input folder",
+    );
+    assert_refused(
+        &explain(&["--image", path(&dir), "--out-dir", path(&dir.join("explained"))]),
+        2,
+        "lies inside the input folder",
+    );
+    // --save-npy over the tensor read.
+    let tensor = dir.join("tensor.npy");
+    std::fs::copy(fixtures().join("npy_valid.npy"), &tensor).unwrap();
+    let tensor_original = std::fs::read(&tensor).unwrap();
+    assert_refused(
+        &explain(&[
+            "--input-npy",
+            path(&tensor),
+            "--out-dir",
+            path(&scratch("t-out")),
+            "--save-npy",
+            path(&dir),
+        ]),
+        2,
+        "--save-npy",
+    );
+    // The labels.
+    let labels = dir.join("labels.txt");
+    std::fs::write(&labels, "a\nb\nc\n").unwrap();
+    assert_refused(
+        &explain(&[
+            "--image",
+            path(&image),
+            "--out",
+            path(&out),
+            "--labels",
+            path(&labels),
+            "--summary",
+            path(&labels),
+        ]),
+        2,
+        "is the labels",
+    );
+    assert_eq!(std::fs::read(&image).unwrap(), original, "the image was changed");
+    assert_eq!(
+        std::fs::read(&tensor).unwrap(),
+        tensor_original,
+        "the tensor was changed"
+    );
+    assert_eq!(std::fs::read_to_string(&labels).unwrap(), "a\nb\nc\n");
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn a_folder_run_keeps_every_finished_image_and_writes_the_summary() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = scratch("folder-run");
+    std::fs::copy(photo(), dir.join("a-good.png")).unwrap();
+    // A file name that is not UTF-8 (was a panic after the overlays, before summary.json).
+    let odd = std::ffi::OsStr::from_bytes(b"b-caf\xe9.png");
+    std::fs::copy(photo(), dir.join(odd)).unwrap();
+    // A broken image and one whose overlay cannot be written (a folder is in its way).
+    std::fs::write(dir.join("c-broken.png"), b"\x89PNG\r\n\x1a\nbroken").unwrap();
+    std::fs::copy(photo(), dir.join("d-blocked.png")).unwrap();
+    let out = scratch("folder-run-out");
+    std::fs::create_dir_all(out.join("d-blocked.png")).unwrap();
+    let run = explain(&["--image", path(&dir), "--out-dir", path(&out), "--batch-size", "2"]);
+    assert_refused(&run, 1, "2 of 4 inputs failed");
+    let summary: Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let images = summary["images"].as_array().unwrap();
+    assert_eq!(images.len(), 4, "{summary:#}");
+    let row = |prefix: &str| {
+        images
+            .iter()
+            .find(|i| {
+                let name = i["image"].as_str().unwrap();
+                Path::new(name)
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(prefix)
+            })
+            .unwrap_or_else(|| panic!("no row for {prefix}: {summary:#}"))
+    };
+    assert!(row("a-good")["class"].is_u64());
+    assert!(row("b-caf")["class"].is_u64());
+    assert!(row("c-broken")["error"].as_str().unwrap().contains("cannot read image"));
+    assert!(row("d-blocked")["error"].as_str().unwrap().contains("cannot write"));
+    assert!(out.join("a-good.png").is_file());
+    // The overlay keeps the file name's bytes.
+    assert!(out.join(std::ffi::OsStr::from_bytes(b"b-caf\xe9.png")).is_file());
+}
+
+#[test]
+fn non_square_sizes_give_maps_of_that_size() {
+    // `--size 224x448` gave a 224×384 map: the centre crop silently shrank to the resized image.
+    let out = scratch("non-square");
+    let map = out.join("map.npy");
+    let model = fixtures().join("tiny.onnx");
+    let overlay = out.join("overlay.png");
+    let args = [
+        "explain",
+        "--device",
+        "flex",
+        "--model",
+        path(&model),
+        "--size",
+        "24x48",
+        "--image",
+        path(&photo()),
+        "--out",
+        path(&overlay),
+        "--save-npy",
+        path(&map),
+    ]
+    .map(String::from);
+    let run = ember(&os(&args));
+    assert_eq!(run.code(), Some(0), "{}", run.stderr());
+    let bytes = std::fs::read(&map).unwrap();
+    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
+    assert_eq!(npy.shape(), &[24, 48]);
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_documents_the_statuses() {
+    let run = ember(&os(&["explain".into(), "--no-such-flag".into()]));
+    assert_refused(&run, 2, "unexpected argument");
+    let help = ember(&os(&["--help".into()]));
+    assert_eq!(help.code(), Some(0));
+    let text = String::from_utf8_lossy(&help.output.stdout);
+    for status in ["0  done", "1  an input", "2  invalid arguments", "3  internal failure"] {
+        assert!(text.contains(status), "--help lacks `{status}`: {text}");
+    }
+    assert!(text.contains("--max-memory"), "{text}");
 }

@@ -364,13 +364,13 @@ impl Window {
             padded: [0; 2],
             output: [0; 2],
         };
-        for axis in 0..2 {
+        for (axis, &input) in size.iter().enumerate() {
             let span = (self.kernel[axis] - 1)
                 .checked_mul(self.dilation[axis])
                 .and_then(|s| s.checked_add(1))
                 .ok_or_else(overflow)?;
-            let (begin, end) = self.axis_padding(axis, size[axis], span).ok_or_else(overflow)?;
-            let padded = size[axis]
+            let (begin, end) = self.axis_padding(axis, input, span).ok_or_else(overflow)?;
+            let padded = input
                 .checked_add(begin)
                 .and_then(|s| s.checked_add(end))
                 .ok_or_else(overflow)?;
