@@ -14,7 +14,7 @@ error) and `message` a fragment of the expected one-line error. The Rust side
 timeout. Cases that need the file system at run time (FIFOs, symlinks, hard links, non-UTF-8
 names, outputs written over inputs) are built there.
 
-Every file is a few KB at most: the hostility is in the numbers they claim, not their size.
+Files are small (the largest, 5005 nodes, is 110 KB): the hostility is in the numbers they claim.
 Rerunning gives byte-identical files.
 """
 
@@ -278,6 +278,32 @@ def main():
         for i in range(3000)
     ], head="r2999")
     case("three_thousand_nodes", "a long chain still runs (no recursion limits)", explain(chain), 0)
+
+    many = classifier("too_many_nodes", [
+        helper.make_node("Relu", ["relu_out" if i == 0 else f"r{i - 1}"], [f"r{i}"])
+        for i in range(5000)
+    ], head="r4999")
+    case("five_thousand_and_five_nodes", "one node past the bound on graph size (type inference is quadratic)",
+         explain(many), 1, "more than the 5000 Ember loads")
+
+    lrn = classifier("lrn_size_huge", [
+        helper.make_node("LRN", ["relu_out"], ["normalised"], name="lrn_huge", size=HUGE),
+    ], head="normalised")
+    case("lrn_window_of_a_billion_channels", "an LRN window of 10^9 over 4 channels: a correct result",
+         explain(lrn), 0)
+
+    def zero_batch(model):
+        model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 0
+    case("input_batch_of_zero", "a fixed batch size of 0 (a folder run would loop forever)",
+         explain(classifier("zero_batch", edit=zero_batch)), 1, "empty dimension")
+
+    def zero_class_head(model):
+        for tensor in model.graph.initializer:
+            if tensor.name == "gemm_w":
+                tensor.CopyFrom(numpy_helper.from_array(np.zeros((0, 4), np.float32), "gemm_w"))
+        model.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 0
+    no_classes = classifier("zero_classes", gemm_b=np.zeros(0, np.float32), edit=zero_class_head)
+    case("zero_classes", "a classifier with no classes", explain(no_classes), 1, "no inputs or outputs")
 
     # --- Files that are not models --------------------------------------------------------
     write("empty.onnx", b"")

@@ -80,6 +80,19 @@ pub enum ImportError {
         /// What went wrong.
         message: String,
     },
+    /// The graph has more nodes than Ember loads (see [`MAX_NODES`]).
+    #[error(
+        "{path} has {nodes} nodes, more than the {limit} Ember loads (onnx-ir 0.22's type inference takes time \
+         quadratic in the node count: 5000 nodes load in 3.5 s, 10000 in 17 s)"
+    )]
+    TooManyNodes {
+        /// The file.
+        path: PathBuf,
+        /// Its nodes, subgraphs included.
+        nodes: usize,
+        /// [`MAX_NODES`].
+        limit: usize,
+    },
     /// The graph uses a construct the tap rewrite does not handle.
     #[error("{0}")]
     Unsupported(String),
@@ -134,9 +147,35 @@ pub fn tap_graph(path: &Path) -> Result<TappedGraph, ImportError> {
     tap_model(model, path)
 }
 
+/// The most nodes (subgraphs included) a graph may have. Image classifiers have a few hundred
+/// (ResNet-50: 175, a ViT-B export: under 1000); onnx-ir 0.22's type inference is quadratic in
+/// the node count, so without a bound a 300 KB file of 30000 nodes would take minutes to load.
+pub const MAX_NODES: usize = 5_000;
+
+/// The nodes of `graph` and of the subgraphs in its nodes' attributes.
+fn count_nodes(graph: &onnx_ir::GraphProto) -> usize {
+    graph.node.len()
+        + graph
+            .node
+            .iter()
+            .flat_map(|node| &node.attribute)
+            .map(|attribute| {
+                attribute.g.as_ref().map_or(0, count_nodes) + attribute.graphs.iter().map(count_nodes).sum::<usize>()
+            })
+            .sum::<usize>()
+}
+
 /// [`tap_graph`] for a model already in memory (`path` names it in errors); external data
 /// must already be inlined.
 pub fn tap_model(mut model: ModelProto, path: &Path) -> Result<TappedGraph, ImportError> {
+    let nodes = count_nodes(model.graph.get_or_default());
+    if nodes > MAX_NODES {
+        return Err(ImportError::TooManyNodes {
+            path: path.to_path_buf(),
+            nodes,
+            limit: MAX_NODES,
+        });
+    }
     let input_chw = graph_input_chw(&model);
     let candidates = node_outputs(&mut model)?;
 

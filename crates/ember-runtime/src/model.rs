@@ -189,11 +189,22 @@ impl OnnxModel {
                 )));
             }
         };
+        if input_shape.contains(&Some(0)) {
+            return Err(not_classifier(format!(
+                "the input `{}` has an empty dimension: {}",
+                input.name,
+                describe_dims(&input_shape)
+            )));
+        }
         let Some(output) = graph.outputs.first() else {
             return Err(not_classifier("the graph has no output".into()));
         };
         match &output.ty {
-            ArgType::Tensor(t) if t.rank == 2 && t.dtype.is_float() => {}
+            ArgType::Tensor(t) if t.rank == 2 && t.dtype.is_float() => {
+                if t.static_shape.as_ref().and_then(|s| s.get(1).copied().flatten()) == Some(0) {
+                    return Err(not_classifier("the output has 0 classes".into()));
+                }
+            }
             other => {
                 // onnx-ir renames values; the file's own name is the one a user knows.
                 let graph = tapped.model.graph.get_or_default();

@@ -129,12 +129,15 @@ pub fn lrn(node: &Node) -> Result<Kernel, String> {
     kernel(move |mut inputs, device| {
         let x = float(&mut inputs, 0, device)?.to_rank::<4>()?;
         let channels = x.dims()[1];
-        let (before, after) = ((size - 1) / 2, size / 2);
+        // A window reaching past every channel sums them all, whatever its size: clamping it
+        // keeps the result and bounds the work (a size of 10⁹ would be 10⁹ slices).
+        let reach = channels.saturating_sub(1);
+        let (before, after) = (((size - 1) / 2).min(reach), (size / 2).min(reach));
         let squares = x
             .clone()
             .powf_scalar(2.0)
             .pad(vec![(0, 0), (before, after), (0, 0), (0, 0)], PadMode::Constant(0.0));
-        let window_sum = (0..size)
+        let window_sum = (0..=before + after)
             .map(|offset| squares.clone().narrow(1, offset, channels))
             .reduce(|a, b| a + b)
             .ok_or("LRN size must be positive")?;
@@ -229,7 +232,11 @@ pub fn linear(node: &Node) -> Result<Kernel, String> {
     let transpose_weight = node!(node, Linear).config.transpose_weight;
     kernel(move |mut inputs, device| {
         let x = float(&mut inputs, 0, device)?;
-        let weight = float(&mut inputs, 1, device)?.to_rank::<2>()?;
+        let weight = float(&mut inputs, 1, device)?;
+        if weight.shape().contains(&0) {
+            return Err(format!("the weights have shape {:?}: the layer has no inputs or outputs", weight.shape()));
+        }
+        let weight = weight.to_rank::<2>()?;
         let weight = if transpose_weight { weight.transpose() } else { weight };
         let bias = optional_float(&mut inputs, 2, device)?
             .map(|b| b.to_rank::<1>())
@@ -260,7 +267,11 @@ pub fn gemm(node: &Node) -> Result<Kernel, String> {
     let config = node!(node, Gemm).config.clone();
     kernel(move |mut inputs, device| {
         let a = float(&mut inputs, 0, device)?.to_rank::<2>()?;
-        let b = float(&mut inputs, 1, device)?.to_rank::<2>()?;
+        let b = float(&mut inputs, 1, device)?;
+        if b.shape().contains(&0) {
+            return Err(format!("the weights have shape {:?}: the layer has no inputs or outputs", b.shape()));
+        }
+        let b = b.to_rank::<2>()?;
         let a = if config.trans_a != 0 { a.transpose() } else { a };
         let b = if config.trans_b != 0 { b.transpose() } else { b };
         let ([m, k], [k2, _]) = (a.dims(), b.dims());
