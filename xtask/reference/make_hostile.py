@@ -189,6 +189,22 @@ def main():
              f"{op} of [200000, 1] and [1, 200000]: 4·10^10 floats from two 800 KB inputs",
              explain(model), 1, "memory budget")
 
+    # Each tensor fits the budget alone, two do not: the budget bounds what the graph holds.
+    first = helper.make_node("ConstantOfShape", ["big_shape"], ["big_a"], name="big_a",
+                             value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0]))
+    second = helper.make_node("ConstantOfShape", ["big_shape"], ["big_b"], name="big_b",
+                              value=helper.make_tensor("v", TensorProto.FLOAT, [1], [2.0]))
+    held = classifier("held_together", [
+        first, second,
+        helper.make_node("Add", ["big_a", "big_b"], ["big_sum"], name="sum"),
+        helper.make_node("ReduceMean", ["big_sum"], ["scalar"], name="mean", keepdims=0),
+        helper.make_node("Mul", ["relu_out", "scalar"], ["scaled"], name="scale"),
+    ], [ints("big_shape", [10, 1024, 1024])], head="scaled")
+    case("tensors_that_fit_alone_but_not_together", "two 40 MiB tensors under a 64 MiB budget",
+         explain(held, "--max-memory", "64MiB"), 1, "already holds")
+    case("tensors_that_fit_together", "the same model under a 256 MiB budget: a correct result",
+         explain(held, "--max-memory", "256MiB"), 0)
+
     unsqueeze = classifier("unsqueeze_rank", [
         helper.make_node("Unsqueeze", ["relu_out", "axes"], ["deep"], name="unsqueeze_deep"),
         helper.make_node("Reshape", ["deep", "back"], ["restored"], name="reshape_back"),
@@ -404,6 +420,10 @@ def main():
         ("out_is_a_folder", ["--size", "16", "--out", "{out}"], 2, "--out"),
         ("npy_equals_out", ["--size", "16", "--out", "{out}/a.npy", "--save-npy"], 2, "--out"),
         ("summary_equals_out", ["--size", "16", "--summary", "{out}/overlay.png"], 2, "--summary"),
+        ("save_npy_equals_out", ["--size", "16", "--out", "{out}/a.png", "--save-npy", "{out}/a.png"], 2,
+         "--out and --save-npy are the same file"),
+        ("summary_equals_save_npy", ["--size", "16", "--save-npy", "{out}/m.npy", "--summary", "{out}/m.npy"], 2,
+         "--save-npy and --summary are the same file"),
         ("out_equals_model", ["--size", "16", "--out", "{dir}/tiny.onnx"], 2, "--out"),
     ]:
         case(name, "a bad argument", explain(tiny, *extra), exit, message)

@@ -365,8 +365,15 @@ impl OnnxModel {
     pub fn run(&self, input: Tensor<4>) -> Result<(Tensor<2>, Tensor<2>), RuntimeError> {
         let device = input.device();
         let mut values: Vec<Option<Value>> = vec![None; self.slots];
-        values[self.input_slot] = Some(Value::Float(Float::new(input)));
+        // The bytes held by computed values: the memory budget bounds what a step may add to
+        // them, not only each tensor alone.
+        let mut held: Vec<u64> = vec![0; self.slots];
+        let input = Value::Float(Float::new(input));
+        held[self.input_slot] = input.bytes();
+        let mut live: u64 = held[self.input_slot];
+        values[self.input_slot] = Some(input);
         for step in &self.steps {
+            ops::set_live_bytes(live);
             // A slot read for the last time is moved, not cloned: a tensor with one owner can
             // be updated in place by the backend.
             let inputs: Vec<Option<Value>> = step
@@ -397,12 +404,16 @@ impl OnnxModel {
                 return Err(self.node_error(step, "produced fewer outputs than the graph uses".into()));
             }
             for (slot, value) in step.outputs.iter().zip(outputs) {
+                live = live - held[*slot] + value.bytes();
+                held[*slot] = value.bytes();
                 values[*slot] = Some(value);
             }
             for &slot in &step.release {
+                live -= std::mem::take(&mut held[slot]);
                 values[slot] = None;
             }
         }
+        ops::set_live_bytes(0);
         let read = |slot: usize| -> Result<Tensor<2>, RuntimeError> {
             let value = values[slot].clone().ok_or_else(|| RuntimeError::Node {
                 node: "output".into(),

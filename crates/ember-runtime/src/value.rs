@@ -159,6 +159,14 @@ impl Value {
         }
     }
 
+    /// The bytes its elements take (4 per float, 8 per integer).
+    pub fn bytes(&self) -> u64 {
+        match self {
+            Value::Float(f) => 4 * f.tensor.shape().num_elements() as u64,
+            Value::Ints(i) => 8 * i.values.len() as u64,
+        }
+    }
+
     /// The value as floats (integers are uploaded to `device`).
     pub fn into_float(self, device: &Device) -> Result<Float, String> {
         match self {

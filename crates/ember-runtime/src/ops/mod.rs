@@ -242,12 +242,39 @@ fn normalise_axes(axes: &[i64], rank: usize) -> Result<Vec<usize>, String> {
         .collect()
 }
 
-/// Refuses a float output of `shape` that overflows or is above the memory budget, before
-/// Burn allocates it (an allocation failure there aborts the process).
+thread_local! {
+    /// The bytes the running graph holds in computed values (set by the executor before each
+    /// step).
+    static LIVE_BYTES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Tells [`within_budget`] how many bytes the running graph already holds.
+pub fn set_live_bytes(bytes: u64) {
+    LIVE_BYTES.with(|live| live.set(bytes));
+}
+
+/// Refuses a float output of `shape` that overflows or does not fit in the memory budget next
+/// to what the graph already holds, before Burn allocates it (an allocation failure there
+/// aborts the process).
 fn within_budget(shape: &[usize]) -> Result<(), String> {
-    ember_core::checked_bytes("the output", shape, 4)
-        .map(drop)
-        .map_err(|e| e.to_string())
+    within_budget_of(shape, 4).map(drop)
+}
+
+/// [`within_budget`] for elements of `element_bytes` bytes; the output's size in bytes.
+fn within_budget_of(shape: &[usize], element_bytes: u64) -> Result<u64, String> {
+    let bytes = ember_core::checked_bytes("the output", shape, element_bytes).map_err(|e| e.to_string())?;
+    let live = LIVE_BYTES.with(std::cell::Cell::get);
+    let budget = ember_core::memory_budget();
+    if live.saturating_add(bytes) > budget {
+        let human = ember_core::limits::human_bytes;
+        return Err(format!(
+            "the output would need {} ({shape:?}) next to the {} the model already holds, above the memory budget of {} (see --max-memory)",
+            human(bytes),
+            human(live),
+            human(budget)
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Checks that two padded shapes broadcast (NumPy rules).

@@ -234,7 +234,10 @@ pub fn linear(node: &Node) -> Result<Kernel, String> {
         let x = float(&mut inputs, 0, device)?;
         let weight = float(&mut inputs, 1, device)?;
         if weight.shape().contains(&0) {
-            return Err(format!("the weights have shape {:?}: the layer has no inputs or outputs", weight.shape()));
+            return Err(format!(
+                "the weights have shape {:?}: the layer has no inputs or outputs",
+                weight.shape()
+            ));
         }
         let weight = weight.to_rank::<2>()?;
         let weight = if transpose_weight { weight.transpose() } else { weight };
@@ -269,7 +272,10 @@ pub fn gemm(node: &Node) -> Result<Kernel, String> {
         let a = float(&mut inputs, 0, device)?.to_rank::<2>()?;
         let b = float(&mut inputs, 1, device)?;
         if b.shape().contains(&0) {
-            return Err(format!("the weights have shape {:?}: the layer has no inputs or outputs", b.shape()));
+            return Err(format!(
+                "the weights have shape {:?}: the layer has no inputs or outputs",
+                b.shape()
+            ));
         }
         let b = b.to_rank::<2>()?;
         let a = if config.trans_a != 0 { a.transpose() } else { a };

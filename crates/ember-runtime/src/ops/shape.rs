@@ -12,7 +12,9 @@ use onnx_ir::node::split::SplitSizesInput;
 use onnx_ir::node::squeeze::SqueezeInput;
 use onnx_ir::node::unsqueeze::UnsqueezeConfig;
 
-use super::{Kernel, Outputs, check_axis, float, kernel, node, normalise_axes, one, take, within_budget};
+use super::{
+    Kernel, Outputs, check_axis, float, kernel, node, normalise_axes, one, take, within_budget, within_budget_of,
+};
 use crate::value::{Float, Ints, MAX_RANK, Value};
 
 /// Flatten to `[∏ dims before axis, ∏ dims from axis]`.
@@ -399,7 +401,7 @@ pub fn constant_of_shape(node: &Node) -> Result<Kernel, String> {
         };
         let shape = Ints::vector(shape).sizes()?;
         let element_bytes = if matches!(fill, Fill::Float(_)) { 4 } else { 8 };
-        let bytes = ember_core::checked_bytes("the output", &shape, element_bytes).map_err(|e| e.to_string())?;
+        let bytes = within_budget_of(&shape, element_bytes)?;
         let count = (bytes / element_bytes) as usize;
         Ok(vec![match fill {
             Fill::Float(v) => Value::from_data(TensorData::new(vec![v; count], shape), device)?,
