@@ -59,6 +59,31 @@ pub fn check(read: &ReadPaths, outputs: &[Written], folders_written: &[Written])
             )));
         }
     }
+    // Writing to a FIFO would block until something reads it; to a device, go who knows where.
+    for written in outputs {
+        if let Ok(metadata) = std::fs::metadata(&written.path)
+            && !metadata.is_file()
+        {
+            return Err(Failure::usage(format!(
+                "{} {} is {}; Ember writes regular files only",
+                written.flag,
+                written.path.display(),
+                ember_core::limits::file_kind(&metadata.file_type())
+            )));
+        }
+    }
+    for written in folders_written {
+        if let Ok(metadata) = std::fs::metadata(&written.path)
+            && !metadata.is_dir()
+        {
+            return Err(Failure::usage(format!(
+                "{} {} is {}, not a folder",
+                written.flag,
+                written.path.display(),
+                ember_core::limits::file_kind(&metadata.file_type())
+            )));
+        }
+    }
     let mut taken: HashMap<PathBuf, &Written> = HashMap::new();
     let mut taken_ids: HashMap<(u64, u64), &Written> = HashMap::new();
     for written in outputs {

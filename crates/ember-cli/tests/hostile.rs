@@ -228,6 +228,33 @@ fn fifos_and_devices_are_refused_without_reading() {
     ];
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     assert_refused(&ember(&os(&args)), 1, "not a regular file (a FIFO)");
+    // Outputs: a FIFO would block the write, a device is not a file.
+    let summary_fifo = dir.join("summary.json");
+    mkfifo(&summary_fifo);
+    assert_refused(
+        &explain(&[
+            "--image",
+            path(&photo()),
+            "--out",
+            path(&out),
+            "--summary",
+            path(&summary_fifo),
+        ]),
+        2,
+        "--summary",
+    );
+    assert_refused(
+        &explain(&[
+            "--image",
+            path(&photo()),
+            "--out",
+            path(&out),
+            "--save-npy",
+            "/dev/full",
+        ]),
+        2,
+        "is a device; Ember writes regular files only",
+    );
     let args = ["layers", "--model", "/dev/zero"].map(String::from);
     assert_refused(&ember(&os(&args)), 1, "not a regular file (a device)");
     assert_refused(
@@ -376,11 +403,12 @@ fn a_folder_run_keeps_every_finished_image_and_writes_the_summary() {
     // A file name that is not UTF-8 (was a panic after the overlays, before summary.json).
     let odd = std::ffi::OsStr::from_bytes(b"b-caf\xe9.png");
     std::fs::copy(photo(), dir.join(odd)).unwrap();
-    // A broken image and one whose overlay cannot be written (a folder is in its way).
+    // A broken image and one whose overlay cannot be written (its name is a dangling symlink
+    // into a folder that does not exist).
     std::fs::write(dir.join("c-broken.png"), b"\x89PNG\r\n\x1a\nbroken").unwrap();
     std::fs::copy(photo(), dir.join("d-blocked.png")).unwrap();
     let out = scratch("folder-run-out");
-    std::fs::create_dir_all(out.join("d-blocked.png")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/folder/d.png", out.join("d-blocked.png")).unwrap();
     let run = explain(&["--image", path(&dir), "--out-dir", path(&out), "--batch-size", "2"]);
     assert_refused(&run, 1, "2 of 4 inputs failed");
     let summary: Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();

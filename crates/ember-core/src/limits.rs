@@ -279,7 +279,8 @@ pub fn read_regular_file(path: &Path, what: &'static str, limit: u64) -> Result<
     Ok(bytes)
 }
 
-fn file_kind(kind: &std::fs::FileType) -> &'static str {
+/// `a FIFO`, `a device`, `a socket`, `a folder`: what a file that is not regular is.
+pub fn file_kind(kind: &std::fs::FileType) -> &'static str {
     #[cfg(unix)]
     {
         use std::os::unix::fs::FileTypeExt;
@@ -293,7 +294,13 @@ fn file_kind(kind: &std::fs::FileType) -> &'static str {
             return "a socket";
         }
     }
-    if kind.is_dir() { "a folder" } else { "not a file" }
+    if kind.is_dir() {
+        "a folder"
+    } else if kind.is_file() {
+        "a regular file"
+    } else {
+        "not a file"
+    }
 }
 
 #[cfg(test)]
