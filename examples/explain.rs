@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use burn::tensor::activation::softmax;
 use clap::Parser;
 use ember_cam::models::{imagenet_classes, mobilenet_v2};
-use ember_cam::vision::{Colormap, Preprocess, load_rgb, overlay, write_npy};
+use ember_cam::vision::{Colormap, Preprocess, ReadPaths, Written, check_outputs, load_rgb, overlay, write_npy};
 use ember_cam::vocabulary::value_parser;
 use ember_cam::{
     CamModel, ClassTarget, DEFAULT_DEVICE, Explainer, Method, Rectifier, burn, describe_dims, device_named,
@@ -77,6 +77,15 @@ fn run(args: Args) -> Result<(), String> {
         Some(text) => ClassTarget::Class(parse_class(text, &classes).map_err(|e| e.to_string())?),
         None => ClassTarget::TopClass,
     };
+
+    // Nothing is written over the photo, and the overlay and the map are two files.
+    let read = ReadPaths {
+        files: vec![("input image", args.image.clone())],
+        folders: Vec::new(),
+    };
+    let mut outputs = vec![Written::new("--out", &args.out)];
+    outputs.extend(args.save_npy.iter().map(|path| Written::new("--save-npy", path)));
+    check_outputs(&read, &outputs, &[]).map_err(|e| e.to_string())?;
 
     let photo = load_rgb(&args.image).map_err(|e| e.to_string())?;
     let (input, shown) = Preprocess::imagenet()

@@ -103,6 +103,22 @@ fn missing_and_corrupt_images_are_one_line_errors() {
 }
 
 #[test]
+fn the_photo_is_never_overwritten() {
+    let photo = scratch("mine.png");
+    std::fs::copy("examples/images/chelsea.png", &photo).unwrap();
+    let original = std::fs::read(&photo).unwrap();
+    let photo = photo.to_str().unwrap();
+    assert_clean_error(&run(&["--image", photo, "--out", photo]), "is the input image");
+    let out = scratch("twice.png");
+    let out = out.to_str().unwrap();
+    assert_clean_error(
+        &run(&["--out", out, "--save-npy", out]),
+        "--out and --save-npy are the same file",
+    );
+    assert_eq!(std::fs::read(photo).unwrap(), original);
+}
+
+#[test]
 fn bad_layers_classes_and_devices_are_one_line_errors() {
     let message = assert_clean_error(&run(&["--layer", "/features/features.18/Clip"]), "unknown layer");
     assert!(message.contains("closest names: /features/features.18"), "{message}");

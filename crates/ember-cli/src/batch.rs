@@ -9,7 +9,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 use ember_core::{CamModel, ClassTarget, Explainer, Explanation, describe_dims, device_named, maps_to_host, to_host};
 use ember_runtime::{FinalSoftmax, OnnxModel, ScoreSource};
-use ember_vision::{Colormap, Preprocess, heatmap, load_rgb, overlay, write_npy};
+use ember_vision::{Colormap, Preprocess, ReadPaths, Written, check_outputs, heatmap, load_rgb, overlay, write_npy};
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
@@ -17,7 +17,6 @@ use serde_json::{Value, json};
 use crate::Failure;
 use crate::cli::{ExplainArgs, LayersArgs, ScoreKind};
 use crate::input;
-use crate::paths::{self, ReadPaths, Written};
 
 /// `ember layers`: the tappable layers of a model.
 pub fn layers(args: &LayersArgs) -> Result<(), Failure> {
@@ -112,7 +111,7 @@ pub fn explain(args: ExplainArgs) -> Result<(), Failure> {
     } else {
         many_plan(&args, &sources)?
     };
-    paths::check(&read, &plan.written, &plan.folders)?;
+    check_outputs(&read, &plan.written, &plan.folders).map_err(|e| Failure::usage(e.to_string()))?;
 
     let model = OnnxModel::load(&args.model, &device)?.with_scores(scores);
     let labels = input::labels(args.labels.as_deref())?;

@@ -11,7 +11,6 @@
 mod batch;
 mod cli;
 mod input;
-mod paths;
 
 use std::process::ExitCode;
 use std::sync::Mutex;

@@ -1,9 +1,11 @@
 //! Images in and out of Ember: decoding and ImageNet pre-processing into Burn tensors, colour
-//! maps, overlays and `.npy` export of maps.
+//! maps, overlays and `.npy` export of maps, and the check that outputs never overwrite inputs.
 
+pub mod outputs;
 mod overlay;
 mod preprocess;
 
+pub use outputs::{OutputConflict, ReadPaths, Written, check_outputs};
 pub use overlay::{Colormap, ColormapName, heatmap, overlay};
 pub use preprocess::{Preprocess, load_rgb};
 

@@ -4,12 +4,65 @@
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 
-use crate::Failure;
+/// Why a set of outputs cannot be written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutputConflict {
+    /// An output is, or lies inside, a folder being read.
+    #[error(
+        "{flag} {} {relation} the input folder {}: Ember never writes among the images it reads; choose another {flag}",
+        .path.display(), .folder.display()
+    )]
+    InInputFolder {
+        /// The option that named the output.
+        flag: &'static str,
+        /// The output.
+        path: PathBuf,
+        /// `is` or `lies inside`.
+        relation: &'static str,
+        /// The folder read.
+        folder: PathBuf,
+    },
+    /// An output is an input file (by path, symlink or hard link).
+    #[error(
+        "{flag} {} is the {what} {}: Ember never writes over its inputs; choose another {flag}",
+        .path.display(), .input.display()
+    )]
+    OverInput {
+        /// The option that named the output.
+        flag: &'static str,
+        /// The output.
+        path: PathBuf,
+        /// `input image`, `model`, …
+        what: &'static str,
+        /// The input.
+        input: PathBuf,
+    },
+    /// Two outputs are one file.
+    #[error("{who} are the same file {}; choose different paths", .path.display())]
+    SameFile {
+        /// `--out and --summary`, `two outputs of --out-dir`.
+        who: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// An output exists as something other than what is written there.
+    #[error("{flag} {} is {kind}; {expected}", .path.display())]
+    WrongKind {
+        /// The option that named the output.
+        flag: &'static str,
+        /// The output.
+        path: PathBuf,
+        /// `a FIFO`, `a folder`, …
+        kind: &'static str,
+        /// What is needed instead.
+        expected: &'static str,
+    },
+}
 
 /// What a run reads.
 #[derive(Debug, Default)]
 pub struct ReadPaths {
-    /// Files: the model, images, labels, the tensor.
+    /// Files, each with what it is (`model`, `input image`, `labels`, …).
     pub files: Vec<(&'static str, PathBuf)>,
     /// Folders whose images are read.
     pub folders: Vec<PathBuf>,
@@ -25,6 +78,7 @@ pub struct Written {
 }
 
 impl Written {
+    /// The output at `path`, chosen by `flag`.
     pub fn new(flag: &'static str, path: impl Into<PathBuf>) -> Self {
         Self {
             flag,
@@ -36,9 +90,9 @@ impl Written {
 /// Refuses outputs that are an input file (by path, through symlinks or as a hard link), lie
 /// inside an input folder, or are the same file as another output. `outputs` are files except
 /// those listed in `folders_written` (written into, checked only against input folders).
-pub fn check(read: &ReadPaths, outputs: &[Written], folders_written: &[Written]) -> Result<(), Failure> {
-    let mut inputs: HashMap<PathBuf, (&str, &Path)> = HashMap::new();
-    let mut input_ids: HashMap<(u64, u64), (&str, &Path)> = HashMap::new();
+pub fn check_outputs(read: &ReadPaths, outputs: &[Written], folders_written: &[Written]) -> Result<(), OutputConflict> {
+    let mut inputs: HashMap<PathBuf, (&'static str, &Path)> = HashMap::new();
+    let mut input_ids: HashMap<(u64, u64), (&'static str, &Path)> = HashMap::new();
     for (what, path) in &read.files {
         inputs.insert(resolve(path), (what, path));
         if let Some(id) = file_id(path) {
@@ -49,39 +103,37 @@ pub fn check(read: &ReadPaths, outputs: &[Written], folders_written: &[Written])
     for written in folders_written.iter().chain(outputs) {
         let resolved = resolve(&written.path);
         if let Some((folder, shown)) = folders.iter().find(|(folder, _)| resolved.starts_with(folder)) {
-            let relation = if &resolved == folder { "is" } else { "lies inside" };
-            return Err(Failure::usage(format!(
-                "{} {} {relation} the input folder {}: Ember never writes among the images it reads; choose another {}",
-                written.flag,
-                written.path.display(),
-                shown.display(),
-                written.flag
-            )));
+            return Err(OutputConflict::InInputFolder {
+                flag: written.flag,
+                path: written.path.clone(),
+                relation: if &resolved == folder { "is" } else { "lies inside" },
+                folder: shown.to_path_buf(),
+            });
         }
     }
     // Writing to a FIFO would block until something reads it; to a device, go who knows where.
-    for written in outputs {
+    for (written, folder) in outputs
+        .iter()
+        .map(|w| (w, false))
+        .chain(folders_written.iter().map(|w| (w, true)))
+    {
         if let Ok(metadata) = std::fs::metadata(&written.path)
-            && !metadata.is_file()
+            && (if folder {
+                !metadata.is_dir()
+            } else {
+                !metadata.is_file()
+            })
         {
-            return Err(Failure::usage(format!(
-                "{} {} is {}; Ember writes regular files only",
-                written.flag,
-                written.path.display(),
-                ember_core::limits::file_kind(&metadata.file_type())
-            )));
-        }
-    }
-    for written in folders_written {
-        if let Ok(metadata) = std::fs::metadata(&written.path)
-            && !metadata.is_dir()
-        {
-            return Err(Failure::usage(format!(
-                "{} {} is {}, not a folder",
-                written.flag,
-                written.path.display(),
-                ember_core::limits::file_kind(&metadata.file_type())
-            )));
+            return Err(OutputConflict::WrongKind {
+                flag: written.flag,
+                path: written.path.clone(),
+                kind: ember_core::limits::file_kind(&metadata.file_type()),
+                expected: if folder {
+                    "it must be a folder"
+                } else {
+                    "Ember writes regular files only"
+                },
+            });
         }
     }
     let mut taken: HashMap<PathBuf, &Written> = HashMap::new();
@@ -91,25 +143,23 @@ pub fn check(read: &ReadPaths, outputs: &[Written], folders_written: &[Written])
         let id = file_id(&written.path);
         let input = inputs.get(&resolved).or_else(|| id.and_then(|id| input_ids.get(&id)));
         if let Some((what, path)) = input {
-            return Err(Failure::usage(format!(
-                "{} {} is the {what} {}: Ember never writes over its inputs; choose another {}",
-                written.flag,
-                written.path.display(),
-                path.display(),
-                written.flag
-            )));
+            return Err(OutputConflict::OverInput {
+                flag: written.flag,
+                path: written.path.clone(),
+                what,
+                input: path.to_path_buf(),
+            });
         }
         let earlier = taken.get(&resolved).or_else(|| id.and_then(|id| taken_ids.get(&id)));
         if let Some(earlier) = earlier {
-            let who = if earlier.flag == written.flag {
-                format!("two outputs of {}", written.flag)
-            } else {
-                format!("{} and {}", earlier.flag, written.flag)
-            };
-            return Err(Failure::usage(format!(
-                "{who} are the same file {}; choose different paths",
-                written.path.display()
-            )));
+            return Err(OutputConflict::SameFile {
+                who: if earlier.flag == written.flag {
+                    format!("two outputs of {}", written.flag)
+                } else {
+                    format!("{} and {}", earlier.flag, written.flag)
+                },
+                path: written.path.clone(),
+            });
         }
         taken.insert(resolved, written);
         if let Some(id) = id {
@@ -171,11 +221,8 @@ mod tests {
         dir
     }
 
-    fn message(result: Result<(), Failure>) -> String {
-        match result {
-            Err(Failure::Usage(message)) => message,
-            other => panic!("expected a usage error, got {other:?}"),
-        }
+    fn message(result: Result<(), OutputConflict>) -> String {
+        result.expect_err("a conflict").to_string()
     }
 
     #[test]
@@ -189,29 +236,29 @@ mod tests {
         };
         // The same file by another spelling.
         let spelled = dir.join("sub/../photo.png");
-        let text = message(check(&read, &[Written::new("--out", &spelled)], &[]));
+        let text = message(check_outputs(&read, &[Written::new("--out", &spelled)], &[]));
         assert!(text.contains("is the image"), "{text}");
         // A hard link.
         let link = dir.join("link.png");
         let _ = std::fs::remove_file(&link);
         std::fs::hard_link(&photo, &link).unwrap();
-        assert!(message(check(&read, &[Written::new("--out", &link)], &[])).contains("is the image"));
+        assert!(message(check_outputs(&read, &[Written::new("--out", &link)], &[])).contains("is the image"));
         // A symlink.
         #[cfg(unix)]
         {
             let symlink = dir.join("symlink.png");
             let _ = std::fs::remove_file(&symlink);
             std::os::unix::fs::symlink(&photo, &symlink).unwrap();
-            assert!(message(check(&read, &[Written::new("--out", &symlink)], &[])).contains("is the image"));
+            assert!(message(check_outputs(&read, &[Written::new("--out", &symlink)], &[])).contains("is the image"));
         }
         // A folder being read, and anything inside it.
         let read = ReadPaths {
             files: vec![],
             folders: vec![dir.clone()],
         };
-        let text = message(check(&read, &[], &[Written::new("--out-dir", &dir)]));
+        let text = message(check_outputs(&read, &[], &[Written::new("--out-dir", &dir)]));
         assert!(text.contains("is the input folder"), "{text}");
-        let text = message(check(
+        let text = message(check_outputs(
             &read,
             &[Written::new("--summary", dir.join("new/summary.json"))],
             &[],
@@ -219,7 +266,7 @@ mod tests {
         assert!(text.contains("lies inside the input folder"), "{text}");
         // Elsewhere is fine.
         let elsewhere = folder("outputs");
-        assert!(check(&read, &[Written::new("--out", elsewhere.join("a.png"))], &[]).is_ok());
+        assert!(check_outputs(&read, &[Written::new("--out", elsewhere.join("a.png"))], &[]).is_ok());
     }
 
     #[test]
@@ -229,7 +276,7 @@ mod tests {
             Written::new("--out", dir.join("a.png")),
             Written::new("--summary", dir.join("./a.png")),
         ];
-        let text = message(check(&ReadPaths::default(), &outputs, &[]));
+        let text = message(check_outputs(&ReadPaths::default(), &outputs, &[]));
         assert!(text.contains("--out and --summary are the same file"), "{text}");
     }
 }
