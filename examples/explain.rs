@@ -15,8 +15,8 @@ use ember_cam::models::{imagenet_classes, mobilenet_v2};
 use ember_cam::vision::{Colormap, Preprocess, ReadPaths, Written, check_outputs, load_rgb, overlay, write_npy};
 use ember_cam::vocabulary::value_parser;
 use ember_cam::{
-    CamModel, ClassTarget, DEFAULT_DEVICE, Explainer, Method, Rectifier, burn, describe_dims, device_named,
-    maps_to_host, parse_class,
+    CamModel, ClassTarget, DEFAULT_DEVICE, Explainer, Method, Rectifier, burn, describe_dims, maps_to_host,
+    open_device, parse_class,
 };
 
 #[derive(Parser, Debug)]
@@ -44,7 +44,8 @@ struct Args {
     /// Also write the final map (float32, 224×224) as a .npy file.
     #[arg(long)]
     save_npy: Option<PathBuf>,
-    /// Backend: flex (CPU), ndarray (CPU) or wgpu (GPU); wgpu when built with --features wgpu.
+    /// Backend: flex (CPU), ndarray (CPU), wgpu (GPU; or wgpu-vulkan, wgpu-gl, wgpu-metal,
+    /// wgpu-dx12 to pin the graphics API); wgpu when built with --features wgpu.
     #[arg(long, default_value = DEFAULT_DEVICE)]
     device: String,
     /// List the tappable layers and exit.
@@ -63,7 +64,12 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), String> {
-    let device = device_named(&args.device).map_err(|e| e.to_string())?;
+    let opened = open_device(&args.device).map_err(|e| e.to_string())?;
+    let device = opened.device;
+    let device_label = match &opened.adapter {
+        Some(adapter) => format!("{}: {adapter}", args.device),
+        None => args.device.clone(),
+    };
     let model = mobilenet_v2::Model::from_embedded(&device);
     if args.list_layers {
         for layer in model.layers() {
@@ -101,7 +107,7 @@ fn run(args: Args) -> Result<(), String> {
     let (top_p, top_i) = probabilities.topk_with_indices(5, 1);
     let top_p = top_p.try_into_vec_as::<f32>().map_err(|e| format!("{e:?}"))?;
     let top_i = top_i.try_into_vec_as::<i64>().map_err(|e| format!("{e:?}"))?;
-    println!("top-5 on {} ({}):", args.image.display(), args.device);
+    println!("top-5 on {} ({device_label}):", args.image.display());
     for (p, i) in top_p.iter().zip(&top_i) {
         println!("  {:>5.1}%  {:>3}  {}", 100.0 * p, i, classes[*i as usize]);
     }
@@ -128,6 +134,9 @@ fn run(args: Args) -> Result<(), String> {
         let [_, h, w] = explanation.maps.dims();
         write_npy(path, &map, &[h as u64, w as u64]).map_err(|e| e.to_string())?;
         println!("map written to {}", path.display());
+    }
+    if opened.adapter.is_some_and(|adapter| adapter.software) {
+        println!("note: this wgpu adapter is a software rasteriser; --device flex is faster on this machine");
     }
     Ok(())
 }

@@ -9,9 +9,13 @@
 //! zoo (`tests/fixtures/zoo/`) against its PyTorch logits (≤ 1e-4 relative) and
 //! pytorch-grad-cam map (≤ 1e-4 absolute).
 //!
+//! wgpu runs three times: on the graphics API it prefers, and pinned to Vulkan and to OpenGL,
+//! the two a machine without a GPU offers through Mesa (lavapipe, and llvmpipe through EGL).
+//!
 //! A backend that cannot start fails its test. To run the suite where one cannot (a machine
-//! without Vulkan or a GPU, say), opt out explicitly: `EMBER_SKIP_BACKENDS=wgpu` (a comma list)
-//! skips that backend's comparison and says so; nothing is skipped otherwise.
+//! without Vulkan or EGL, say), opt out explicitly: `EMBER_SKIP_BACKENDS=wgpu-gl` (a comma list
+//! of `ndarray`, `wgpu`, `wgpu-vulkan`, `wgpu-gl`) skips that comparison and says so; nothing is
+//! skipped otherwise.
 
 use burn::tensor::{Device, Tensor, TensorData};
 use ember_cam::models::mobilenet_v2;
@@ -146,6 +150,7 @@ fn check_against_flex(backend: &str, make_device: impl FnOnce() -> Device) {
             );
         }
     };
+    check_resize(backend, &device);
     check_zoo(backend, &device);
     let reference = run(&Device::flex());
     let other = run(&device);
@@ -164,10 +169,54 @@ fn ndarray_agrees_with_flex() {
     check_against_flex("ndarray", Device::ndarray);
 }
 
+/// The upsampling of maps, border included, against flex: the place where wgpu on OpenGL read
+/// outside the map (docs/wgpu-adapters.md).
+#[cfg(any(feature = "ndarray", feature = "wgpu"))]
+fn check_resize(backend: &str, device: &Device) {
+    let values: Vec<f32> = (0..2 * 7 * 7).map(|i| (i * 37 % 101) as f32 / 101.0).collect();
+    let upsample = |device: &Device| {
+        let maps = Tensor::<3>::from_data(TensorData::new(values.clone(), [2, 7, 7]), device);
+        maps_to_host(&ember_cam::resize_bilinear(maps, 224, 224)).unwrap()
+    };
+    let (ours, flex) = (upsample(device), upsample(&Device::flex()));
+    let worst = ours.iter().zip(&flex).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    println!("{backend} vs flex, 7×7 → 224×224 upsampling: worst difference {worst:.2e}");
+    assert!(
+        worst <= MAP_ABS,
+        "{backend}: upsampled maps differ from flex by {worst}"
+    );
+}
+
+/// The wgpu device `name` (see `ember_cam::DEVICES`), its adapter printed.
+#[cfg(feature = "wgpu")]
+fn wgpu_device(name: &str) -> Device {
+    let opened = ember_cam::open_device(name).unwrap_or_else(|e| panic!("{e}"));
+    if let Some(adapter) = &opened.adapter {
+        println!("{name}: {adapter}");
+    }
+    opened.device
+}
+
+/// wgpu on the graphics API it prefers (on a machine with a GPU, that GPU).
 #[cfg(feature = "wgpu")]
 #[test]
 fn wgpu_agrees_with_flex() {
-    check_against_flex("wgpu", || Device::wgpu(burn::tensor::DeviceKind::DefaultDevice));
+    check_against_flex("wgpu", || wgpu_device("wgpu"));
+}
+
+/// wgpu pinned to Vulkan (in CI: Mesa's lavapipe).
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_on_vulkan_agrees_with_flex() {
+    check_against_flex("wgpu-vulkan", || wgpu_device("wgpu-vulkan"));
+}
+
+/// wgpu pinned to OpenGL (in CI: Mesa's llvmpipe through EGL), the adapter wgpu falls back to
+/// on a machine without Vulkan.
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_on_opengl_agrees_with_flex() {
+    check_against_flex("wgpu-gl", || wgpu_device("wgpu-gl"));
 }
 
 /// flex against the PyTorch fixtures, and against itself run to run (the reference the other

@@ -1,4 +1,5 @@
-//! The README's lists are the library's tables: operators, methods, rectifiers, colour maps.
+//! The README's lists are the library's tables: operators, methods, rectifiers, colour maps,
+//! devices.
 //! On a mismatch the test prints the block to paste.
 
 use ember_cam::vision::ColormapName;
@@ -32,11 +33,13 @@ fn quoted<V: Vocabulary>() -> String {
 
 #[test]
 fn the_vocabulary_lists_are_the_tables() {
+    let devices: Vec<String> = ember_cam::device_names().iter().map(|n| format!("`{n}`")).collect();
     let expected = format!(
-        "- `--method`: {}\n- `--rectifier`: {}\n- `--colormap`: {}",
+        "- `--method`: {}\n- `--rectifier`: {}\n- `--colormap`: {}\n- `--device`: {}",
         quoted::<Method>(),
         quoted::<Rectifier>(),
-        quoted::<ColormapName>()
+        quoted::<ColormapName>(),
+        devices.join(", ")
     );
     let found = block(&readme(), "vocabularies", "vocabularies");
     assert_eq!(found, expected, "update the README's vocabularies to:\n{expected}");

@@ -7,7 +7,10 @@ use std::time::Instant;
 
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
-use ember_core::{CamModel, ClassTarget, Explainer, Explanation, describe_dims, device_named, maps_to_host, to_host};
+use ember_core::{
+    Adapter, CamModel, ClassTarget, DeviceError, Explainer, Explanation, describe_dims, maps_to_host, open_device,
+    to_host,
+};
 use ember_runtime::{FinalSoftmax, OnnxModel, ScoreSource};
 use ember_vision::{Colormap, Preprocess, ReadPaths, Written, check_outputs, heatmap, load_rgb, overlay, write_npy};
 use image::RgbImage;
@@ -65,7 +68,11 @@ struct Outputs {
 pub fn explain(args: ExplainArgs) -> Result<(), Failure> {
     // Arguments first (usage errors, exit 2), then what they name (failed inputs, exit 1).
     input::check_arguments(&args)?;
-    let device = device_named(&args.device).map_err(|e| Failure::usage(e.to_string()))?;
+    let opened = open_device(&args.device).map_err(|e| match e {
+        DeviceError::Unavailable { .. } => Failure::Input(e.to_string()),
+        _ => Failure::usage(e.to_string()),
+    })?;
+    let (device, adapter) = (opened.device, opened.adapter);
     let requested_size = args.size.as_deref().map(input::parse_size).transpose()?;
     let scores = match args.score {
         ScoreKind::Logits => ScoreSource::Logits,
@@ -143,6 +150,7 @@ pub fn explain(args: ExplainArgs) -> Result<(), Failure> {
         recipe,
         tensor,
         device,
+        adapter,
     };
     if one_file {
         let outputs = plan.outputs.into_iter().next().expect("one plan for one input");
@@ -256,6 +264,8 @@ struct Run<'a> {
     /// The pre-processed tensor of `--input-npy`.
     tensor: Option<Tensor<4>>,
     device: Device,
+    /// The wgpu adapter, reported with the results.
+    adapter: Option<Adapter>,
 }
 
 /// What is reported of one explained image.
@@ -306,7 +316,7 @@ impl Run<'_> {
             "{} on {} ({}):",
             self.args.model.display(),
             item.source.display(),
-            self.args.device
+            self.device_label()
         );
         for (class, p) in &report.top5 {
             println!("  {:>5.1}%  {:>4}  {}", 100.0 * p, class, self.label(*class));
@@ -325,6 +335,7 @@ impl Run<'_> {
         if let Some(map) = &outputs.map {
             println!("map written to {}", map.display());
         }
+        self.software_note();
         if let Some(summary) = &self.args.summary {
             let entry = self.entry(&item.source, &report, &outputs, seconds, &explanation);
             self.write_summary(summary, vec![entry], seconds)?;
@@ -413,11 +424,13 @@ impl Run<'_> {
         let elapsed = started.elapsed().as_secs_f64();
         self.write_summary(&summary, entries, elapsed)?;
         println!(
-            "explained {} of {total} inputs in {elapsed:.2} s; overlays in {}, summary in {}",
+            "explained {} of {total} inputs in {elapsed:.2} s on {}; overlays in {}, summary in {}",
             total - failures,
+            self.device_label(),
             out_dir.display(),
             summary.display()
         );
+        self.software_note();
         if failures > 0 {
             return Err(Failure::Input(format!(
                 "{failures} of {total} inputs failed; see {}",
@@ -537,6 +550,9 @@ impl Run<'_> {
         let summary = json!({
             "model": shown_path(&self.args.model),
             "device": self.args.device,
+            "adapter": self.adapter.as_ref().map(|a| json!({
+                "name": a.name, "graphics_api": a.graphics_api, "software": a.software,
+            })),
             "method": self.args.method,
             "rectifier": self.args.rectifier,
             "score": match self.args.score { ScoreKind::Logits => "logits", ScoreKind::Output => "output" },
@@ -546,6 +562,21 @@ impl Run<'_> {
         });
         let text = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
         std::fs::write(path, text + "\n").map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+
+    /// `flex`, or `wgpu: NVIDIA H200 via Vulkan`.
+    fn device_label(&self) -> String {
+        match &self.adapter {
+            Some(adapter) => format!("{}: {adapter}", self.args.device),
+            None => self.args.device.clone(),
+        }
+    }
+
+    /// On a software rasteriser the GPU backend runs on the CPU, slower than flex.
+    fn software_note(&self) {
+        if self.adapter.as_ref().is_some_and(|a| a.software) {
+            println!("note: this wgpu adapter is a software rasteriser; --device flex is faster on this machine");
+        }
     }
 
     fn label(&self, class: usize) -> String {

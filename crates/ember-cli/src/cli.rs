@@ -31,6 +31,15 @@ const EXIT_STATUSES: &str = "Exit status:
   2  invalid arguments (including an output that would overwrite an input)
   3  internal failure: a bug in Ember, please report it";
 
+/// The device names of `ember_core::DEVICES`, each with its description in `--help`.
+fn device_parser() -> clap::builder::PossibleValuesParser {
+    ember_core::DEVICES
+        .iter()
+        .map(|(name, description)| clap::builder::PossibleValue::new(*name).help(*description))
+        .collect::<Vec<_>>()
+        .into()
+}
+
 fn parse_max_memory(text: &str) -> Result<u64, String> {
     ember_core::limits::parse_bytes(text)
 }
@@ -110,9 +119,9 @@ pub struct ExplainArgs {
     #[arg(long)]
     pub summary: Option<PathBuf>,
 
-    /// Backend: flex (CPU), ndarray (CPU) or wgpu (GPU). Default: wgpu when built with the
-    /// `wgpu` feature, flex otherwise.
-    #[arg(long, default_value = DEFAULT_DEVICE)]
+    /// Backend. Default: wgpu when built with the `wgpu` feature, flex otherwise. The adapter a
+    /// wgpu device runs on is printed with the results.
+    #[arg(long, default_value = DEFAULT_DEVICE, value_parser = device_parser())]
     pub device: String,
 
     /// Image pre-processing: imagenet (resize shorter side to size·256/224, centre crop, ImageNet

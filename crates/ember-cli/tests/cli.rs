@@ -524,7 +524,7 @@ fn bad_arguments_and_inputs_are_one_line_errors() {
     );
     assert_clean_error(&explain(&mobilenet, &["--class", "1000"]), "out of range");
     assert_clean_error(&explain(&mobilenet, &["--class", "tabby"]), "--labels");
-    assert_clean_error(&explain(&mobilenet, &["--device", "tpu"]), "unknown device");
+    assert_clean_error(&explain(&mobilenet, &["--device", "tpu"]), "invalid value 'tpu' for '--device");
     let tensor = scratch("wrong-size.npy");
     write_npy(&tensor, &vec![0.5; 3 * 100 * 100], &[3, 100, 100]).unwrap();
     assert_clean_error(
@@ -551,4 +551,33 @@ fn ops_lists_the_executor_s_table_one_per_line() {
     unique.sort_unstable();
     unique.dedup();
     assert_eq!(unique.len(), listed.len());
+}
+
+/// The adapter a wgpu device runs on, with the results, on OpenGL (the adapter the CI machine
+/// and a machine without Vulkan have). Opted out, as backend parity, with
+/// `EMBER_SKIP_BACKENDS=wgpu-gl`.
+#[test]
+fn the_wgpu_adapter_is_reported_with_the_results() {
+    let skipped = std::env::var("EMBER_SKIP_BACKENDS").unwrap_or_default();
+    if skipped.split(',').any(|name| name.trim() == "wgpu-gl") {
+        println!("SKIPPED: the wgpu-gl adapter report (EMBER_SKIP_BACKENDS={skipped})");
+        return;
+    }
+    let model = path("tests/fixtures/hostile/tiny.onnx");
+    let run = explain(&model, &["--device", "wgpu-gl", "--size", "16"]);
+    match ember_cam::open_device("wgpu-gl") {
+        Err(ember_cam::DeviceError::NotBuiltIn(..)) => assert_clean_error(&run, "not built in"),
+        Err(other) => panic!("wgpu-gl cannot start here: {other}"),
+        Ok(opened) => {
+            let adapter = opened.adapter.expect("a wgpu device has an adapter");
+            let text = stdout(&run);
+            assert!(text.contains(&format!("(wgpu-gl: {adapter}):")), "{text}");
+            assert!(text.contains("via Gl"), "{text}");
+            assert_eq!(
+                text.contains("--device flex is faster on this machine"),
+                adapter.software,
+                "{text}"
+            );
+        }
+    }
 }

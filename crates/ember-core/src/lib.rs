@@ -22,7 +22,9 @@ mod tap;
 mod target;
 pub mod vocabulary;
 
-pub use device::{DEFAULT_DEVICE, DeviceError, device_named};
+pub use device::{
+    Adapter, DEFAULT_DEVICE, DEVICES, DeviceError, OpenedDevice, device_named, device_names, open_device,
+};
 pub use error::{CamError, ModelFailure, Result};
 pub use explainer::{Explainer, Explanation, LayerMap, LayerTensors, closest_names};
 pub use limits::{FileError, SizeError, checked_bytes, memory_budget, set_memory_budget};

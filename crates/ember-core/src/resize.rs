@@ -1,23 +1,76 @@
 //! Upsampling maps to the input resolution.
 
-use burn::tensor::Tensor;
-use burn::tensor::module::interpolate;
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::{Int, Tensor, TensorData};
 
 /// Bilinear resize of `[N, h, w]` maps to `[N, height, width]` with half-pixel centres
 /// (`align_corners = false`), the mapping of OpenCV's `cv2.resize` that pytorch-grad-cam uses.
+///
+/// The source rows and columns of every output pixel, clamped to the map, and their weights
+/// are computed on the host; the device only gathers (`select`) and blends. Nothing reads
+/// outside the map, so every backend and graphics adapter gives the same result: Burn's
+/// `interpolate` leaves the border to the backend, and wgpu on OpenGL reads the samples past
+/// the edge as zeros (up to 0.26 lower than flex along the border of a 7×7 → 224×224 map; see
+/// `docs/wgpu-adapters.md`).
 pub fn resize_bilinear(maps: Tensor<3>, height: usize, width: usize) -> Tensor<3> {
-    let [batch, h, w] = maps.dims();
+    let [_, h, w] = maps.dims();
     if (h, w) == (height, width) {
         return maps;
     }
-    let options = InterpolateOptions {
-        mode: InterpolateMode::Bilinear,
-        align_corners: false,
-        output_size: Some([height, width]),
-        scale_factor: None,
+    let device = maps.device();
+    let rows = AxisTaps::new(h, height);
+    let columns = AxisTaps::new(w, width);
+    let index =
+        |values: Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(values.clone(), [values.len()]), &device);
+    let weight = |values: Vec<f32>, shape: [usize; 3]| {
+        Tensor::<1>::from_data(TensorData::new(values, [shape.iter().product::<usize>()]), &device).reshape(shape)
     };
-    interpolate(maps.reshape([batch, 1, h, w]), options).reshape([batch, height, width])
+
+    // OpenCV's order: along x within each source row, then along y.
+    let left = maps.clone().select(2, index(columns.first));
+    let right = maps.select(2, index(columns.second));
+    let along_x =
+        left * weight(columns.first_weight, [1, 1, width]) + right * weight(columns.second_weight, [1, 1, width]);
+    let top = along_x.clone().select(1, index(rows.first));
+    let bottom = along_x.select(1, index(rows.second));
+    top * weight(rows.first_weight, [1, height, 1]) + bottom * weight(rows.second_weight, [1, height, 1])
+}
+
+/// Along one axis, for each output position: the two source positions and their weights.
+struct AxisTaps {
+    first: Vec<i64>,
+    second: Vec<i64>,
+    first_weight: Vec<f32>,
+    second_weight: Vec<f32>,
+}
+
+impl AxisTaps {
+    /// Output position `j` samples source coordinate `(j + 0.5)·input/output − 0.5`, clamped to
+    /// `[0, input − 1]` (OpenCV: below 0 and at or past the last sample, the weight goes to the
+    /// nearest one).
+    fn new(input: usize, output: usize) -> Self {
+        let scale = input as f64 / output as f64;
+        let last = input.saturating_sub(1);
+        let mut taps = Self {
+            first: Vec::with_capacity(output),
+            second: Vec::with_capacity(output),
+            first_weight: Vec::with_capacity(output),
+            second_weight: Vec::with_capacity(output),
+        };
+        for j in 0..output {
+            let source = ((j as f64 + 0.5) * scale - 0.5).max(0.0);
+            let floor = source.floor() as usize;
+            let (first, fraction) = if floor >= last {
+                (last, 0.0)
+            } else {
+                (floor, source - floor as f64)
+            };
+            taps.first.push(first as i64);
+            taps.second.push((first + 1).min(last) as i64);
+            taps.first_weight.push((1.0 - fraction) as f32);
+            taps.second_weight.push(fraction as f32);
+        }
+        taps
+    }
 }
 
 #[cfg(test)]
@@ -41,6 +94,13 @@ mod tests {
                 assert!((got - expected).abs() < 1e-6, "({row}, {col}): {got} vs {expected}");
             }
         }
+    }
+
+    #[test]
+    fn one_row_or_column_is_repeated() {
+        let map = Tensor::<1>::from_data([5.0f32], &Device::flex()).reshape([1, 1, 1]);
+        let resized = resize_bilinear(map, 3, 2).try_into_vec_as::<f32>().unwrap();
+        assert_eq!(resized, [5.0; 6]);
     }
 
     #[test]
