@@ -524,7 +524,10 @@ fn bad_arguments_and_inputs_are_one_line_errors() {
     );
     assert_clean_error(&explain(&mobilenet, &["--class", "1000"]), "out of range");
     assert_clean_error(&explain(&mobilenet, &["--class", "tabby"]), "--labels");
-    assert_clean_error(&explain(&mobilenet, &["--device", "tpu"]), "invalid value 'tpu' for '--device");
+    assert_clean_error(
+        &explain(&mobilenet, &["--device", "tpu"]),
+        "invalid value 'tpu' for '--device",
+    );
     let tensor = scratch("wrong-size.npy");
     write_npy(&tensor, &vec![0.5; 3 * 100 * 100], &[3, 100, 100]).unwrap();
     assert_clean_error(

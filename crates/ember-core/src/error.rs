@@ -120,6 +120,13 @@ pub enum CamError {
     /// A tensor could not be read back from the device.
     #[error("could not read a tensor from the device: {0}")]
     Read(String),
+
+    /// The layer's spatial size is 1×1 for this input: its map would be blank.
+    #[error(
+        "layer `{0}` is 1×1 for this input, so its class activation map would be blank; choose an earlier \
+         layer, before global pooling or the last strided stage (or give a larger input)"
+    )]
+    NoSpatialExtent(String),
 }
 
 impl CamError {

@@ -140,6 +140,9 @@ impl Explainer {
         let recording = session.finish();
         let output = output?;
         let captures = captures_in_order(recording, &layers, model)?;
+        if let Some(flat) = captures.iter().find(|c| matches!(c.activation.dims(), [_, _, 1, 1])) {
+            return Err(CamError::NoSpatialExtent(flat.name.clone()));
+        }
 
         let TargetScores { scores, classes } = target.scores(&output, batch)?;
         check_finite(&scores)?;

@@ -18,6 +18,7 @@ mod model;
 mod read;
 mod rectifier;
 mod resize;
+mod scores;
 mod tap;
 mod target;
 pub mod vocabulary;
@@ -32,9 +33,10 @@ pub use methods::{
     CamMethod, GradCam, GradCamElementWise, GradCamPlusPlus, HiResCam, LayerCam, Method, MethodOutput, XGradCam,
 };
 pub use model::{CamModel, LayerInfo, check_input_chw, default_layer, describe_dims};
-pub use read::{maps_to_host, to_host};
+pub use read::{ImageExplanation, Peak, maps_to_host, to_host};
 pub use rectifier::Rectifier;
 pub use resize::resize_bilinear;
+pub use scores::{FinalActivation, ScoreSource, capture_scores, score_tap};
 pub use tap::{LayerTap, tap};
 pub use target::{ClassTarget, ScoreFn, Target, TargetScores, parse_class};
 pub use vocabulary::{UnknownName, Vocabulary};

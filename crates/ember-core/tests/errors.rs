@@ -170,3 +170,20 @@ fn a_closure_target_of_the_wrong_length_is_rejected() {
         .unwrap_err();
     assert!(matches!(error, CamError::BatchMismatch { got: 1, batch: 2, .. }));
 }
+
+#[test]
+fn a_layer_of_1x1_is_an_error_with_a_hint_not_a_blank_map() {
+    let model = GapNet::new(3);
+    let device = device();
+    device.seed(4);
+    let tiny = Tensor::<4>::random([2, 3, 1, 1], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+    let error = Explainer::new(GradCam)
+        .layer("features")
+        .explain(&|x| model.forward(x), tiny, &ClassTarget::TopClass)
+        .unwrap_err();
+    assert!(
+        matches!(&error, CamError::NoSpatialExtent(layer) if layer == "features"),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("choose an earlier layer"), "{error}");
+}
