@@ -9,8 +9,13 @@ pub use ember_vision as vision;
 #[cfg(feature = "runtime")]
 pub use ember_runtime as runtime;
 
-/// Re-exported so users need no direct burn dependency for the basics.
+/// Re-exported so users need no direct burn dependency: the code `ember-onnx` generates reaches
+/// Burn through it.
 pub use burn;
+
+/// Re-exported for the code `ember-onnx` generates, which loads weights through it.
+#[doc(hidden)]
+pub use burn_store;
 
 #[cfg(feature = "mobilenet")]
 pub mod models;

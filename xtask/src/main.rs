@@ -25,6 +25,10 @@ enum Task {
     /// Regenerate the hostile-input corpus in tests/fixtures/hostile/ (needs Python and PyPI,
     /// only the pinned `onnx` and `numpy`).
     Hostile,
+    /// Build the crate in tests/user-crate — outside the workspace, depending only on ember-cam
+    /// (and ember-onnx in its build script) — importing an ONNX model at build time, run it, and
+    /// check that its map equals `ember explain` on the same file (≤ 1e-4).
+    UserCrate(UserCrateArgs),
     /// Time explanations against forward passes, side by side with pytorch-grad-cam when
     /// `--python` points at a Python with torch and grad-cam (e.g. target/reference-venv/bin/python).
     Bench(BenchArgs),
@@ -50,6 +54,16 @@ struct BenchArgs {
     python: Option<PathBuf>,
 }
 
+#[derive(clap::Args)]
+struct UserCrateArgs {
+    /// The ONNX classifier to import (default: the zoo's softmax-ended PaddlePaddle-style model).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// The input tensor's height and width (`HxW` or `N`), for models with a dynamic size.
+    #[arg(long, default_value = "64")]
+    size: String,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
@@ -57,6 +71,7 @@ fn main() -> ExitCode {
         Task::Reference => run_python("make_fixtures.py", None),
         Task::Zoo => run_python("make_zoo.py", None),
         Task::Hostile => run_python("make_hostile.py", Some(&["onnx", "numpy"])),
+        Task::UserCrate(args) => user_crate(args),
         Task::Bench(args) => bench(args),
     };
     match result {
@@ -213,4 +228,121 @@ fn field(row: &Value, key: &str) -> String {
         Value::String(text) => text.clone(),
         other => other.to_string(),
     }
+}
+
+/// `cargo xtask user-crate`.
+fn user_crate(args: UserCrateArgs) -> Result<(), String> {
+    let root = root();
+    let crate_dir = root.join("tests/user-crate");
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let scratch = target.join("user-crate-check");
+    std::fs::create_dir_all(&scratch).map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
+    let model = args
+        .model
+        .unwrap_or_else(|| root.join("tests/fixtures/zoo/paddle_style.onnx"));
+    let model = std::path::absolute(&model).map_err(|e| format!("{}: {e}", model.display()))?;
+    let [height, width] = match args.size.split_once(['x', 'X']) {
+        Some((h, w)) => [h, w],
+        None => [args.size.as_str(), args.size.as_str()],
+    }
+    .map(|side| {
+        side.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("--size {} is not N or HxW", args.size))
+    });
+    let (height, width) = (height?, width?);
+
+    // The same versions as the workspace: the user crate's lock file is the workspace's.
+    std::fs::copy(root.join("Cargo.lock"), crate_dir.join("Cargo.lock"))
+        .map_err(|e| format!("cannot copy Cargo.lock: {e}"))?;
+    let input = scratch.join("input.npy");
+    let values: Vec<f32> = (0..3 * height * width).map(|i| ((i as f32) * 0.37).sin()).collect();
+    write_f32_npy(&input, &values, &[1, 3, height, width])?;
+
+    let user_map = scratch.join("user-crate.npy");
+    run(Command::new(env!("CARGO"))
+        .current_dir(&crate_dir)
+        .env("CARGO_TARGET_DIR", &target)
+        .env("EMBER_USER_MODEL", &model)
+        .args(["run", "--quiet", "--"])
+        .arg(&input)
+        .arg(&user_map))?;
+    // `ember` as the workspace's tests build it.
+    run(Command::new(env!("CARGO")).current_dir(&root).args([
+        "build",
+        "--quiet",
+        "--workspace",
+        "--features",
+        "ndarray,wgpu",
+    ]))?;
+    let ember_map = scratch.join("ember.npy");
+    run(Command::new(
+        target
+            .join("debug")
+            .join(format!("ember{}", std::env::consts::EXE_SUFFIX)),
+    )
+    .args(["explain", "--device", "flex", "--model"])
+    .arg(&model)
+    .arg("--input-npy")
+    .arg(&input)
+    .arg("--out")
+    .arg(scratch.join("ember.png"))
+    .arg("--save-npy")
+    .arg(&ember_map))?;
+    let (ours, theirs) = (read_f32_npy(&user_map)?, read_f32_npy(&ember_map)?);
+    if ours.len() != theirs.len() {
+        return Err(format!("the maps have {} and {} values", ours.len(), theirs.len()));
+    }
+    let worst = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    println!(
+        "user crate (build-time import of {}) vs `ember explain`: {} map values, worst difference {worst:.1e}",
+        model.display(),
+        ours.len()
+    );
+    if worst > 1e-4 {
+        return Err(format!(
+            "the user crate's map differs from ember's by {worst} (bound 1e-4)"
+        ));
+    }
+    Ok(())
+}
+
+/// A little-endian float32 `.npy` (version 1.0, C order).
+fn write_f32_npy(path: &Path, values: &[f32], shape: &[usize]) -> Result<(), String> {
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    let mut header = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}",
+        dims.join(", ")
+    );
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    for value in values {
+        bytes.extend(value.to_le_bytes());
+    }
+    std::fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// The values of a little-endian float32 `.npy` written by Ember.
+fn read_f32_npy(path: &Path) -> Result<Vec<f32>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let header = bytes
+        .get(8..10)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+        .ok_or_else(|| format!("{} is not a .npy file", path.display()))?;
+    let data = bytes
+        .get(10 + header..)
+        .ok_or_else(|| format!("{} is truncated", path.display()))?;
+    Ok(data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
 }

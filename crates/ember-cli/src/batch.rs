@@ -5,13 +5,13 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::tensor::activation::softmax;
+use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::{Device, Tensor};
 use ember_core::{
     Adapter, CamModel, ClassTarget, DeviceError, Explainer, Explanation, describe_dims, maps_to_host, open_device,
     to_host,
 };
-use ember_runtime::{FinalSoftmax, OnnxModel, ScoreSource};
+use ember_runtime::{FinalActivation, OnnxModel, ScoreSource};
 use ember_vision::{Colormap, Preprocess, ReadPaths, Written, check_outputs, heatmap, load_rgb, overlay, write_npy};
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -30,10 +30,9 @@ pub fn layers(args: &LayersArgs) -> Result<(), Failure> {
         args.model.display(),
         describe_dims(model.input_shape()),
         model.layers().len(),
-        match model.final_softmax() {
-            Some(FinalSoftmax::Softmax) => ", output is a softmax (explained through its logits)",
-            Some(FinalSoftmax::LogSoftmax) => ", output is a log-softmax (explained through its logits)",
-            None => "",
+        match model.final_activation() {
+            Some(activation) => format!(", output is a {} (explained through its logits)", activation.name()),
+            None => String::new(),
         }
     );
     println!("{:<56} {:<20} {:<18} output", "layer (ONNX node)", "operator", "shape");
@@ -130,8 +129,12 @@ pub fn explain(args: ExplainArgs) -> Result<(), Failure> {
     for layer in &args.layer {
         explainer = explainer.layer(layer.clone());
     }
-    let probabilities_are_scores =
-        args.score == ScoreKind::Output && model.final_softmax() == Some(FinalSoftmax::Softmax);
+    // What the reported probabilities are, given the scores the explanation returns.
+    let probabilities = match (model.final_activation(), model.score_source()) {
+        (Some(FinalActivation::Softmax | FinalActivation::Sigmoid), ScoreSource::Output) => Probabilities::Scores,
+        (Some(FinalActivation::Sigmoid), ScoreSource::Logits) => Probabilities::Sigmoid,
+        _ => Probabilities::Softmax,
+    };
     let recipe = match &tensor {
         Some(_) => None,
         None => {
@@ -146,7 +149,7 @@ pub fn explain(args: ExplainArgs) -> Result<(), Failure> {
         target,
         labels,
         colormap: Colormap::named(args.colormap),
-        probabilities_are_scores,
+        probabilities,
         recipe,
         tensor,
         device,
@@ -234,6 +237,17 @@ fn many_plan(args: &ExplainArgs, sources: &[Source]) -> Result<Plan, Failure> {
     })
 }
 
+/// How the reported probabilities come from the explained scores.
+#[derive(Debug, Clone, Copy)]
+enum Probabilities {
+    /// The scores are probabilities already (the output of a final softmax or sigmoid).
+    Scores,
+    /// A softmax over the classes (logits, log-probabilities).
+    Softmax,
+    /// A sigmoid (the logit of a one-logit binary head).
+    Sigmoid,
+}
+
 /// An input before decoding.
 enum Source {
     /// A photo, decoded and pre-processed when its batch comes.
@@ -258,7 +272,7 @@ struct Run<'a> {
     target: ClassTarget,
     labels: Vec<String>,
     colormap: Colormap,
-    probabilities_are_scores: bool,
+    probabilities: Probabilities,
     /// How photos become tensors (`None` for pre-processed tensors).
     recipe: Option<Preprocess>,
     /// The pre-processed tensor of `--input-npy`.
@@ -449,10 +463,10 @@ impl Run<'_> {
             return Err("the model outputs no class scores".into());
         }
         let scores = read(explanation.output.clone())?;
-        let probabilities = if self.probabilities_are_scores {
-            scores.clone()
-        } else {
-            read(softmax(explanation.output.clone().inner(), 1))?
+        let probabilities = match self.probabilities {
+            Probabilities::Scores => scores.clone(),
+            Probabilities::Softmax => read(softmax(explanation.output.clone().inner(), 1))?,
+            Probabilities::Sigmoid => read(sigmoid(explanation.output.clone().inner()))?,
         };
         let explained: Vec<usize> = match &explanation.classes {
             Some(c) => c

@@ -24,8 +24,10 @@ pub trait Target<O> {
     fn scores(&self, output: &O, batch: usize) -> Result<TargetScores>;
 }
 
-/// A class of a classifier's `[N, classes]` output (raw logits, as pytorch-grad-cam's
-/// `ClassifierOutputTarget`).
+/// A class of a classifier's `[N, classes]` scores, as pytorch-grad-cam's
+/// `ClassifierOutputTarget`: the logits, for ONNX models that end in a softmax or sigmoid too
+/// (their `CamModel` returns the activation's input unless asked otherwise, see
+/// [`crate::ScoreSource`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum ClassTarget {
     /// Each image's highest-scoring class.

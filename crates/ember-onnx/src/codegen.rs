@@ -11,7 +11,9 @@ use onnx_ir::Message;
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use crate::{ImportError, TAP_ATTRIBUTE, TAP_DOMAIN, TAP_OP, TappedGraph, tap_graph};
+use ember_core::ScoreSource;
+
+use crate::{ImportError, SCORES_OP, TAP_ATTRIBUTE, TAP_DOMAIN, TAP_OP, TappedGraph, tap_graph};
 
 /// `burn_onnx::ModelGen` with taps: use it from a build script.
 ///
@@ -25,12 +27,29 @@ use crate::{ImportError, TAP_ATTRIBUTE, TAP_DOMAIN, TAP_OP, TappedGraph, tap_gra
 ///
 /// Then, in the crate: `include!(concat!(env!("OUT_DIR"), "/model/mobilenet_v2.rs"));` gives a
 /// `Model` implementing `ember_cam::CamModel`, with `LAYERS` and `DEFAULT_LAYER`.
+///
+/// The generated code needs only `ember-cam` (it reaches Burn and burn-store through
+/// `ember_cam::burn` and `ember_cam::burn_store`):
+///
+/// ```toml
+/// [dependencies]
+/// ember-cam = "0.1"
+///
+/// [build-dependencies]
+/// ember-onnx = "0.1"
+/// ```
+///
+/// When the graph ends in a Softmax, LogSoftmax or one-logit Sigmoid, the generated
+/// `CamModel::forward` returns that activation's input (the logits), as the run-time executor
+/// and `ember` do; [`TappedModelGen::scores`] keeps the output instead. `Model::forward` itself
+/// is unchanged.
 #[derive(Debug, Clone)]
 pub struct TappedModelGen {
     input: PathBuf,
     out_dir: String,
     load_strategy: LoadStrategy,
     runtime_crate: String,
+    scores: ScoreSource,
 }
 
 impl TappedModelGen {
@@ -41,7 +60,15 @@ impl TappedModelGen {
             out_dir: "model/".into(),
             load_strategy: LoadStrategy::Embedded,
             runtime_crate: "ember_cam".into(),
+            scores: ScoreSource::Logits,
         }
+    }
+
+    /// Which output `CamModel::forward` explains: the logits of a final activation (the
+    /// default, as Grad-CAM prescribes and as the run-time executor does) or the graph output.
+    pub fn scores(mut self, scores: ScoreSource) -> Self {
+        self.scores = scores;
+        self
     }
 
     /// Folder under `OUT_DIR` for the generated code (`model/` by default).
@@ -95,18 +122,24 @@ impl TappedModelGen {
             .load_strategy(self.load_strategy)
             .register_custom_op(TapOp {
                 runtime_crate: self.runtime_crate.clone(),
+                op_type: TAP_OP,
+            })
+            .register_custom_op(TapOp {
+                runtime_crate: self.runtime_crate.clone(),
+                op_type: SCORES_OP,
             })
             .run_from_script();
 
         let generated = out_dir.join(&self.out_dir).join(file_name).with_extension("rs");
-        let mut code = fs::read_to_string(&generated).map_err(|source| {
+        let code = fs::read_to_string(&generated).map_err(|source| {
             ImportError::Read(ember_core::FileError::Io {
                 what: "generated code",
                 path: generated.clone(),
                 source,
             })
         })?;
-        code.push_str(&layer_table(&tapped, &self.runtime_crate));
+        let mut code = through_runtime_crate(&code, &api_path(&self.runtime_crate));
+        code.push_str(&layer_table(&tapped, &self.runtime_crate, self.scores));
         fs::write(&generated, code).map_err(|source| ImportError::Write {
             path: generated.clone(),
             source,
@@ -115,14 +148,43 @@ impl TappedModelGen {
     }
 }
 
-/// Code generation of the inserted tap nodes.
+/// burn-onnx's code imports `burn` and `burn_store` as crates; they are reached through the
+/// runtime crate instead (`::ember_cam::burn`, which also brings `burn` into scope for the
+/// `#[derive(Module)]` expansions), so the user's crate needs no dependency on either.
+fn through_runtime_crate(code: &str, runtime: &str) -> String {
+    let mut out = String::with_capacity(code.len() + 200);
+    let mut header_done = false;
+    for line in code.lines() {
+        if !header_done && line.starts_with("use ") {
+            let _ = writeln!(out, "#[allow(unused_imports)]\nuse {runtime}::burn;");
+            header_done = true;
+        }
+        // In a binary crate, the loaders the user does not call would warn.
+        if line.starts_with("impl ") {
+            out.push_str("#[allow(dead_code)]\n");
+        }
+        let line = if let Some(rest) = line.strip_prefix("use burn::") {
+            format!("use {runtime}::burn::{rest}")
+        } else if let Some(rest) = line.strip_prefix("use burn_store::") {
+            format!("use {runtime}::burn_store::{rest}")
+        } else {
+            line.to_owned()
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Code generation of the inserted tap nodes (`Tap`) and of the score tap (`Scores`).
 struct TapOp {
     runtime_crate: String,
+    op_type: &'static str,
 }
 
 impl CustomOp for TapOp {
     fn op_type(&self) -> &str {
-        TAP_OP
+        self.op_type
     }
 
     fn domain(&self) -> &str {
@@ -134,6 +196,13 @@ impl CustomOp for TapOp {
     }
 
     fn forward(&self, node: &CustomNode, ctx: &mut CodegenContext<'_, '_>) -> Result<TokenStream, ProcessError> {
+        let runtime = TokenStream::from_str(&api_path(&self.runtime_crate))
+            .map_err(|e| ProcessError::Custom(format!("bad crate path `{}`: {e}", self.runtime_crate)))?;
+        if self.op_type == SCORES_OP {
+            let input = ctx.arg(&node.inputs[0]);
+            let output = arg_to_ident(&node.outputs[0]);
+            return Ok(quote! { let #output = #runtime::score_tap(#input); });
+        }
         let layer = node
             .attrs
             .get_string(TAP_ATTRIBUTE)
@@ -141,8 +210,6 @@ impl CustomOp for TapOp {
             .to_owned();
         let input = ctx.arg(&node.inputs[0]);
         let output = arg_to_ident(&node.outputs[0]);
-        let runtime = TokenStream::from_str(&api_path(&self.runtime_crate))
-            .map_err(|e| ProcessError::Custom(format!("bad crate path `{}`: {e}", self.runtime_crate)))?;
         Ok(quote! { let #output = #runtime::tap(#layer, #input); })
     }
 }
@@ -158,7 +225,7 @@ fn api_path(runtime_crate: &str) -> String {
 }
 
 /// The layer table and the `CamModel` implementation appended to the generated model.
-fn layer_table(tapped: &TappedGraph, runtime: &str) -> String {
+fn layer_table(tapped: &TappedGraph, runtime: &str, scores: ScoreSource) -> String {
     let runtime = api_path(runtime);
     let default = ember_core::default_layer(&tapped.layers).unwrap_or_default();
     let mut code = String::new();
@@ -167,7 +234,7 @@ fn layer_table(tapped: &TappedGraph, runtime: &str) -> String {
         code,
         "/// The tappable layers in graph order: (node name, output name, op type, shape)."
     );
-    let _ = writeln!(code, "#[rustfmt::skip]");
+    let _ = writeln!(code, "#[rustfmt::skip]\n#[allow(dead_code)]");
     let _ = writeln!(code, "pub const LAYERS: &[(&str, &str, &str, &[Option<usize>])] = &[");
     for layer in &tapped.layers {
         let _ = writeln!(
@@ -184,24 +251,46 @@ fn layer_table(tapped: &TappedGraph, runtime: &str) -> String {
         code,
         "/// The last spatial layer before global pooling: explained when none is chosen."
     );
-    let _ = writeln!(code, "pub const DEFAULT_LAYER: &str = {default:?};\n");
+    let _ = writeln!(
+        code,
+        "#[allow(dead_code)]\npub const DEFAULT_LAYER: &str = {default:?};\n"
+    );
     let _ = writeln!(
         code,
         "/// The input's static [channels, height, width] (`None` where dynamic)."
     );
     let _ = writeln!(
         code,
-        "pub const INPUT_CHW: &[Option<usize>] = &{:?};\n",
+        "#[allow(dead_code)]\npub const INPUT_CHW: &[Option<usize>] = &{:?};\n",
         tapped.input_chw
     );
     if tapped.output_rank == Some(2) {
+        // The logits the score tap records, or the output as it is.
+        let forward = match (tapped.final_activation, scores) {
+            (Some(_), ScoreSource::Logits) => format!(
+                "let (output, logits) = {runtime}::capture_scores(|| Model::forward(self, input));\n        \
+                 Ok(logits.unwrap_or(output))"
+            ),
+            _ => "Ok(Model::forward(self, input))".to_owned(),
+        };
+        let activation = match tapped.final_activation {
+            Some(activation) => format!("Some({runtime}::FinalActivation::{activation:?})"),
+            None => "None".to_owned(),
+        };
+        let _ = writeln!(
+            code,
+            "/// The activation the graph ends in; `CamModel::forward` explains its input unless the\n\
+             /// import kept the output (`TappedModelGen::scores`).\n\
+             #[allow(dead_code)]\n\
+             pub const FINAL_ACTIVATION: Option<{runtime}::FinalActivation> = {activation};\n"
+        );
         let _ = write!(
             code,
             r#"impl {runtime}::CamModel for Model {{
     type Output = Tensor<2>;
 
     fn forward(&self, input: Tensor<4>) -> {runtime}::Result<Tensor<2>> {{
-        Ok(Model::forward(self, input))
+        {forward}
     }}
 
     fn layers(&self) -> Vec<{runtime}::LayerInfo> {{

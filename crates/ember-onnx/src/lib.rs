@@ -25,7 +25,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ember_core::LayerInfo;
+use ember_core::{FinalActivation, LayerInfo};
 use onnx_ir::{
     ArgType, AttributeProto, AttributeType, CustomNode, CustomOpInference, DType, HookCoverage, Message, MissingReason,
     ModelProto, Node, NodeProto, OnnxGraphBuilder, ProcessError,
@@ -38,6 +38,8 @@ mod codegen;
 pub use burn_onnx::LoadStrategy;
 #[cfg(feature = "codegen")]
 pub use codegen::TappedModelGen;
+/// Which output generated models explain ([`TappedModelGen::scores`]).
+pub use ember_core::ScoreSource;
 
 /// The custom ONNX domain of inserted tap nodes.
 pub const TAP_DOMAIN: &str = "ember.tap";
@@ -47,6 +49,12 @@ pub const TAP_OP: &str = "Tap";
 pub const TAPPED_SUFFIX: &str = "__ember_tap";
 /// The attribute of a tap node that holds the original node name.
 pub const TAP_ATTRIBUTE: &str = "layer";
+/// The op type of the score tap: inserted (in [`TAP_DOMAIN`]) on the input of a final Softmax,
+/// LogSoftmax or one-logit Sigmoid, the logits Grad-CAM explains (see
+/// [`ember_core::ScoreSource`]).
+pub const SCORES_OP: &str = "Scores";
+/// What the logits' name gets appended after the score tap.
+const SCORED_SUFFIX: &str = "__ember_scores";
 const SURVEY_ATTRIBUTE: &str = "survey_index";
 
 /// Why a model could not be imported with taps.
@@ -121,6 +129,8 @@ pub struct TappedGraph {
     pub output_rank: Option<usize>,
     /// The graph input's static `[C, H, W]`, `None` where symbolic.
     pub input_chw: Vec<Option<usize>>,
+    /// The activation the graph ends in, whose input carries a score tap.
+    pub final_activation: Option<FinalActivation>,
 }
 
 /// Reads an ONNX file and inserts a tap after every spatial floating-point node output.
@@ -241,12 +251,69 @@ pub fn tap_model(mut model: ModelProto, path: &Path) -> Result<TappedGraph, Impo
         },
         _ => None,
     };
+    // One logit: a sigmoid over it is a binary classifier's probability.
+    let one_logit = match graph.outputs.as_slice() {
+        [only] => {
+            matches!(&only.ty, ArgType::Tensor(t) if t.static_shape.as_deref().is_some_and(|s| s.get(1) == Some(&Some(1))))
+        }
+        _ => false,
+    };
+    let final_activation = if output_rank == Some(2) {
+        insert_score_tap(&mut model, one_logit)
+    } else {
+        None
+    };
     Ok(TappedGraph {
         model,
         layers,
         output_rank,
         input_chw,
+        final_activation,
     })
+}
+
+/// Finds the activation the graph's output comes from (through Identity and Dropout): a
+/// Softmax or LogSoftmax over the classes, or a Sigmoid when there is `one_logit`; puts a
+/// score tap on its input and says which it is.
+fn insert_score_tap(model: &mut ModelProto, one_logit: bool) -> Option<FinalActivation> {
+    let graph = model.graph.mut_or_insert_default();
+    let producer: HashMap<&str, usize> = graph
+        .node
+        .iter()
+        .enumerate()
+        .flat_map(|(index, node)| node.output.iter().map(move |o| (o.as_str(), index)))
+        .collect();
+    let mut value = graph.output.first()?.name.as_str();
+    let (index, activation) = loop {
+        let index = *producer.get(value)?;
+        let node = &graph.node[index];
+        // Over the class axis of a [N, classes] output: 1, -1, or the default.
+        let over_classes = || {
+            node.attribute
+                .iter()
+                .find(|a| a.name == "axis")
+                .is_none_or(|a| a.i == 1 || a.i == -1)
+        };
+        match node.op_type.as_str() {
+            "Identity" | "Dropout" => value = node.input.first()?.as_str(),
+            "Softmax" if over_classes() => break (index, FinalActivation::Softmax),
+            "LogSoftmax" if over_classes() => break (index, FinalActivation::LogSoftmax),
+            "Sigmoid" if one_logit => break (index, FinalActivation::Sigmoid),
+            _ => return None,
+        }
+    };
+    let logits = graph.node[index].input.first()?.clone();
+    let scored = format!("{logits}{SCORED_SUFFIX}");
+    let mut tap = NodeProto::new();
+    tap.name = format!("ember_scores_{logits}");
+    tap.op_type = SCORES_OP.into();
+    tap.domain = TAP_DOMAIN.into();
+    tap.input = vec![logits];
+    tap.output = vec![scored.clone()];
+    graph.node[index].input[0] = scored;
+    graph.node.insert(index, tap);
+    ensure_tap_domain(model);
+    Some(activation)
 }
 
 fn is_float(dtype: DType) -> bool {
@@ -345,6 +412,11 @@ fn insert_taps(model: &mut ModelProto, labels: Vec<(String, AttributeProto)>) {
             output.name = tapped_name(&output.name);
         }
     }
+    ensure_tap_domain(model);
+}
+
+/// Declares [`TAP_DOMAIN`] among the model's opsets.
+fn ensure_tap_domain(model: &mut ModelProto) {
     if !model.opset_import.iter().any(|o| o.domain == TAP_DOMAIN)
         && let Some(first) = model.opset_import.first()
     {
@@ -441,14 +513,14 @@ pub fn inline_external_data(model: &mut ModelProto, base: &Path) -> Result<(), I
     Ok(())
 }
 
-/// Type inference of tap nodes for onnx-ir: a tap's output has its input's type.
+/// Type inference of tap and score-tap nodes for onnx-ir: the output has the input's type.
 ///
 /// Register it with `OnnxGraphBuilder::with_custom_op_inference` to parse a tapped graph.
 pub struct PassThrough;
 
 impl CustomOpInference for PassThrough {
     fn coverage(&self, op_type: &str, domain: &str, _opset: usize) -> HookCoverage {
-        if op_type == TAP_OP && domain == TAP_DOMAIN {
+        if (op_type == TAP_OP || op_type == SCORES_OP) && domain == TAP_DOMAIN {
             HookCoverage::Covered
         } else {
             HookCoverage::Missing(MissingReason::NoHook)
@@ -456,7 +528,7 @@ impl CustomOpInference for PassThrough {
     }
 
     fn infer(&self, node: &CustomNode) -> Result<Option<Vec<ArgType>>, ProcessError> {
-        if node.op_type == TAP_OP && node.domain == TAP_DOMAIN {
+        if (node.op_type == TAP_OP || node.op_type == SCORES_OP) && node.domain == TAP_DOMAIN {
             Ok(Some(vec![node.inputs[0].ty.clone()]))
         } else {
             Ok(None)

@@ -32,8 +32,9 @@ mod model;
 mod ops;
 mod value;
 
+pub use ember_core::{FinalActivation, ScoreSource};
 pub use error::RuntimeError;
-pub use model::{FinalSoftmax, OnnxModel, ScoreSource};
+pub use model::OnnxModel;
 
 /// The ONNX operators the executor implements, each once, in the order of its operator table
 /// (the table every loaded node is compiled through).

@@ -6,33 +6,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor};
-use ember_core::{CamModel, LayerInfo, check_input_chw, describe_dims};
-use ember_onnx::{PassThrough, TAP_ATTRIBUTE, TAP_DOMAIN, TAP_OP, TappedGraph};
+use ember_core::{CamModel, FinalActivation, LayerInfo, ScoreSource, check_input_chw, describe_dims};
+use ember_onnx::{PassThrough, SCORES_OP, TAP_ATTRIBUTE, TAP_DOMAIN, TAP_OP, TappedGraph};
 use onnx_ir::{ArgType, Argument, Message, Node, OnnxGraphBuilder};
 
 use crate::error::RuntimeError;
 use crate::ops;
 use crate::value::{Float, Value};
-
-/// Which output the explanation's class scores come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ScoreSource {
-    /// The logits: when the graph ends in a Softmax (or LogSoftmax), the scores are its input,
-    /// as Grad-CAM prescribes (the class score *before* the softmax, Selvaraju et al. §3).
-    #[default]
-    Logits,
-    /// The graph output as it is, probabilities included.
-    Output,
-}
-
-/// The normalisation a graph ends in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinalSoftmax {
-    /// The output is probabilities.
-    Softmax,
-    /// The output is log-probabilities.
-    LogSoftmax,
-}
 
 /// Where a step finds an input.
 // Built once per model; the size of `Value` does not matter here.
@@ -51,6 +31,8 @@ enum Operand {
 enum Op {
     /// An inserted tap with the original node name.
     Tap(String),
+    /// The score tap on the input of the final activation: identity, its output is the logits.
+    Scores,
     /// Any other node, compiled.
     Kernel {
         /// The node's name in the ONNX file.
@@ -65,6 +47,7 @@ impl std::fmt::Debug for Op {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Op::Tap(layer) => write!(f, "Tap({layer:?})"),
+            Op::Scores => write!(f, "Scores"),
             Op::Kernel { node, op, .. } => write!(f, "{op}({node:?})"),
         }
     }
@@ -88,9 +71,9 @@ pub struct OnnxModel {
     slots: usize,
     input_slot: usize,
     output_slot: usize,
-    /// The input of a trailing Softmax/LogSoftmax, if the graph ends in one.
+    /// The output of the score tap (the logits), if the graph ends in an activation.
     logits_slot: Option<usize>,
-    final_softmax: Option<FinalSoftmax>,
+    final_activation: Option<FinalActivation>,
     scores: ScoreSource,
     layers: Vec<LayerInfo>,
     default_layer: String,
@@ -228,7 +211,6 @@ impl OnnxModel {
         };
         let input_slot = new_slot(&input.name, &mut slot_of);
         let mut steps = Vec::with_capacity(graph.nodes.len());
-        let mut producer_of: HashMap<usize, usize> = HashMap::new();
         // Run-time errors name nodes as the file does.
         for ((node, kernel), file_name) in graph.nodes.into_iter().zip(kernels).zip(names) {
             if let Node::Constant(_) = node {
@@ -264,9 +246,6 @@ impl OnnxModel {
                 .iter()
                 .map(|arg| new_slot(&arg.name, &mut slot_of))
                 .collect();
-            for &slot in &outputs {
-                producer_of.insert(slot, steps.len());
-            }
             let op = match &node {
                 Node::Custom(custom) if custom.op_type == TAP_OP && custom.domain == TAP_DOMAIN => {
                     let layer = custom
@@ -278,6 +257,7 @@ impl OnnxModel {
                         })?;
                     Op::Tap(layer.to_owned())
                 }
+                Node::Custom(custom) if custom.op_type == SCORES_OP && custom.domain == TAP_DOMAIN => Op::Scores,
                 Node::Custom(custom) => {
                     return Err(RuntimeError::UnsupportedOps {
                         path: path.to_path_buf(),
@@ -307,10 +287,12 @@ impl OnnxModel {
             .get(&output.name)
             .ok_or_else(|| not_classifier(format!("the output `{}` is not computed by any node", output.name)))?;
 
-        let (logits_slot, final_softmax) = match trailing_softmax(&steps, &producer_of, output_slot) {
-            Some((slot, kind)) => (Some(slot), Some(kind)),
-            None => (None, None),
-        };
+        // ember-onnx put the score tap on the final activation's input: its output is the logits.
+        let logits_slot = steps
+            .iter()
+            .find(|step| matches!(step.op, Op::Scores))
+            .and_then(|step| step.outputs.first().copied());
+        let final_activation = tapped.final_activation.filter(|_| logits_slot.is_some());
         schedule_releases(&mut steps, &[Some(output_slot), logits_slot]);
 
         let layers = tapped.layers.clone();
@@ -321,7 +303,7 @@ impl OnnxModel {
             input_slot,
             output_slot,
             logits_slot,
-            final_softmax,
+            final_activation,
             scores: ScoreSource::default(),
             layers,
             default_layer: ember_core::default_layer(&tapped.layers).unwrap_or_default(),
@@ -336,9 +318,15 @@ impl OnnxModel {
         self
     }
 
-    /// The Softmax or LogSoftmax the graph ends in, if any.
-    pub fn final_softmax(&self) -> Option<FinalSoftmax> {
-        self.final_softmax
+    /// The Softmax, LogSoftmax or one-logit Sigmoid the graph ends in, if any: by default the
+    /// scores are its input (see [`ScoreSource`]).
+    pub fn final_activation(&self) -> Option<FinalActivation> {
+        self.final_activation
+    }
+
+    /// Which output the class scores come from.
+    pub fn score_source(&self) -> ScoreSource {
+        self.scores
     }
 
     /// The input's static shape `[N, C, H, W]` (`None` where dynamic).
@@ -397,6 +385,12 @@ impl OnnxModel {
                 .collect();
             let outputs = match &step.op {
                 Op::Tap(layer) => tap(layer, inputs),
+                Op::Scores => inputs
+                    .into_iter()
+                    .next()
+                    .flatten()
+                    .map(|value| vec![value])
+                    .ok_or_else(|| "the score tap has no input".to_owned()),
                 Op::Kernel { kernel, .. } => run_kernel(kernel, inputs, &device),
             }
             .map_err(|message| self.node_error(step, message))?;
@@ -440,6 +434,7 @@ impl OnnxModel {
     fn node_error(&self, step: &Step, message: String) -> RuntimeError {
         let (node, op) = match &step.op {
             Op::Tap(layer) => (layer.clone(), "tap".to_owned()),
+            Op::Scores => ("scores".to_owned(), "score tap".to_owned()),
             Op::Kernel { node, op, .. } => (node.clone(), op.clone()),
         };
         RuntimeError::Node { node, op, message }
@@ -458,32 +453,6 @@ fn describe_type(ty: &ArgType) -> String {
         }
         ArgType::Shape(rank) => format!("a shape of rank {rank}"),
         ArgType::ScalarTensor(dtype) | ArgType::ScalarNative(dtype) => format!("a {dtype:?} scalar"),
-    }
-}
-
-/// The input slot and kind of a Softmax/LogSoftmax the output comes from (through taps,
-/// Identity and Dropout only), so that scores can be its logits.
-fn trailing_softmax(
-    steps: &[Step],
-    producer_of: &HashMap<usize, usize>,
-    output_slot: usize,
-) -> Option<(usize, FinalSoftmax)> {
-    let mut slot = output_slot;
-    loop {
-        let step = &steps[*producer_of.get(&slot)?];
-        let Some(Operand::Slot(input)) = step.inputs.first() else {
-            return None;
-        };
-        match &step.op {
-            Op::Tap(_) => {}
-            Op::Kernel { op, .. } => match op.as_str() {
-                "Identity" | "Dropout" => {}
-                "Softmax" => return Some((*input, FinalSoftmax::Softmax)),
-                "LogSoftmax" => return Some((*input, FinalSoftmax::LogSoftmax)),
-                _ => return None,
-            },
-        }
-        slot = *input;
     }
 }
 

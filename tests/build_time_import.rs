@@ -1,0 +1,108 @@
+//! One ONNX file, one answer: a model imported at build time (`ember-onnx`'s `TappedModelGen`,
+//! see `build.rs`) and the same file loaded at run time (`ember-runtime`) give the same scores
+//! and maps. The file is the zoo's PaddlePaddle-style classifier, whose graph ends in a Softmax:
+//! both explain its logits by default, and both its probabilities on request. The generated
+//! code is compiled here as in a user's crate, through `ember_cam` only.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use ember_cam::{
+    ClassTarget, Explainer, FinalActivation, Method, ScoreSource, Vocabulary, burn, maps_to_host, to_host,
+};
+use ember_runtime::OnnxModel;
+
+// The generated API is larger than these tests use.
+#[allow(dead_code)]
+mod logits {
+    include!(concat!(env!("OUT_DIR"), "/test-models/logits/paddle_style.rs"));
+}
+
+#[allow(dead_code)]
+mod output {
+    include!(concat!(env!("OUT_DIR"), "/test-models/output/paddle_style.rs"));
+}
+
+const FILE: &str = "tests/fixtures/zoo/paddle_style.onnx";
+
+fn input(device: &Device) -> Tensor<4> {
+    let file = std::fs::File::open("tests/fixtures/zoo/paddle_style.npz").unwrap();
+    let mut npz = npyz::npz::NpzArchive::new(std::io::BufReader::new(file)).unwrap();
+    let array = npz.by_name("input").unwrap().unwrap();
+    let shape: Vec<usize> = array.shape().iter().map(|&d| d as usize).collect();
+    Tensor::from_data(TensorData::new(array.into_vec::<f32>().unwrap(), shape), device)
+}
+
+fn worst(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// Every method on both models: the scores and maps, worst differences.
+fn compare(built: &impl ember_cam::CamModel<Output = Tensor<2>>, loaded: &OnnxModel, device: &Device) -> (f32, f32) {
+    let (mut scores, mut maps) = (0.0f32, 0.0f32);
+    for &method in Method::ALL {
+        let explainer = Explainer::from(method);
+        let a = explainer.explain(built, input(device), &ClassTarget::TopClass).unwrap();
+        let b = explainer
+            .explain(loaded, input(device), &ClassTarget::TopClass)
+            .unwrap();
+        scores = scores.max(worst(&to_host(&a.output).unwrap(), &to_host(&b.output).unwrap()));
+        maps = maps.max(worst(&maps_to_host(&a.maps).unwrap(), &maps_to_host(&b.maps).unwrap()));
+    }
+    (scores, maps)
+}
+
+#[test]
+fn a_softmax_ended_model_explains_its_logits_however_it_is_loaded() {
+    let device = Device::flex();
+    assert_eq!(logits::FINAL_ACTIVATION, Some(FinalActivation::Softmax));
+    let built = logits::Model::from_embedded(&device);
+    let loaded = OnnxModel::load(FILE, &device).unwrap();
+    assert_eq!(loaded.final_activation(), Some(FinalActivation::Softmax));
+    let (scores, maps) = compare(&built, &loaded, &device);
+    println!("build time vs run time, logits: scores {scores:.1e}, maps {maps:.1e}");
+    assert!(
+        scores <= 1e-5 && maps <= 1e-5,
+        "scores differ by {scores}, maps by {maps}"
+    );
+
+    // The scores are logits: the graph's own output is their softmax.
+    let probabilities = to_host(&output::Model::from_embedded(&device).forward(input(&device))).unwrap();
+    let logits = to_host(&ember_cam::CamModel::forward(&built, input(&device)).unwrap()).unwrap();
+    let classes = logits.len() / input(&device).dims()[0];
+    let softmax: Vec<f32> = logits
+        .chunks(classes)
+        .flat_map(|row| {
+            let top = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let sum: f32 = row.iter().map(|v| (v - top).exp()).sum();
+            row.iter().map(move |v| (v - top).exp() / sum).collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        worst(&softmax, &probabilities) <= 1e-6,
+        "the output is not the logits' softmax"
+    );
+}
+
+#[test]
+fn on_request_both_explain_the_output() {
+    let device = Device::flex();
+    let built = output::Model::from_embedded(&device);
+    let loaded = OnnxModel::load(FILE, &device).unwrap().with_scores(ScoreSource::Output);
+    let (scores, maps) = compare(&built, &loaded, &device);
+    println!("build time vs run time, output: scores {scores:.1e}, maps {maps:.1e}");
+    assert!(
+        scores <= 1e-5 && maps <= 1e-5,
+        "scores differ by {scores}, maps by {maps}"
+    );
+    // And explaining probabilities is a different answer from explaining logits.
+    let logits = logits::Model::from_embedded(&device);
+    let a = Explainer::from(Method::GradCam)
+        .explain(&logits, input(&device), &ClassTarget::TopClass)
+        .unwrap();
+    let b = Explainer::from(Method::GradCam)
+        .explain(&built, input(&device), &ClassTarget::TopClass)
+        .unwrap();
+    let apart = worst(&maps_to_host(&a.maps).unwrap(), &maps_to_host(&b.maps).unwrap());
+    println!("logits vs probabilities, Grad-CAM: maps {apart:.3} apart");
+    assert!(apart > 1e-3, "the score source made no difference ({apart})");
+}
