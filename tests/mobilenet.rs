@@ -218,3 +218,38 @@ fn in_a_mosaic_each_photo_s_class_peaks_inside_its_own_cell() {
         }
     }
 }
+
+/// A generated model whose parameters live on an autodiff device (a model in training) is
+/// explained through its validation copy: the same map as on the plain device, and an output
+/// that is detached from the explanation's consumed graph.
+#[test]
+fn a_model_in_training_gives_the_same_map_and_a_usable_output() {
+    use burn::module::Module;
+    let plain = model();
+    let training = plain.clone().to_device(&device().autodiff()).train();
+    let photo = load_rgb(Path::new("examples/images/chelsea.png")).unwrap();
+    let (input, _) = Preprocess::imagenet().apply(&photo, &device()).unwrap();
+    for layer in [
+        "/features/features.18/features.18.2/Clip",
+        "/features/features.4/conv/conv.2/Conv",
+    ] {
+        let explainer = Explainer::new(GradCam).layer(layer);
+        let a = explainer
+            .explain(&plain, input.clone(), &ClassTarget::TopClass)
+            .unwrap();
+        let b = explainer
+            .explain(&training, input.clone().autodiff(), &ClassTarget::TopClass)
+            .unwrap();
+        let (ma, mb) = (maps_to_host(&a.maps).unwrap(), maps_to_host(&b.maps).unwrap());
+        let worst = ma.iter().zip(&mb).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(worst <= 1e-6, "{layer}: maps differ by {worst}");
+        assert!(
+            !b.output.is_tracked(),
+            "{layer}: the output belongs to a consumed graph"
+        );
+    }
+    // The model still trains afterwards.
+    let loss = training.forward(input.autodiff()).sum();
+    assert!(loss.is_tracked());
+    let _gradients = loss.backward();
+}

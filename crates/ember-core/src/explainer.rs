@@ -5,7 +5,7 @@ use burn::tensor::{Int, Tensor};
 
 use crate::error::{CamError, Result};
 use crate::methods::{CamMethod, GradCam, Method};
-use crate::model::CamModel;
+use crate::model::{CamModel, DetachedOutput};
 use crate::rectifier::Rectifier;
 use crate::resize::resize_bilinear;
 use crate::tap::{Capture, Recording, TapSession};
@@ -52,7 +52,9 @@ pub struct Explanation<O> {
     pub scores: Tensor<1>,
     /// The explained class of each image `[N]`, for class targets.
     pub classes: Option<Tensor<1, Int>>,
-    /// The model's output for the batch.
+    /// The model's output for the batch, detached from the graph the explanation's backward
+    /// pass consumed (see [`DetachedOutput`]): safe to use in a loss afterwards. For a model
+    /// whose graph ends in a softmax, these are the scores explained (the logits).
     pub output: O,
 }
 
@@ -126,6 +128,7 @@ impl Explainer {
     pub fn explain<M, T>(&self, model: &M, input: Tensor<4>, target: &T) -> Result<Explanation<M::Output>>
     where
         M: CamModel + ?Sized,
+        M::Output: DetachedOutput,
         T: Target<M::Output> + ?Sized,
     {
         let [batch, _, height, width] = input.dims();
@@ -177,7 +180,7 @@ impl Explainer {
             layers: layer_maps,
             scores: scores.inner(),
             classes,
-            output,
+            output: output.detached(),
         })
     }
 

@@ -32,7 +32,7 @@ pub use limits::{FileError, SizeError, checked_bytes, memory_budget, set_memory_
 pub use methods::{
     CamMethod, GradCam, GradCamElementWise, GradCamPlusPlus, HiResCam, LayerCam, Method, MethodOutput, XGradCam,
 };
-pub use model::{CamModel, LayerInfo, check_input_chw, default_layer, describe_dims};
+pub use model::{CamModel, DetachedOutput, LayerInfo, check_input_chw, default_layer, describe_dims};
 pub use read::{ImageExplanation, Peak, maps_to_host, to_host};
 pub use rectifier::Rectifier;
 pub use resize::resize_bilinear;

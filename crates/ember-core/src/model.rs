@@ -101,6 +101,38 @@ pub trait CamModel {
     }
 }
 
+/// A model output as the explanation returns it: cut from the autodiff graph the explanation's
+/// backward pass consumed, so that it can be used afterwards (in a loss, say) without reaching
+/// into that graph. Implemented for tensors, and tuples and vectors of them.
+pub trait DetachedOutput {
+    /// The same values with a fresh autodiff lineage (no-op without autodiff).
+    fn detached(self) -> Self;
+}
+
+impl<const D: usize> DetachedOutput for Tensor<D> {
+    fn detached(self) -> Self {
+        self.detach()
+    }
+}
+
+impl<A: DetachedOutput, B: DetachedOutput> DetachedOutput for (A, B) {
+    fn detached(self) -> Self {
+        (self.0.detached(), self.1.detached())
+    }
+}
+
+impl<A: DetachedOutput, B: DetachedOutput, C: DetachedOutput> DetachedOutput for (A, B, C) {
+    fn detached(self) -> Self {
+        (self.0.detached(), self.1.detached(), self.2.detached())
+    }
+}
+
+impl<T: DetachedOutput> DetachedOutput for Vec<T> {
+    fn detached(self) -> Self {
+        self.into_iter().map(DetachedOutput::detached).collect()
+    }
+}
+
 impl<F, O> CamModel for F
 where
     F: Fn(Tensor<4>) -> O,

@@ -5,7 +5,9 @@
 //! requires a gradient: `y = a + p` with `p = 0`, so `y == a` and `∂score/∂p == ∂score/∂a`
 //! exactly. Because the probe is the only tensor that requires a gradient, autodiff records only
 //! the operations downstream of the earliest armed tap: the layers before it run on the plain
-//! backend and parameters never receive gradients.
+//! backend and parameters never receive gradients. For a model whose parameters live on an
+//! autodiff device, the tap cuts the activation from the graph before adding the probe, so the
+//! layers before it are not differentiated either.
 //!
 //! Unarmed, a tap costs one thread-local lookup. The session is a guard: when it is dropped
 //! (normally, on an error or in a panic) every capture is released, so no state survives an
@@ -146,12 +148,15 @@ pub fn tap<const D: usize>(name: &str, x: Tensor<D>) -> Tensor<D> {
                 .get_or_insert(CamError::TapReachedTwice(name.to_owned()));
             return x;
         }
-        let activation: Tensor<4> = x.reshape([dims[0], dims[1], dims[2], dims[3]]);
+        // Without autodiff: a model on an autodiff device (in training) tracks its activations
+        // back to its parameters; cut here, the backward pass starts at the probe whatever
+        // device the parameters live on, and the layers before the tap are never differentiated.
+        let activation: Tensor<4> = x.reshape([dims[0], dims[1], dims[2], dims[3]]).inner();
         let probe = Tensor::<4>::zeros(activation.dims(), &activation.device().autodiff()).require_grad();
         let probed = activation.clone().autodiff() + probe.clone();
         recording.captures.push(Capture {
             name: name.to_owned(),
-            activation: activation.inner(),
+            activation,
             probe,
         });
         probed.reshape(dims)

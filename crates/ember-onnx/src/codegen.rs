@@ -268,11 +268,14 @@ fn layer_table(tapped: &TappedGraph, runtime: &str, scores: ScoreSource) -> Stri
         // The logits the score tap records, or the output as it is.
         let forward = match (tapped.final_activation, scores) {
             (Some(_), ScoreSource::Logits) => format!(
-                "let (output, logits) = {runtime}::capture_scores(|| Model::forward(self, input));\n        \
+                "let (output, logits) = {runtime}::capture_scores(|| Model::forward(&model, input));\n        \
                  Ok(logits.unwrap_or(output))"
             ),
-            _ => "Ok(Model::forward(self, input))".to_owned(),
+            _ => "Ok(Model::forward(&model, input))".to_owned(),
         };
+        // Parameters without autodiff, whatever device they live on (a model in training): the
+        // explanation never differentiates them and costs what it costs on a plain device.
+        let forward = format!("let model = self.valid();\n        let input = input.inner();\n        {forward}");
         let activation = match tapped.final_activation {
             Some(activation) => format!("Some({runtime}::FinalActivation::{activation:?})"),
             None => "None".to_owned(),
