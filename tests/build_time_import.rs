@@ -106,3 +106,20 @@ fn on_request_both_explain_the_output() {
     println!("logits vs probabilities, Grad-CAM: maps {apart:.3} apart");
     assert!(apart > 1e-3, "the score source made no difference ({apart})");
 }
+
+/// The run-time executor on an autodiff device: weights are uploaded as constants (never
+/// requiring gradients), so the map is the plain device's and the output is detached.
+#[test]
+fn the_executor_on_an_autodiff_device_gives_the_same_map() {
+    let device = Device::flex();
+    let plain = OnnxModel::load(FILE, &device).unwrap();
+    let autodiff = OnnxModel::load(FILE, &device.clone().autodiff()).unwrap();
+    let explainer = Explainer::from(Method::GradCam);
+    let a = explainer.explain(&plain, input(&device), &ClassTarget::TopClass).unwrap();
+    let b = explainer
+        .explain(&autodiff, input(&device).autodiff(), &ClassTarget::TopClass)
+        .unwrap();
+    let worst = worst(&maps_to_host(&a.maps).unwrap(), &maps_to_host(&b.maps).unwrap());
+    assert!(worst <= 1e-6, "maps differ by {worst}");
+    assert!(!b.output.is_tracked());
+}
