@@ -115,7 +115,9 @@ fn the_executor_on_an_autodiff_device_gives_the_same_map() {
     let plain = OnnxModel::load(FILE, &device).unwrap();
     let autodiff = OnnxModel::load(FILE, &device.clone().autodiff()).unwrap();
     let explainer = Explainer::from(Method::GradCam);
-    let a = explainer.explain(&plain, input(&device), &ClassTarget::TopClass).unwrap();
+    let a = explainer
+        .explain(&plain, input(&device), &ClassTarget::TopClass)
+        .unwrap();
     let b = explainer
         .explain(&autodiff, input(&device).autodiff(), &ClassTarget::TopClass)
         .unwrap();

@@ -2,7 +2,7 @@
 //! devices.
 //! On a mismatch the test prints the block to paste.
 
-use ember_cam::vision::ColormapName;
+use ember_cam::vision::{ChannelOrder, ColormapName, ResizeFilter, ValueRange};
 use ember_cam::vocabulary::names;
 use ember_cam::{Method, Rectifier, Vocabulary};
 
@@ -35,11 +35,15 @@ fn quoted<V: Vocabulary>() -> String {
 fn the_vocabulary_lists_are_the_tables() {
     let devices: Vec<String> = ember_cam::device_names().iter().map(|n| format!("`{n}`")).collect();
     let expected = format!(
-        "- `--method`: {}\n- `--rectifier`: {}\n- `--colormap`: {}\n- `--device`: {}",
+        "- `--method`: {}\n- `--rectifier`: {}\n- `--colormap`: {}\n- `--device`: {}\n- `--channel-order`: {}\n\
+         - `--value-range`: {}\n- `--resize-filter`: {}",
         quoted::<Method>(),
         quoted::<Rectifier>(),
         quoted::<ColormapName>(),
-        devices.join(", ")
+        devices.join(", "),
+        quoted::<ChannelOrder>(),
+        quoted::<ValueRange>(),
+        quoted::<ResizeFilter>()
     );
     let found = block(&readme(), "vocabularies", "vocabularies");
     assert_eq!(found, expected, "update the README's vocabularies to:\n{expected}");

@@ -35,6 +35,13 @@ pub fn layers(args: &LayersArgs) -> Result<(), Failure> {
             None => String::new(),
         }
     );
+    if let Some(names) = model.class_names() {
+        println!(
+            "{} class names in the model's metadata ({}, …)",
+            names.len(),
+            names.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
     println!("{:<56} {:<20} {:<18} output", "layer (ONNX node)", "operator", "shape");
     for layer in model.layers() {
         let shape = describe_dims(&layer.shape);
@@ -82,6 +89,9 @@ pub fn explain(args: ExplainArgs) -> Result<(), Failure> {
     // anything is read or written.
     let mut read = ReadPaths::default();
     read.files.push(("model", args.model.clone()));
+    if let Some(config) = &args.preprocess_config {
+        read.files.push(("pre-processing config", config.clone()));
+    }
     if let Some(labels) = &args.labels {
         read.files.push(("labels", labels.clone()));
     }
@@ -120,7 +130,11 @@ pub fn explain(args: ExplainArgs) -> Result<(), Failure> {
     check_outputs(&read, &plan.written, &plan.folders).map_err(|e| Failure::usage(e.to_string()))?;
 
     let model = OnnxModel::load(&args.model, &device)?.with_scores(scores);
-    let labels = input::labels(args.labels.as_deref())?;
+    // Class names: --labels, or those the file's metadata carries.
+    let labels = match (&args.labels, model.class_names()) {
+        (None, Some(names)) => names.to_vec(),
+        (labels, _) => input::labels(labels.as_deref())?,
+    };
     let target = match &args.class {
         Some(text) => ClassTarget::Class(input::class_index(text, &labels)?),
         None => ClassTarget::TopClass,
@@ -135,9 +149,10 @@ pub fn explain(args: ExplainArgs) -> Result<(), Failure> {
         (Some(FinalActivation::Sigmoid), ScoreSource::Logits) => Probabilities::Sigmoid,
         _ => Probabilities::Softmax,
     };
-    let recipe = match &tensor {
-        Some(_) => None,
-        None => {
+    let recipe = match (&tensor, &args.preprocess_config) {
+        (Some(_), _) => None,
+        (None, Some(config)) => Some(input::preprocess_config(&args, config)?),
+        (None, None) => {
             let size = input::input_size(model.input_shape(), requested_size)?;
             Some(input::preprocess(&args, size)?)
         }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ember_core::vocabulary::value_parser;
 use ember_core::{DEFAULT_DEVICE, Method, Rectifier};
-use ember_vision::ColormapName;
+use ember_vision::{ChannelOrder, ColormapName, ResizeFilter, ValueRange};
 
 /// Explain the decisions of any ONNX image classifier with class activation maps (Grad-CAM and
 /// its family), on the CPU or a GPU.
@@ -87,7 +87,8 @@ pub struct ExplainArgs {
     #[arg(long, allow_hyphen_values = true)]
     pub class: Option<String>,
 
-    /// Class names, one per line (index order), for --class names and the report.
+    /// Class names, one per line (index order), for --class names and the report. Default: the
+    /// names in the model's metadata, when it has them.
     #[arg(long)]
     pub labels: Option<PathBuf>,
 
@@ -139,6 +140,25 @@ pub struct ExplainArgs {
     /// three separate values).
     #[arg(long, num_args = 1..=3, value_delimiter = ',')]
     pub std: Option<Vec<f32>>,
+
+    /// Channel order of the network input, overriding the pre-processing's.
+    #[arg(long, value_parser = value_parser::<ChannelOrder>())]
+    pub channel_order: Option<ChannelOrder>,
+
+    /// Range of pixel values before --mean and --std apply, overriding the pre-processing's.
+    #[arg(long, value_parser = value_parser::<ValueRange>())]
+    pub value_range: Option<ValueRange>,
+
+    /// Filter of every resize, overriding the pre-processing's.
+    #[arg(long, value_parser = value_parser::<ResizeFilter>())]
+    pub resize_filter: Option<ResizeFilter>,
+
+    /// A pre-processing recipe as JSON (ember_vision::Preprocess: resize_shorter,
+    /// resize_to_cover, resize_exact, center_crop, filter, channel_order, value_range, mean,
+    /// std; missing fields take torchvision's ImageNet values), instead of --preprocess. The
+    /// options above still override it.
+    #[arg(long, value_name = "FILE", conflicts_with = "preprocess")]
+    pub preprocess_config: Option<PathBuf>,
 
     /// Input size `N` or `HxW`, required when the model's input size is dynamic.
     #[arg(long)]

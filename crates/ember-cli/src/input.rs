@@ -119,13 +119,46 @@ pub fn preprocess(args: &ExplainArgs, [h, w]: [u32; 2]) -> Result<Preprocess, Fa
         },
         PreprocessKind::None => Preprocess::scale_only(h, w),
     };
+    overrides(args, &mut recipe)?;
+    Ok(recipe)
+}
+
+/// The longest pre-processing config read.
+const CONFIG_LIMIT: u64 = 1 << 20;
+
+/// The recipe of `--preprocess-config` (JSON), with the command line's overrides.
+pub fn preprocess_config(args: &ExplainArgs, path: &Path) -> Result<Preprocess, Failure> {
+    let bytes = read_regular_file(path, "pre-processing config", CONFIG_LIMIT)?;
+    let mut recipe: Preprocess = serde_json::from_slice(&bytes)
+        .map_err(|e| Failure::Input(format!("{} is not a pre-processing config: {e}", path.display())))?;
+    if recipe.std.contains(&0.0) || recipe.mean.iter().chain(&recipe.std).any(|v| !v.is_finite()) {
+        return Err(Failure::Input(format!(
+            "{}: mean and std must be finite and std non-zero",
+            path.display()
+        )));
+    }
+    overrides(args, &mut recipe)?;
+    Ok(recipe)
+}
+
+/// --mean, --std, --channel-order, --value-range and --resize-filter over a recipe.
+fn overrides(args: &ExplainArgs, recipe: &mut Preprocess) -> Result<(), Failure> {
     if let Some(mean) = &args.mean {
         recipe.mean = three(mean, "--mean")?;
     }
     if let Some(std) = &args.std {
         recipe.std = three(std, "--std")?;
     }
-    Ok(recipe)
+    if let Some(order) = args.channel_order {
+        recipe.channel_order = order;
+    }
+    if let Some(range) = args.value_range {
+        recipe.value_range = range;
+    }
+    if let Some(filter) = args.resize_filter {
+        recipe.filter = filter;
+    }
+    Ok(())
 }
 
 fn three(values: &[f32], name: &str) -> Result<[f32; 3], Failure> {

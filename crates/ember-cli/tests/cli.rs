@@ -110,6 +110,9 @@ fn help_documents_every_option() {
     listed::<Method>(&help);
     listed::<Rectifier>(&help);
     listed::<ColormapName>(&help);
+    listed::<ember_cam::vision::ChannelOrder>(&help);
+    listed::<ember_cam::vision::ValueRange>(&help);
+    listed::<ember_cam::vision::ResizeFilter>(&help);
     assert!(stdout(&ember(&["layers", "--help"])).contains("--model"));
     // A name outside a vocabulary is refused with the list of valid ones.
     let refused = ember(&[
@@ -583,4 +586,80 @@ fn the_wgpu_adapter_is_reported_with_the_results() {
             );
         }
     }
+}
+
+#[test]
+fn class_names_come_from_the_model_s_metadata() {
+    let names: Vec<String> = (0..10).map(|i| format!("class-{i}")).collect();
+    let quoted: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+    let named = edited_resnet("named.onnx", |m| {
+        m.metadata_props.push(Default::default());
+        let entry = m.metadata_props.last_mut().unwrap();
+        entry.key = "labels".into();
+        entry.value = format!("[{}]", quoted.join(", "));
+    });
+    let named = named.to_str().unwrap();
+    let text = stdout(&ember(&["layers", "--model", named]));
+    assert!(
+        text.contains("10 class names in the model's metadata (class-0, class-1, class-2, …)"),
+        "{text}"
+    );
+    // A class chosen by its name, no --labels needed; the report names it.
+    let text = stdout(&explain(named, &["--class", "class-3"]));
+    assert!(text.contains("explained class 3 class-3"), "{text}");
+    // --labels still wins.
+    let labels = scratch("other-labels.txt");
+    std::fs::write(&labels, (0..10).map(|i| format!("other-{i}\n")).collect::<String>()).unwrap();
+    let text = stdout(&explain(named, &["--class", "3", "--labels", labels.to_str().unwrap()]));
+    assert!(text.contains("explained class 3 other-3"), "{text}");
+}
+
+#[test]
+fn pre_processing_is_a_typed_config_with_channel_order_range_and_filter() {
+    let resnet = path("tests/fixtures/zoo/resnet.onnx");
+    let map = |name: &str, extra: &[&str]| {
+        let npy = scratch(&format!("{name}.npy"));
+        let mut args = vec!["--save-npy", npy.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        stdout(&explain(&resnet, &args));
+        read_npy(&npy).0
+    };
+    let config = scratch("bgr.json");
+    std::fs::write(
+        &config,
+        r#"{"resize_shorter": null, "resize_exact": [64, 64], "center_crop": null, "channel_order": "bgr"}"#,
+    )
+    .unwrap();
+    let from_config = map("config", &["--preprocess-config", config.to_str().unwrap()]);
+    let from_flags = map("flags", &["--preprocess", "resize", "--channel-order", "bgr"]);
+    assert_eq!(from_config, from_flags, "the config and the flags differ");
+    let rgb = map("rgb", &["--preprocess", "resize"]);
+    let apart = rgb
+        .iter()
+        .zip(&from_flags)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(apart > 1e-3, "--channel-order bgr changed nothing ({apart})");
+    let nearest = map("nearest", &["--preprocess", "resize", "--resize-filter", "nearest"]);
+    assert_ne!(nearest, rgb, "--resize-filter nearest changed nothing");
+    // Byte values with Caffe-like mean and std are one option away.
+    map(
+        "byte",
+        &[
+            "--preprocess",
+            "resize",
+            "--value-range",
+            "byte",
+            "--mean",
+            "104,117,124",
+            "--std",
+            "58,58,58",
+        ],
+    );
+    // A config with a typo is an error naming the field.
+    std::fs::write(&config, r#"{"channel_ordr": "bgr"}"#).unwrap();
+    assert_clean_error(
+        &explain(&resnet, &["--preprocess-config", config.to_str().unwrap()]),
+        "unknown field `channel_ordr`",
+    );
 }

@@ -78,28 +78,29 @@ pub fn value_parser<V: Vocabulary + Send + Sync>() -> impl clap::builder::TypedV
     PossibleValuesParser::new(values).try_map(|name: String| V::parse_name(&name))
 }
 
-/// Serde by name: a vocabulary value is written as its name and read from any of its names
-/// (the `serde` feature), e.g. `"method": "gradcam++"` in a configuration file.
-#[cfg(feature = "serde")]
-macro_rules! serde_by_name {
+/// Serde by name for vocabularies: a value is written as its name and read from any of its
+/// names, e.g. `"method": "gradcam++"` in a configuration file. The calling crate depends on
+/// `serde`.
+#[macro_export]
+macro_rules! vocabulary_serde {
     ($($vocabulary:ty),* $(,)?) => {$(
-        impl serde::Serialize for $vocabulary {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.serialize_str(Vocabulary::name(*self))
+        impl ::serde::Serialize for $vocabulary {
+            fn serialize<S: ::serde::Serializer>(&self, serializer: S) -> ::std::result::Result<S::Ok, S::Error> {
+                serializer.serialize_str($crate::Vocabulary::name(*self))
             }
         }
 
-        impl<'de> serde::Deserialize<'de> for $vocabulary {
-            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let name = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(deserializer)?;
-                <$vocabulary as Vocabulary>::parse_name(&name).map_err(serde::de::Error::custom)
+        impl<'de> ::serde::Deserialize<'de> for $vocabulary {
+            fn deserialize<D: ::serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+                let name = <::std::borrow::Cow<'de, str> as ::serde::Deserialize>::deserialize(deserializer)?;
+                <$vocabulary as $crate::Vocabulary>::parse_name(&name).map_err(::serde::de::Error::custom)
             }
         }
     )*};
 }
 
 #[cfg(feature = "serde")]
-serde_by_name!(crate::Method, crate::Rectifier);
+vocabulary_serde!(crate::Method, crate::Rectifier);
 
 #[cfg(all(test, feature = "serde"))]
 mod serde_tests {

@@ -559,3 +559,101 @@ fn graph_input_chw(model: &ModelProto) -> Vec<Option<usize>> {
         .collect();
     dims.get(1..).map(<[_]>::to_vec).unwrap_or_default()
 }
+
+/// The metadata keys class names are stored under by exporters (PaddleClas, Ultralytics, …),
+/// compared case-insensitively.
+const CLASS_NAME_KEYS: &[&str] = &["labels", "class_names", "classes", "names"];
+
+/// The class names stored in the model's metadata (`metadata_props`), if any: under `labels`,
+/// `class_names`, `classes` or `names`, as a JSON list (`["cat", "dog"]`), a JSON or Python
+/// dictionary by index (`{0: 'cat', 1: 'dog'}`, as Ultralytics writes), or one name per line
+/// (or per comma).
+pub fn class_names(model: &ModelProto) -> Option<Vec<String>> {
+    CLASS_NAME_KEYS.iter().find_map(|key| {
+        let entry = model
+            .metadata_props
+            .iter()
+            .find(|entry| entry.key.eq_ignore_ascii_case(key))?;
+        parse_class_names(&entry.value).filter(|names| !names.is_empty())
+    })
+}
+
+/// See [`class_names`].
+fn parse_class_names(text: &str) -> Option<Vec<String>> {
+    let text = text.trim();
+    match text.chars().next()? {
+        '[' => Some(quoted_strings(text).into_iter().map(|(_, s)| s).collect()),
+        '{' => {
+            // `key: 'value'` pairs: the text before each value holds its index.
+            let mut entries: Vec<(usize, String)> = Vec::new();
+            for (start, value) in quoted_strings(text) {
+                let before = &text[..start];
+                let key = before
+                    .rsplit([',', '{'])
+                    .next()?
+                    .trim()
+                    .trim_end_matches(':')
+                    .trim()
+                    .trim_matches(['"', '\'']);
+                // A quoted key is itself a quoted string: skip it.
+                if key.is_empty() {
+                    continue;
+                }
+                entries.push((key.parse().ok()?, value));
+            }
+            entries.sort_by_key(|(index, _)| *index);
+            let contiguous = entries.iter().enumerate().all(|(i, (index, _))| i == *index);
+            contiguous.then(|| entries.into_iter().map(|(_, name)| name).collect())
+        }
+        _ => {
+            let separator = if text.contains('\n') { '\n' } else { ',' };
+            Some(text.split(separator).map(|s| s.trim().to_owned()).collect())
+        }
+    }
+}
+
+/// The quoted strings of `text` (single or double quotes, backslash escapes), with the byte
+/// offset where each starts.
+fn quoted_strings(text: &str) -> Vec<(usize, String)> {
+    let mut strings = Vec::new();
+    let mut chars = text.char_indices();
+    while let Some((start, c)) = chars.next() {
+        if c != '"' && c != '\'' {
+            continue;
+        }
+        let mut value = String::new();
+        while let Some((_, next)) = chars.next() {
+            match next {
+                '\\' => {
+                    if let Some((_, escaped)) = chars.next() {
+                        value.push(escaped);
+                    }
+                }
+                q if q == c => break,
+                other => value.push(other),
+            }
+        }
+        strings.push((start, value));
+    }
+    strings
+}
+
+#[cfg(test)]
+mod class_name_tests {
+    use super::parse_class_names;
+
+    #[test]
+    fn class_names_in_the_formats_exporters_write() {
+        let names = |text: &str| parse_class_names(text).unwrap();
+        assert_eq!(names(r#"["cat", "dog", "crane, bird"]"#), ["cat", "dog", "crane, bird"]);
+        assert_eq!(
+            names("{0: 'person', 1: 'bicycle', 2: \"it's\"}"),
+            ["person", "bicycle", "it's"]
+        );
+        assert_eq!(names(r#"{"1": "dog", "0": "cat"}"#), ["cat", "dog"]);
+        assert_eq!(names("cat\ndog\n"), ["cat", "dog"]);
+        assert_eq!(names("cat, dog"), ["cat", "dog"]);
+        // Indices with a gap are not a class list.
+        assert!(parse_class_names("{0: 'a', 2: 'c'}").is_none());
+    }
+}

@@ -78,6 +78,8 @@ pub struct OnnxModel {
     layers: Vec<LayerInfo>,
     default_layer: String,
     input_shape: Vec<Option<usize>>,
+    /// Class names from the file's metadata.
+    class_names: Option<Vec<String>>,
     device: Device,
 }
 
@@ -308,6 +310,7 @@ impl OnnxModel {
             layers,
             default_layer: ember_core::default_layer(&tapped.layers).unwrap_or_default(),
             input_shape,
+            class_names: ember_onnx::class_names(&tapped.model),
             device: device.clone(),
         })
     }
@@ -327,6 +330,11 @@ impl OnnxModel {
     /// Which output the class scores come from.
     pub fn score_source(&self) -> ScoreSource {
         self.scores
+    }
+
+    /// The class names stored in the file's metadata (see [`ember_onnx::class_names`]), if any.
+    pub fn class_names(&self) -> Option<&[String]> {
+        self.class_names.as_deref()
     }
 
     /// The input's static shape `[N, C, H, W]` (`None` where dynamic).

@@ -7,7 +7,7 @@ mod preprocess;
 
 pub use outputs::{OutputConflict, ReadPaths, Written, check_outputs};
 pub use overlay::{Colormap, ColormapName, heatmap, overlay};
-pub use preprocess::{Preprocess, load_rgb};
+pub use preprocess::{ChannelOrder, Preprocess, ResizeFilter, ValueRange, load_rgb};
 
 use std::path::{Path, PathBuf};
 

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use ember_core::limits::open_regular_file;
-use ember_core::{checked_bytes, memory_budget};
+use ember_core::{Vocabulary, checked_bytes, memory_budget};
 use image::imageops::{self, FilterType};
 use image::{ImageError, RgbImage};
 
@@ -55,9 +55,142 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage, VisionError> {
     Ok(image.to_rgb8())
 }
 
-/// Resizes `image` to `width × height` (bilinear, antialiased) once the copy and the resampler's
-/// float buffer are known to fit the memory budget.
-fn resize(image: &RgbImage, width: u32, height: u32) -> Result<RgbImage, VisionError> {
+/// The order of the colour channels in the network input.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum ChannelOrder {
+    /// Red, green, blue (torchvision, Keras, most exports).
+    #[default]
+    Rgb,
+    /// Blue, green, red (OpenCV, Caffe, PaddlePaddle's `BGR` models).
+    Bgr,
+}
+
+/// The range pixel values are brought to before `mean` and `std` apply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum ValueRange {
+    /// 0 to 1 (`pixel / 255`; torchvision, Keras).
+    #[default]
+    Unit,
+    /// 0 to 255 (Caffe, many OpenCV pipelines; give `mean` and `std` in the same units).
+    Byte,
+}
+
+/// The filter images are resized with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum ResizeFilter {
+    /// Bilinear, antialiased when shrinking (torchvision's `Resize` on PIL images).
+    #[default]
+    Bilinear,
+    /// Nearest neighbour.
+    Nearest,
+    /// Bicubic (Catmull-Rom).
+    Bicubic,
+    /// Lanczos with a window of 3.
+    Lanczos,
+}
+
+impl ResizeFilter {
+    fn filter_type(self) -> FilterType {
+        match self {
+            ResizeFilter::Bilinear => FilterType::Triangle,
+            ResizeFilter::Nearest => FilterType::Nearest,
+            ResizeFilter::Bicubic => FilterType::CatmullRom,
+            ResizeFilter::Lanczos => FilterType::Lanczos3,
+        }
+    }
+}
+
+impl Vocabulary for ChannelOrder {
+    const KIND: &'static str = "channel order";
+    const ALL: &'static [Self] = &[ChannelOrder::Rgb, ChannelOrder::Bgr];
+
+    fn name(self) -> &'static str {
+        match self {
+            ChannelOrder::Rgb => "rgb",
+            ChannelOrder::Bgr => "bgr",
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            ChannelOrder::Rgb => "red, green, blue (torchvision, Keras, most exports)",
+            ChannelOrder::Bgr => "blue, green, red (OpenCV, Caffe, PaddlePaddle BGR models)",
+        }
+    }
+}
+
+impl Vocabulary for ValueRange {
+    const KIND: &'static str = "value range";
+    const ALL: &'static [Self] = &[ValueRange::Unit, ValueRange::Byte];
+
+    fn name(self) -> &'static str {
+        match self {
+            ValueRange::Unit => "unit",
+            ValueRange::Byte => "byte",
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            ValueRange::Unit => "pixels in [0, 1] before mean and std",
+            ValueRange::Byte => "pixels in [0, 255] before mean and std (Caffe-style; mean and std in the same units)",
+        }
+    }
+}
+
+impl Vocabulary for ResizeFilter {
+    const KIND: &'static str = "resize filter";
+    const ALL: &'static [Self] = &[
+        ResizeFilter::Bilinear,
+        ResizeFilter::Nearest,
+        ResizeFilter::Bicubic,
+        ResizeFilter::Lanczos,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            ResizeFilter::Bilinear => "bilinear",
+            ResizeFilter::Nearest => "nearest",
+            ResizeFilter::Bicubic => "bicubic",
+            ResizeFilter::Lanczos => "lanczos",
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            ResizeFilter::Bilinear => "bilinear, antialiased when shrinking (torchvision's Resize on PIL images)",
+            ResizeFilter::Nearest => "nearest neighbour",
+            ResizeFilter::Bicubic => "bicubic (Catmull-Rom)",
+            ResizeFilter::Lanczos => "Lanczos, window 3",
+        }
+    }
+}
+
+ember_core::vocabulary_serde!(ChannelOrder, ValueRange, ResizeFilter);
+
+macro_rules! display_and_parse {
+    ($($vocabulary:ty),*) => {$(
+        impl std::fmt::Display for $vocabulary {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        impl std::str::FromStr for $vocabulary {
+            type Err = ember_core::UnknownName;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::parse_name(s)
+            }
+        }
+    )*};
+}
+
+display_and_parse!(ChannelOrder, ValueRange, ResizeFilter);
+
+/// Resizes `image` to `width × height` with `filter` once the copy and the resampler's float
+/// buffer are known to fit the memory budget.
+fn resize(image: &RgbImage, width: u32, height: u32, filter: ResizeFilter) -> Result<RgbImage, VisionError> {
     let (old_width, old_height) = image.dimensions();
     checked_bytes(
         &format!("resizing the {old_width}×{old_height} image to {width}×{height}"),
@@ -69,14 +202,24 @@ fn resize(image: &RgbImage, width: u32, height: u32) -> Result<RgbImage, VisionE
         &[height, width, 3],
         1,
     )?;
-    Ok(imageops::resize(image, width, height, FilterType::Triangle))
+    Ok(imageops::resize(image, width, height, filter.filter_type()))
 }
 
-/// How an RGB image becomes a normalised `[1, 3, H, W]` tensor.
-#[derive(Debug, Clone, PartialEq)]
+/// How an RGB image becomes a normalised `[1, 3, H, W]` tensor: geometry (resize, crop),
+/// channel order, value range, mean and std. A typed config: written and read with serde (JSON
+/// in `ember explain --preprocess-config`), every field optional (`Preprocess::default()` is
+/// torchvision's ImageNet recipe).
+///
+/// ```
+/// let caffe: ember_vision::Preprocess = serde_json::from_str(
+///     r#"{"channel_order": "bgr", "value_range": "byte", "mean": [103.94, 116.78, 123.68], "std": [58.8, 58.8, 58.8]}"#,
+/// ).unwrap();
+/// assert_eq!(caffe.center_crop, Some([224, 224]));
+/// ```
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Preprocess {
-    /// Resize so that the shorter side has this length (bilinear, antialiased), keeping the
-    /// aspect ratio.
+    /// Resize so that the shorter side has this length, keeping the aspect ratio.
     pub resize_shorter: Option<u32>,
     /// Resize, keeping the aspect ratio, to the smallest size that covers `[height, width]`:
     /// `resize_shorter` generalised to crops that are not square (for a square it is the same).
@@ -85,10 +228,22 @@ pub struct Preprocess {
     pub resize_exact: Option<[u32; 2]>,
     /// Centre crop to `[height, width]`.
     pub center_crop: Option<[u32; 2]>,
-    /// Per-channel mean subtracted from values in [0, 1].
+    /// The filter of every resize.
+    pub filter: ResizeFilter,
+    /// The order of the channels in the tensor (and of `mean` and `std`).
+    pub channel_order: ChannelOrder,
+    /// The range pixels are brought to before `mean` and `std` apply.
+    pub value_range: ValueRange,
+    /// Per-channel mean subtracted (in the tensor's channel order and the value range's units).
     pub mean: [f32; 3],
-    /// Per-channel standard deviation dividing them.
+    /// Per-channel standard deviation dividing the values.
     pub std: [f32; 3],
+}
+
+impl Default for Preprocess {
+    fn default() -> Self {
+        Self::imagenet()
+    }
 }
 
 impl Preprocess {
@@ -99,6 +254,9 @@ impl Preprocess {
             resize_to_cover: None,
             resize_exact: None,
             center_crop: Some([224, 224]),
+            filter: ResizeFilter::Bilinear,
+            channel_order: ChannelOrder::Rgb,
+            value_range: ValueRange::Unit,
             mean: [0.485, 0.456, 0.406],
             std: [0.229, 0.224, 0.225],
         }
@@ -111,6 +269,9 @@ impl Preprocess {
             resize_to_cover: None,
             resize_exact: Some([height, width]),
             center_crop: None,
+            filter: ResizeFilter::Bilinear,
+            channel_order: ChannelOrder::Rgb,
+            value_range: ValueRange::Unit,
             mean: [0.0; 3],
             std: [1.0; 3],
         }
@@ -135,7 +296,7 @@ impl Preprocess {
             } else {
                 (longer(w, h)?, shorter)
             };
-            image = resize(&image, new_w, new_h)?;
+            image = resize(&image, new_w, new_h, self.filter)?;
         }
         if let Some([height, width]) = self.resize_to_cover {
             let (w, h) = image.dimensions();
@@ -154,10 +315,10 @@ impl Preprocess {
             } else {
                 (width, scaled(width, w, h)?)
             };
-            image = resize(&image, new_w, new_h)?;
+            image = resize(&image, new_w, new_h, self.filter)?;
         }
         if let Some([height, width]) = self.resize_exact {
-            image = resize(&image, width, height)?;
+            image = resize(&image, width, height, self.filter)?;
         }
         if let Some([height, width]) = self.center_crop {
             let (w, h) = image.dimensions();
@@ -179,10 +340,19 @@ impl Preprocess {
         let (width, height) = image.dimensions();
         checked_bytes("the network input", &[3, height, width], 4)?;
         let (width, height) = (width as usize, height as usize);
+        let scale = match self.value_range {
+            ValueRange::Unit => 1.0 / 255.0,
+            ValueRange::Byte => 1.0,
+        };
+        // The tensor's channel c holds this colour of the RGB image.
+        let source: [usize; 3] = match self.channel_order {
+            ChannelOrder::Rgb => [0, 1, 2],
+            ChannelOrder::Bgr => [2, 1, 0],
+        };
         let mut values = vec![0.0f32; 3 * height * width];
         for (x, y, pixel) in image.enumerate_pixels() {
-            for channel in 0..3 {
-                let value = pixel[channel] as f32 / 255.0;
+            for (channel, &colour) in source.iter().enumerate() {
+                let value = pixel[colour] as f32 * scale;
                 values[channel * height * width + y as usize * width + x as usize] =
                     (value - self.mean[channel]) / self.std[channel];
             }
@@ -197,5 +367,59 @@ impl Preprocess {
     pub fn apply(&self, image: &RgbImage, device: &Device) -> Result<(Tensor<4>, RgbImage), VisionError> {
         let shown = self.geometry(image)?;
         Ok((self.normalise(&shown, device)?, shown))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::Device;
+    use image::Rgb;
+
+    use super::*;
+
+    /// One pixel of (red 255, green 51, blue 0).
+    fn pixel() -> RgbImage {
+        RgbImage::from_pixel(1, 1, Rgb([255, 51, 0]))
+    }
+
+    fn values(recipe: &Preprocess) -> Vec<f32> {
+        recipe
+            .normalise(&pixel(), &Device::flex())
+            .unwrap()
+            .try_into_vec_as::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn channel_order_and_value_range_as_configured() {
+        let unit_rgb = values(&Preprocess::scale_only(1, 1));
+        let expected = [1.0, 0.2, 0.0];
+        assert!(
+            unit_rgb.iter().zip(expected).all(|(a, b)| (a - b).abs() < 1e-6),
+            "{unit_rgb:?}"
+        );
+        let byte_bgr = Preprocess {
+            channel_order: ChannelOrder::Bgr,
+            value_range: ValueRange::Byte,
+            mean: [10.0, 1.0, 5.0],
+            std: [2.0, 1.0, 5.0],
+            ..Preprocess::scale_only(1, 1)
+        };
+        // Channel 0 is blue: (0 − 10)/2; 1 green: (51 − 1)/1; 2 red: (255 − 5)/5.
+        assert_eq!(values(&byte_bgr), [-5.0, 50.0, 50.0]);
+    }
+
+    #[test]
+    fn the_recipe_is_a_serde_config_with_defaults_and_names() {
+        let recipe: Preprocess = serde_json::from_str(r#"{"channel_order": "bgr", "filter": "bicubic"}"#).unwrap();
+        assert_eq!(recipe.channel_order, ChannelOrder::Bgr);
+        assert_eq!(recipe.filter, ResizeFilter::Bicubic);
+        assert_eq!(recipe.mean, Preprocess::imagenet().mean);
+        let text = serde_json::to_string(&recipe).unwrap();
+        assert_eq!(serde_json::from_str::<Preprocess>(&text).unwrap(), recipe);
+        let error = serde_json::from_str::<Preprocess>(r#"{"channel_ordr": "bgr"}"#).unwrap_err();
+        assert!(error.to_string().contains("unknown field `channel_ordr`"), "{error}");
+        let error = serde_json::from_str::<Preprocess>(r#"{"value_range": "bytes"}"#).unwrap_err();
+        assert!(error.to_string().contains("unit, byte"), "{error}");
     }
 }
