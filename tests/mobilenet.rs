@@ -75,8 +75,15 @@ fn the_cat_is_recognised_and_explained_at_the_default_layer() {
 #[test]
 fn every_listed_layer_can_be_tapped_in_one_pass() {
     let model = model();
-    let layers = model.layers();
-    assert_eq!(layers.len(), 98, "52 Conv, 35 Clip, 10 Add and the global pool");
+    let all = model.layers();
+    assert_eq!(all.len(), 98, "52 Conv, 35 Clip, 10 Add and the global pool");
+    // The global pool is 1×1: its map would be blank, and asking for it is an error.
+    let pooled = Explainer::new(GradCam)
+        .layer("/GlobalAveragePool")
+        .explain(&model, chelsea_input(), &ClassTarget::Class(285))
+        .unwrap_err();
+    assert!(matches!(pooled, CamError::NoSpatialExtent(_)), "{pooled:?}");
+    let layers: Vec<_> = all.into_iter().filter(|l| l.name != "/GlobalAveragePool").collect();
     let explainer = layers.iter().fold(Explainer::new(GradCam), |explainer, layer| {
         explainer.layer(layer.name.clone())
     });

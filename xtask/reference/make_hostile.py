@@ -321,6 +321,19 @@ def main():
     no_classes = classifier("zero_classes", gemm_b=np.zeros(0, np.float32), edit=zero_class_head)
     case("zero_classes", "a classifier with no classes", explain(no_classes), 1, "no inputs or outputs")
 
+    def sigmoid_head(model):
+        graph = model.graph
+        for tensor in graph.initializer:
+            if tensor.name == "gemm_w":
+                tensor.CopyFrom(numpy_helper.from_array(GEMM_W[:1], "gemm_w"))
+            if tensor.name == "gemm_b":
+                tensor.CopyFrom(numpy_helper.from_array(GEMM_B[:1], "gemm_b"))
+        graph.node.append(helper.make_node("Sigmoid", ["logits"], ["probability"], name="sigmoid"))
+        graph.output[0].CopyFrom(helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["N", 1]))
+    binary = classifier("sigmoid_head", edit=sigmoid_head)
+    case("one_logit_sigmoid_head", "a binary classifier (one logit, a sigmoid): a correct result, explained through its logit",
+         explain(binary), 0)
+
     # --- Files that are not models --------------------------------------------------------
     write("empty.onnx", b"")
     case("empty_model_file", "0 bytes", explain("{dir}/empty.onnx"), 1, "")

@@ -148,15 +148,21 @@ pub fn tap<const D: usize>(name: &str, x: Tensor<D>) -> Tensor<D> {
                 .get_or_insert(CamError::TapReachedTwice(name.to_owned()));
             return x;
         }
-        // Without autodiff: a model on an autodiff device (in training) tracks its activations
-        // back to its parameters; cut here, the backward pass starts at the probe whatever
-        // device the parameters live on, and the layers before the tap are never differentiated.
-        let activation: Tensor<4> = x.reshape([dims[0], dims[1], dims[2], dims[3]]).inner();
+        let activation: Tensor<4> = x.reshape([dims[0], dims[1], dims[2], dims[3]]);
         let probe = Tensor::<4>::zeros(activation.dims(), &activation.device().autodiff()).require_grad();
-        let probed = activation.clone().autodiff() + probe.clone();
+        // At the earliest armed tap, the graph starts afresh: a model on an autodiff device (in
+        // training) tracks its activations back to its parameters, and the layers before the
+        // tap must not be differentiated, whatever device the parameters live on. Later taps
+        // keep the lineage: the earlier probes' gradients flow through them.
+        let lineage = if recording.captures.is_empty() {
+            activation.clone().inner().autodiff()
+        } else {
+            activation.clone().autodiff()
+        };
+        let probed = lineage + probe.clone();
         recording.captures.push(Capture {
             name: name.to_owned(),
-            activation,
+            activation: activation.inner(),
             probe,
         });
         probed.reshape(dims)

@@ -5,7 +5,6 @@
 mod common;
 
 use burn::module::Module;
-use burn::prelude::*;
 use common::*;
 use ember_core::{ClassTarget, Explainer, GradCam, maps_to_host, to_host};
 

@@ -251,13 +251,24 @@ pub fn tap_model(mut model: ModelProto, path: &Path) -> Result<TappedGraph, Impo
         },
         _ => None,
     };
-    // One logit: a sigmoid over it is a binary classifier's probability.
-    let one_logit = match graph.outputs.as_slice() {
+    // One logit: a sigmoid over it is a binary classifier's probability. The size is onnx-ir's
+    // inference, or the file's declaration (onnx-ir leaves static shapes with a symbolic batch
+    // unknown).
+    let inferred = match graph.outputs.as_slice() {
         [only] => {
             matches!(&only.ty, ArgType::Tensor(t) if t.static_shape.as_deref().is_some_and(|s| s.get(1) == Some(&Some(1))))
         }
         _ => false,
     };
+    let declared = model
+        .graph
+        .get_or_default()
+        .output
+        .first()
+        .and_then(|output| output.type_.as_ref())
+        .and_then(|ty| ty.tensor_type().shape.as_ref())
+        .is_some_and(|shape| shape.dim.len() == 2 && shape.dim[1].dim_value() == 1);
+    let one_logit = inferred || declared;
     let final_activation = if output_rank == Some(2) {
         insert_score_tap(&mut model, one_logit)
     } else {
