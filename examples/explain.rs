@@ -48,6 +48,10 @@ struct Args {
     /// wgpu-dx12 to pin the graphics API); wgpu when built with --features wgpu.
     #[arg(long, default_value = DEFAULT_DEVICE)]
     device: String,
+    /// A pre-processing recipe as JSON (`ember_vision::Preprocess`, as `ember explain
+    /// --preprocess-config` reads it); default: torchvision's ImageNet recipe.
+    #[arg(long, value_name = "FILE")]
+    preprocess_config: Option<PathBuf>,
     /// List the tappable layers and exit.
     #[arg(long)]
     list_layers: bool,
@@ -94,9 +98,16 @@ fn run(args: Args) -> Result<(), String> {
     check_outputs(&read, &outputs, &[]).map_err(|e| e.to_string())?;
 
     let photo = load_rgb(&args.image).map_err(|e| e.to_string())?;
-    let (input, shown) = Preprocess::imagenet()
-        .apply(&photo, &device)
-        .map_err(|e| e.to_string())?;
+    let recipe: Preprocess = match &args.preprocess_config {
+        Some(path) => {
+            let bytes = ember_cam::limits::read_regular_file(path, "pre-processing config", 1 << 20)
+                .map_err(|e| e.to_string())?;
+            serde_json::from_slice(&bytes)
+                .map_err(|e| format!("{} is not a pre-processing config: {e}", path.display()))?
+        }
+        None => Preprocess::imagenet(),
+    };
+    let (input, shown) = recipe.apply(&photo, &device).map_err(|e| e.to_string())?;
     let mut explainer = Explainer::from(args.method).rectifier(args.rectifier);
     if let Some(layer) = &args.layer {
         explainer = explainer.layer(layer.clone());

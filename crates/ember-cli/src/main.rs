@@ -112,6 +112,11 @@ fn main() -> ExitCode {
         }
         Err(_) => {
             let message = PANIC_MESSAGE.lock().ok().and_then(|m| m.clone()).unwrap_or_default();
+            // The reader of stdout went away (`ember layers … | head -1`): nothing is left to
+            // report to.
+            if message.starts_with("failed printing to stdout") {
+                return ExitCode::SUCCESS;
+            }
             eprintln!(
                 "error: internal failure, please report it with the command that caused it: {}",
                 one_line(&message)

@@ -478,3 +478,21 @@ fn usage_errors_exit_2_and_help_documents_the_statuses() {
     }
     assert!(text.contains("--max-memory"), "{text}");
 }
+
+#[test]
+fn a_reader_that_goes_away_is_not_an_internal_failure() {
+    // `ember layers … | head -1`: stdout is closed before ember writes to it.
+    let model = fixtures().join("tiny.onnx");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ember"))
+        .args(["layers", "--model", path(&model)])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ember starts");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("ember ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}
