@@ -11,7 +11,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use ember_cam::models::mobilenet_v2;
-use ember_cam::{CamModel, ClassTarget, Explainer, LayerMap, LayerTap, LayerTensors, Method, Vocabulary, burn};
+use ember_cam::{CamModel, ClassTarget, Explainer, LayerMap, LayerTap, LayerTensors, Method, burn};
 
 const FINAL_ABS: f32 = 1e-4;
 const STAGE_REL: f32 = 1e-4;
@@ -381,6 +381,17 @@ fn check_all_cases<M: CamModel<Output = Tensor<2>>>(worst: &mut Worst, model: &M
 /// maths") and end to end at 7×7, and their inputs (activations, gradients) at every layer.
 const ACTIVATION_SUM_METHODS: [Method; 2] = [Method::XGradCam, Method::GradCamPlusPlus];
 
+/// The methods whose every stage `make_fixtures.py` records from pytorch-grad-cam's runs; the
+/// factorisation methods have their own fixture (`reference_eigen.npz`, below).
+const GRADIENT_METHODS: &[Method] = &[
+    Method::GradCam,
+    Method::HiResCam,
+    Method::GradCamElementWise,
+    Method::XGradCam,
+    Method::GradCamPlusPlus,
+    Method::LayerCam,
+];
+
 const LAST_BLOCK: &str = "/features/features.18/features.18.2/Clip";
 const BLOCK_13: &str = "/features/features.13/Add";
 /// The 1×1 expansion convolution right after block 13 (followed by a ReLU6).
@@ -394,14 +405,14 @@ fn mobilenet_matches_pytorch_grad_cam() {
         Case {
             fixture: "reference_mobilenet_7x7",
             layers: &[LAST_BLOCK],
-            methods: Method::ALL,
+            methods: GRADIENT_METHODS,
             other_class: 281,
             tie_conv: None,
         },
         Case {
             fixture: "reference_mobilenet_14x14",
             layers: &[BLOCK_13],
-            methods: Method::ALL,
+            methods: GRADIENT_METHODS,
             other_class: 281,
             tie_conv: Some(BLOCK_14_EXPAND),
         },
@@ -487,7 +498,7 @@ fn small_cnns_match_pytorch_grad_cam() {
         let case = Case {
             fixture: &fixture,
             layers: &["relu2"],
-            methods: Method::ALL,
+            methods: GRADIENT_METHODS,
             other_class: 7,
             tie_conv: None,
         };
@@ -495,4 +506,68 @@ fn small_cnns_match_pytorch_grad_cam() {
     }
     print_worst("small CNNs (flex)", &worst);
     assert_eq!(compared, 2 * 24, "cases compared");
+}
+
+/// EigenCAM and EigenGradCAM against pytorch-grad-cam's `get_2d_projection_with_sign_correction`
+/// on the activations and gradients pytorch-grad-cam recorded (`cargo xtask eigen`): the raw
+/// projection, ≤ 1e-4 relative to its largest magnitude, sign included (where the projection's
+/// most negative and most positive values are within 0.1 % of each other the sign rule is a
+/// coin toss for any SVD, and either sign is accepted).
+#[test]
+fn eigen_methods_match_pytorch_grad_cam_s_projection() {
+    let eigen = Fixture::open("reference_eigen");
+    let mut compared = 0;
+    let mut worst = 0.0f32;
+    for source in [
+        "reference_mobilenet_7x7",
+        "reference_mobilenet_14x14",
+        "reference_small_cnn_gap",
+        "reference_small_cnn_flatten",
+    ] {
+        let fixture = Fixture::open(source);
+        for target in ["top", "other"] {
+            let activations = fixture.tensor::<4>(&format!("{target}/activations0"));
+            let gradients = fixture.tensor::<4>(&format!("{target}/gradients0"));
+            let [_, _, height, width] = activations.dims();
+            for method in [Method::EigenCam, Method::EigenGradCam] {
+                let tensors = LayerTensors {
+                    layer: "layer".into(),
+                    activations: activations.clone(),
+                    gradients: gradients.clone(),
+                };
+                let (layers, _) = Explainer::from(method).explain_tensors(vec![tensors], height, width);
+                let ours = host(layers[0].raw.clone());
+                let (reference, _) = eigen.get(&format!("{source}/{method}/{target}/raw0"));
+                let scale = reference.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let images = reference.len() / (height * width);
+                for image in 0..images {
+                    let range = image * height * width..(image + 1) * height * width;
+                    let (ours, theirs) = (&ours[range.clone()], &reference[range]);
+                    let high = theirs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let low = theirs.iter().copied().fold(f32::INFINITY, f32::min);
+                    let tie = (high.abs() - low.abs()).abs() <= 1e-3 * high.abs().max(low.abs());
+                    let difference = |sign: f32| {
+                        ours.iter()
+                            .zip(theirs)
+                            .map(|(a, b)| (a - sign * b).abs())
+                            .fold(0.0f32, f32::max)
+                            / scale
+                    };
+                    let error = if tie {
+                        difference(1.0).min(difference(-1.0))
+                    } else {
+                        difference(1.0)
+                    };
+                    worst = worst.max(error);
+                    assert!(
+                        error <= 1e-4,
+                        "{source} {method} {target} image {image}: {error:.2e} relative"
+                    );
+                    compared += 1;
+                }
+            }
+        }
+    }
+    println!("EigenCAM / EigenGradCAM vs pytorch-grad-cam: worst {worst:.2e} relative ({compared} maps)");
+    assert_eq!(compared, 4 * 2 * 2 * 2, "maps compared");
 }

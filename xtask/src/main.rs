@@ -23,8 +23,11 @@ enum Task {
     /// Python and PyPI).
     Zoo,
     /// Regenerate the hostile-input corpus in tests/fixtures/hostile/ (needs Python and PyPI,
-    /// only the pinned `onnx` and `numpy`).
+    /// only the pinned `onnx`, `numpy` and their dependencies).
     Hostile,
+    /// Regenerate tests/fixtures/reference_eigen.npz, pytorch-grad-cam's EigenCAM projections of
+    /// the reference activations (needs Python and PyPI: numpy, scikit-learn, grad-cam; no torch).
+    Eigen,
     /// Build the crate in tests/user-crate — outside the workspace, depending only on ember-cam
     /// (and ember-onnx in its build script) — importing an ONNX model at build time, run it, and
     /// check that its map equals `ember explain` on the same file (≤ 1e-4).
@@ -70,7 +73,22 @@ fn main() -> ExitCode {
         Task::ExportMobilenet => run_python("export_mobilenet.py", None),
         Task::Reference => run_python("make_fixtures.py", None),
         Task::Zoo => run_python("make_zoo.py", None),
-        Task::Hostile => run_python("make_hostile.py", Some(&["onnx", "numpy"])),
+        Task::Hostile => run_python(
+            "make_hostile.py",
+            Some(&["onnx", "numpy", "protobuf", "typing_extensions", "ml_dtypes"]),
+        ),
+        Task::Eigen => run_python(
+            "make_eigen_fixtures.py",
+            Some(&[
+                "numpy",
+                "scikit-learn",
+                "scipy",
+                "joblib",
+                "cloudpickle",
+                "threadpoolctl",
+                "grad-cam",
+            ]),
+        ),
         Task::UserCrate(args) => user_crate(args),
         Task::Bench(args) => bench(args),
     };
@@ -114,7 +132,11 @@ fn run_python(script: &str, only: Option<&[&str]>) -> Result<(), String> {
             if pinned.len() != names.len() {
                 return Err(format!("{} does not pin all of {names:?}", requirements.display()));
             }
-            run(Command::new(&python).args(["-m", "pip", "install", "-q"]).args(pinned))?
+            // Exactly these packages, with their pinned dependencies listed too: grad-cam's
+            // declared dependencies would pull torch.
+            run(Command::new(&python)
+                .args(["-m", "pip", "install", "-q", "--no-deps"])
+                .args(pinned))?
         }
     }
     run(Command::new(&python)

@@ -24,7 +24,8 @@ pub struct LayerMap {
     pub map: Tensor<3>,
     /// The activations `[N, K, h, w]`, when [`Explainer::keep_tensors`] is set.
     pub activations: Option<Tensor<4>>,
-    /// ∂score/∂activations `[N, K, h, w]` (not negated), when [`Explainer::keep_tensors`] is set.
+    /// ∂score/∂activations `[N, K, h, w]` (not negated), when [`Explainer::keep_tensors`] is set
+    /// and the method uses gradients.
     pub gradients: Option<Tensor<4>>,
 }
 
@@ -138,7 +139,7 @@ impl Explainer {
         model.check_input(&input)?;
         let layers = self.resolve_layers(model)?;
 
-        let session = TapSession::arm(&layers)?;
+        let session = TapSession::arm(&layers, self.method.uses_gradients())?;
         let output = model.forward(input);
         let recording = session.finish();
         let output = output?;
@@ -149,6 +150,25 @@ impl Explainer {
 
         let TargetScores { scores, classes } = target.scores(&output, batch)?;
         check_finite(&scores)?;
+        if !self.method.uses_gradients() {
+            // A method of activations alone: no backward pass at all.
+            let layer_tensors = captures
+                .into_iter()
+                .map(|capture| LayerTensors {
+                    layer: capture.name,
+                    gradients: capture.activation.zeros_like(),
+                    activations: capture.activation,
+                })
+                .collect();
+            let (layer_maps, maps) = self.explain_tensors(layer_tensors, height, width);
+            return Ok(Explanation {
+                maps,
+                layers: layer_maps,
+                scores: scores.inner(),
+                classes,
+                output: output.detached(),
+            });
+        }
         let total = scores.clone().sum();
         if !total.is_tracked() {
             return Err(CamError::LayerDoesNotAffectScore(layers[0].clone()));
@@ -164,7 +184,7 @@ impl Explainer {
                      probe,
                  }| {
                     let gradients = probe
-                        .grad_remove(&mut gradients)
+                        .and_then(|probe| probe.grad_remove(&mut gradients))
                         .ok_or_else(|| CamError::LayerDoesNotAffectScore(name.clone()))?;
                     Ok(LayerTensors {
                         layer: name,
@@ -214,7 +234,7 @@ impl Explainer {
             .compute(activations.clone(), self.rectifier.prepare_gradients(gradients.clone()));
         let normalised = self.rectifier.normalise(self.rectifier.rectify(output.map.clone()));
         let (activations, gradients) = if self.keep_tensors {
-            (Some(activations), Some(gradients))
+            (Some(activations), self.method.uses_gradients().then_some(gradients))
         } else {
             (None, None)
         };

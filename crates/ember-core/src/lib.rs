@@ -30,7 +30,8 @@ pub use error::{CamError, ModelFailure, Result};
 pub use explainer::{Explainer, Explanation, LayerMap, LayerTensors, closest_names};
 pub use limits::{FileError, SizeError, checked_bytes, memory_budget, set_memory_budget};
 pub use methods::{
-    CamMethod, GradCam, GradCamElementWise, GradCamPlusPlus, HiResCam, LayerCam, Method, MethodOutput, XGradCam,
+    CamMethod, EigenCam, EigenGradCam, GradCam, GradCamElementWise, GradCamPlusPlus, HiResCam, LayerCam, Method,
+    MethodOutput, XGradCam,
 };
 pub use model::{CamModel, DetachedOutput, LayerInfo, check_input_chw, default_layer, describe_dims};
 pub use read::{ImageExplanation, Peak, maps_to_host, to_host};

@@ -67,14 +67,16 @@ pub(crate) struct Capture {
     pub name: String,
     /// The activation, without autodiff.
     pub activation: Tensor<4>,
-    /// The zero probe whose gradient is ∂score/∂activation.
-    pub probe: Tensor<4>,
+    /// The zero probe whose gradient is ∂score/∂activation (none when gradients are not wanted).
+    pub probe: Option<Tensor<4>>,
 }
 
 /// Everything the taps saw during one forward pass.
 #[derive(Default)]
 pub(crate) struct Recording {
     armed: Vec<String>,
+    /// Whether gradients are wanted: without, taps only record (no probe, no autodiff).
+    probe: bool,
     /// Names of every tap the forward pass went through, armed or not, in order.
     pub seen: Vec<String>,
     pub captures: Vec<Capture>,
@@ -93,8 +95,9 @@ pub(crate) struct TapSession {
 }
 
 impl TapSession {
-    /// Arms the named taps. Fails if an explanation already runs on this thread.
-    pub fn arm(layers: &[String]) -> Result<Self> {
+    /// Arms the named taps, with probes for gradients when `probe`. Fails if an explanation
+    /// already runs on this thread.
+    pub fn arm(layers: &[String], probe: bool) -> Result<Self> {
         ACTIVE.with(|active| {
             let mut active = active.borrow_mut();
             if active.is_some() {
@@ -102,6 +105,7 @@ impl TapSession {
             }
             *active = Some(Recording {
                 armed: layers.to_vec(),
+                probe,
                 ..Recording::default()
             });
             Ok(Self { _not_send: PhantomData })
@@ -149,6 +153,15 @@ pub fn tap<const D: usize>(name: &str, x: Tensor<D>) -> Tensor<D> {
             return x;
         }
         let activation: Tensor<4> = x.reshape([dims[0], dims[1], dims[2], dims[3]]);
+        if !recording.probe {
+            // Activations alone (EigenCAM): the forward pass stays a plain forward pass.
+            recording.captures.push(Capture {
+                name: name.to_owned(),
+                activation: activation.clone().inner(),
+                probe: None,
+            });
+            return activation.reshape(dims);
+        }
         let probe = Tensor::<4>::zeros(activation.dims(), &activation.device().autodiff()).require_grad();
         // At the earliest armed tap, the graph starts afresh: a model on an autodiff device (in
         // training) tracks its activations back to its parameters, and the layers before the
@@ -163,7 +176,7 @@ pub fn tap<const D: usize>(name: &str, x: Tensor<D>) -> Tensor<D> {
         recording.captures.push(Capture {
             name: name.to_owned(),
             activation: activation.inner(),
-            probe,
+            probe: Some(probe),
         });
         probed.reshape(dims)
     })

@@ -182,3 +182,22 @@ fn method_and_rectifier_names_round_trip() {
     assert_eq!("none".parse::<Rectifier>().unwrap(), Rectifier::Signed);
     assert_eq!("GradCAMpp".parse::<Method>().unwrap(), Method::GradCamPlusPlus);
 }
+
+/// EigenCAM needs activations only: no backward pass (no gradients kept), and the map does not
+/// depend on the class explained.
+#[test]
+fn eigencam_uses_no_gradients_and_no_class() {
+    let model = DeepNet::new(31);
+    let x = input(2, 32);
+    let explain = |class: usize| {
+        Explainer::from(ember_core::Method::EigenCam)
+            .layer("block1")
+            .keep_tensors(true)
+            .explain(&model, x.clone(), &ClassTarget::Class(class))
+            .unwrap()
+    };
+    let (a, b) = (explain(0), explain(3));
+    assert!(a.layers[0].gradients.is_none());
+    assert!(a.layers[0].activations.is_some());
+    assert_eq!(to_vec(a.maps), to_vec(b.maps));
+}

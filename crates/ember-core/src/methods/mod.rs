@@ -6,11 +6,14 @@
 //! and upsampling are the pipeline's job, so a new method is one small file implementing
 //! [`CamMethod`]. Formulas and epsilons follow pytorch-grad-cam 1.5.7.
 
+mod eigen_cam;
+mod eigen_grad_cam;
 mod grad_cam;
 mod grad_cam_elementwise;
 mod grad_cam_plus_plus;
 mod hires_cam;
 mod layer_cam;
+mod principal;
 mod xgrad_cam;
 
 use std::fmt;
@@ -20,6 +23,8 @@ use burn::tensor::Tensor;
 
 use crate::vocabulary::{UnknownName, Vocabulary, write_name};
 
+pub use eigen_cam::EigenCam;
+pub use eigen_grad_cam::EigenGradCam;
 pub use grad_cam::GradCam;
 pub use grad_cam_elementwise::GradCamElementWise;
 pub use grad_cam_plus_plus::GradCamPlusPlus;
@@ -40,6 +45,12 @@ pub struct MethodOutput {
 pub trait CamMethod: fmt::Debug + Send + Sync {
     /// The method's name as pytorch-grad-cam and the command line spell it (`gradcam`).
     fn name(&self) -> &'static str;
+
+    /// Whether the map needs the gradients. A method that needs only the activations (the
+    /// factorisation family, EigenCAM) gets zeros, and the explanation skips the backward pass.
+    fn uses_gradients(&self) -> bool {
+        true
+    }
 
     /// The map of one layer from its activations and gradients, both `[N, K, h, w]`.
     fn compute(&self, activations: Tensor<4>, gradients: Tensor<4>) -> MethodOutput;
@@ -89,6 +100,10 @@ pub enum Method {
     GradCamPlusPlus,
     /// [`LayerCam`]
     LayerCam,
+    /// [`EigenCam`]
+    EigenCam,
+    /// [`EigenGradCam`]
+    EigenGradCam,
 }
 
 impl Vocabulary for Method {
@@ -100,6 +115,8 @@ impl Vocabulary for Method {
         Method::XGradCam,
         Method::GradCamPlusPlus,
         Method::LayerCam,
+        Method::EigenCam,
+        Method::EigenGradCam,
     ];
 
     fn name(self) -> &'static str {
@@ -114,6 +131,10 @@ impl Vocabulary for Method {
             Method::XGradCam => "activation-normalised gradient weights (Fu et al. 2020)",
             Method::GradCamPlusPlus => "higher-order weights of positive gradients (Chattopadhay et al. 2018)",
             Method::LayerCam => "positive gradients weight each activation (Jiang et al. 2021)",
+            Method::EigenCam => {
+                "first principal component of the activations; no gradients, no class (Muhammad & Yeasin 2020)"
+            }
+            Method::EigenGradCam => "first principal component of gradients times activations",
         }
     }
 
@@ -135,6 +156,8 @@ impl Method {
             Method::XGradCam => Box::new(XGradCam),
             Method::GradCamPlusPlus => Box::new(GradCamPlusPlus),
             Method::LayerCam => Box::new(LayerCam),
+            Method::EigenCam => Box::new(EigenCam),
+            Method::EigenGradCam => Box::new(EigenGradCam),
         }
     }
 }
