@@ -121,6 +121,21 @@ pub enum CamError {
     #[error("could not read a tensor from the device: {0}")]
     Read(String),
 
+    /// A factorisation method met a layer whose channels do not vary over the image: it has no
+    /// principal component, and its map would be blank.
+    #[error(
+        "layer `{layer}` does not vary over image {image}: it has no principal component, so its {method} map \
+         would be blank; choose another layer or a gradient method"
+    )]
+    DegenerateLayer {
+        /// The layer.
+        layer: String,
+        /// The image of the batch.
+        image: usize,
+        /// The method.
+        method: &'static str,
+    },
+
     /// The layer's spatial size is 1×1 for this input: its map would be blank.
     #[error(
         "layer `{0}` is 1×1 for this input, so its class activation map would be blank; choose an earlier \

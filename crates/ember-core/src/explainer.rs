@@ -6,6 +6,7 @@ use burn::tensor::{Int, Tensor};
 use crate::error::{CamError, Result};
 use crate::methods::{CamMethod, GradCam, Method};
 use crate::model::{CamModel, DetachedOutput};
+use crate::read::to_host;
 use crate::rectifier::Rectifier;
 use crate::resize::resize_bilinear;
 use crate::tap::{Capture, Recording, TapSession};
@@ -161,6 +162,17 @@ impl Explainer {
                 })
                 .collect();
             let (layer_maps, maps) = self.explain_tensors(layer_tensors, height, width);
+            // A layer constant over an image has no principal component: a blank map, refused.
+            for layer in &layer_maps {
+                let largest = to_host(&layer.raw.clone().abs().max_dim(2).max_dim(1).flatten::<1>(0, 2))?;
+                if let Some(image) = largest.iter().position(|&v| v == 0.0) {
+                    return Err(CamError::DegenerateLayer {
+                        layer: layer.layer.clone(),
+                        image,
+                        method: self.method.name(),
+                    });
+                }
+            }
             return Ok(Explanation {
                 maps,
                 layers: layer_maps,

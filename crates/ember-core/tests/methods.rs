@@ -201,3 +201,19 @@ fn eigencam_uses_no_gradients_and_no_class() {
     assert!(a.layers[0].activations.is_some());
     assert_eq!(to_vec(a.maps), to_vec(b.maps));
 }
+
+/// A layer that does not vary over the image has no principal component: an error, not a blank
+/// map.
+#[test]
+fn eigencam_on_a_constant_layer_is_an_error() {
+    let model = DeepNet::new(33);
+    let constant = Tensor::<4>::zeros([1, 3, SIZE, SIZE], &device());
+    let error = Explainer::from(ember_core::Method::EigenCam)
+        .layer("block1")
+        .explain(&model, constant, &ClassTarget::Class(0))
+        .unwrap_err();
+    assert!(
+        matches!(&error, ember_core::CamError::DegenerateLayer { layer, image: 0, .. } if layer == "block1"),
+        "{error:?}"
+    );
+}
