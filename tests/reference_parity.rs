@@ -571,3 +571,58 @@ fn eigen_methods_match_pytorch_grad_cam_s_projection() {
     println!("EigenCAM / EigenGradCAM vs pytorch-grad-cam: worst {worst:.2e} relative ({compared} maps)");
     assert_eq!(compared, 4 * 2 * 2 * 2, "maps compared");
 }
+
+/// AblationCAM against pytorch-grad-cam's own runs (`cargo xtask ablation`): channel weights
+/// ≤ 1e-4 relative to the largest, final maps ≤ 1e-4 absolute, for the small CNNs and MobileNetV2
+/// at its last block, top class and another class, a batch of two images.
+#[test]
+fn ablation_cam_matches_pytorch_grad_cam() {
+    let ablation = Fixture::open("reference_ablation");
+    let mut worst = (0.0f32, 0.0f32);
+    let mut compare = |model: &dyn Fn(Tensor<4>) -> Tensor<2>, layer: &str, prefix: &str, other: usize| {
+        let input = Fixture::open(&format!("reference_{prefix}")).tensor::<4>("input");
+        for (name, target) in [("top", ClassTarget::TopClass), ("other", ClassTarget::Class(other))] {
+            let explanation = Explainer::from(Method::AblationCam)
+                .layer(layer)
+                .explain(&|x| model(x), input.clone(), &target)
+                .unwrap();
+            let weights = host(explanation.layers[0].channel_weights.clone().expect("channel weights"));
+            let (reference, _) = ablation.get(&format!("{prefix}/{name}/weights"));
+            let scale = reference.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let error = weights
+                .iter()
+                .zip(reference)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max)
+                / scale;
+            assert!(error <= 1e-4, "{prefix} {name}: weights differ by {error:.2e} relative");
+            let (reference, _) = ablation.get(&format!("{prefix}/{name}/final"));
+            let maps = host(explanation.maps);
+            let map_error = maps
+                .iter()
+                .zip(reference)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                map_error <= 1e-4,
+                "{prefix} {name}: final maps differ by {map_error:.2e}"
+            );
+            worst = (worst.0.max(error), worst.1.max(map_error));
+        }
+    };
+    for head in ["gap", "flatten"] {
+        let model = SmallCnn::load(head);
+        compare(&|x| model.forward(x), "relu2", &format!("small_cnn_{head}"), 7);
+    }
+    let mobilenet = mobilenet_v2::Model::from_embedded(&Device::flex());
+    compare(
+        &|x| CamModel::forward(&mobilenet, x).unwrap(),
+        LAST_BLOCK,
+        "mobilenet_7x7",
+        281,
+    );
+    println!(
+        "AblationCAM vs pytorch-grad-cam: weights {:.2e} relative, final maps {:.2e}",
+        worst.0, worst.1
+    );
+}

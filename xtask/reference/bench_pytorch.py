@@ -13,10 +13,21 @@ import tempfile
 import time
 
 import torch
-from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam import AblationCAM, EigenCAM, EigenGradCAM, GradCAM, GradCAMPlusPlus, HiResCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from export_mobilenet import fetch_weights, load_model
+
+
+# Ember's method names → pytorch-grad-cam's classes (the methods both have).
+METHODS = {
+    "gradcam": GradCAM,
+    "hirescam": HiResCAM,
+    "gradcam++": GradCAMPlusPlus,
+    "eigencam": EigenCAM,
+    "eigengradcam": EigenGradCAM,
+    "ablationcam": AblationCAM,
+}
 
 
 def paired_medians_ms(runs, forward, explain):
@@ -38,6 +49,7 @@ def main():
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--methods", default="gradcam", help="comma list of " + ", ".join(METHODS))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -50,16 +62,17 @@ def main():
             with torch.no_grad():
                 model(x)
 
-        def explain():
-            with GradCAM(model=model, target_layers=[layer]) as cam:
-                cam(input_tensor=x, targets=None)
+        for method in [m for m in args.methods.split(",") if m in METHODS]:
+            def explain():
+                with METHODS[method](model=model, target_layers=[layer]) as cam:
+                    cam(input_tensor=x, targets=None)
 
-        forward_ms, explain_ms = paired_medians_ms(args.runs, forward, explain)
-        print(json.dumps({
-            "model": "mobilenet_v2", "batch": batch, "backend": f"pytorch-cpu ({args.threads} threads)",
-            "method": "gradcam (pytorch-grad-cam)", "forward_ms": round(forward_ms, 2),
-            "explain_ms": round(explain_ms, 2), "ratio": round(explain_ms / forward_ms, 3),
-        }))
+            forward_ms, explain_ms = paired_medians_ms(args.runs, forward, explain)
+            print(json.dumps({
+                "model": "mobilenet_v2", "batch": batch, "backend": f"pytorch-cpu ({args.threads} threads)",
+                "method": f"{method} (pytorch-grad-cam)", "forward_ms": round(forward_ms, 2),
+                "explain_ms": round(explain_ms, 2), "ratio": round(explain_ms / forward_ms, 3),
+            }))
 
 
 if __name__ == "__main__":

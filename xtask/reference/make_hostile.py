@@ -422,6 +422,8 @@ def main():
         ("std_zero", ["--size", "16", "--std", "0,1,1"], 2, "--std"),
         ("image_weight_nan", ["--size", "16", "--image-weight", "nan"], 2, "--image-weight"),
         ("batch_size_zero", ["--size", "16", "--batch-size", "0"], 2, "--batch-size"),
+        ("perturbation_batch_zero", ["--size", "16", "--method", "ablationcam", "--perturbation-batch-size", "0"], 2,
+         "--perturbation-batch-size"),
         ("class_beyond_u64", ["--size", "16", "--class", "18446744073709551616"], 1, ""),
         ("class_negative", ["--size", "16", "--class", "-1"], 1, ""),
         ("class_out_of_range", ["--size", "16", "--class", "3"], 1, "out of range"),

@@ -28,6 +28,9 @@ enum Task {
     /// Regenerate tests/fixtures/reference_eigen.npz, pytorch-grad-cam's EigenCAM projections of
     /// the reference activations (needs Python and PyPI: numpy, scikit-learn, grad-cam; no torch).
     Eigen,
+    /// Regenerate tests/fixtures/reference_ablation.npz, pytorch-grad-cam's AblationCAM runs
+    /// (needs Python and PyPI: the full pinned requirements, torch included).
+    Ablation,
     /// Build the crate in tests/user-crate — outside the workspace, depending only on ember-cam
     /// (and ember-onnx in its build script) — importing an ONNX model at build time, run it, and
     /// check that its map equals `ember explain` on the same file (≤ 1e-4).
@@ -48,6 +51,12 @@ struct BenchArgs {
     /// Timed runs per row, after 3 warm-up runs.
     #[arg(long, default_value_t = 10)]
     runs: usize,
+    /// Methods (default: gradcam,hirescam,gradcam++; pytorch-grad-cam rows for those it has).
+    #[arg(long)]
+    methods: Option<String>,
+    /// Batch sizes (default: 1,8).
+    #[arg(long)]
+    batches: Option<String>,
     /// Also write the rows as a JSON list.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -77,6 +86,7 @@ fn main() -> ExitCode {
             "make_hostile.py",
             Some(&["onnx", "numpy", "protobuf", "typing_extensions", "ml_dtypes"]),
         ),
+        Task::Ablation => run_python("make_ablation_fixtures.py", None),
         Task::Eigen => run_python(
             "make_eigen_fixtures.py",
             Some(&[
@@ -157,10 +167,17 @@ fn run(command: &mut Command) -> Result<(), String> {
 fn bench(args: BenchArgs) -> Result<(), String> {
     let root = root();
     let (backends, batches, methods) = if args.quick {
-        (vec!["flex".to_owned()], "1", "gradcam")
+        (vec!["flex".to_owned()], "1".to_owned(), "gradcam".to_owned())
     } else {
-        (args.backends.clone(), "1,8", "gradcam,hirescam,gradcam++")
+        (
+            args.backends.clone(),
+            args.batches.clone().unwrap_or_else(|| "1,8".to_owned()),
+            args.methods
+                .clone()
+                .unwrap_or_else(|| "gradcam,hirescam,gradcam++".to_owned()),
+        )
     };
+    let (batches, methods) = (batches.as_str(), methods.as_str());
     let features: Vec<&str> = backends.iter().filter(|b| *b != "flex").map(String::as_str).collect();
     let mut command = Command::new(env!("CARGO"));
     command
@@ -194,6 +211,8 @@ fn bench(args: BenchArgs) -> Result<(), String> {
                 "bench_pytorch.py",
                 "--batches",
                 batches,
+                "--methods",
+                methods,
                 "--runs",
                 &args.runs.to_string(),
             ]);

@@ -140,6 +140,9 @@ pub fn explain(args: ExplainArgs) -> Result<(), Failure> {
         None => ClassTarget::TopClass,
     };
     let mut explainer = Explainer::from(args.method).rectifier(args.rectifier);
+    if let Some(copies) = args.perturbation_batch_size {
+        explainer = explainer.perturbation_batch(copies);
+    }
     for layer in &args.layer {
         explainer = explainer.layer(layer.clone());
     }

@@ -169,6 +169,12 @@ pub struct ExplainArgs {
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
 
+    /// Altered copies of a layer re-run at once by perturbation methods (ablationcam): more is
+    /// faster where the network after the layer is small, and takes that many times its memory.
+    /// Default: as many as 64 MiB of the layer's activations hold.
+    #[arg(long)]
+    pub perturbation_batch_size: Option<usize>,
+
     /// Which output is the class score: logits (the input of a final softmax, as Grad-CAM
     /// prescribes) or output (the graph output as it is, e.g. probabilities).
     #[arg(long, value_enum, default_value = "logits")]

@@ -18,6 +18,9 @@ pub fn check_arguments(args: &ExplainArgs) -> Result<(), Failure> {
     if args.batch_size == 0 {
         return Err(Failure::usage("--batch-size must be at least 1"));
     }
+    if args.perturbation_batch_size == Some(0) {
+        return Err(Failure::usage("--perturbation-batch-size must be at least 1"));
+    }
     for (values, name) in [(&args.mean, "--mean"), (&args.std, "--std")] {
         if let Some(values) = values {
             three(values, name)?;

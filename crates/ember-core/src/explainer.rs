@@ -4,13 +4,18 @@
 use burn::tensor::{Int, Tensor};
 
 use crate::error::{CamError, Result};
-use crate::methods::{CamMethod, GradCam, Method};
+use crate::methods::{CamMethod, GradCam, Method, Perturbation};
 use crate::model::{CamModel, DetachedOutput};
 use crate::read::to_host;
 use crate::rectifier::Rectifier;
 use crate::resize::resize_bilinear;
 use crate::tap::{Capture, Recording, TapSession};
 use crate::target::{Target, TargetScores};
+
+/// Unless set, perturbation methods re-run as many altered copies at once as fit in this many
+/// bytes of activations (at least one): a whole layer at MobileNetV2's last block in five
+/// batches, a few copies at a time where activations are large.
+pub const PERTURBATION_BATCH_BYTES: usize = 64 << 20;
 
 /// What was computed for one tapped layer. Everything stays on the device.
 #[derive(Debug, Clone)]
@@ -73,6 +78,7 @@ pub struct Explainer {
     layers: Vec<String>,
     rectifier: Rectifier,
     keep_tensors: bool,
+    perturbation_batch: Option<usize>,
 }
 
 impl Default for Explainer {
@@ -100,6 +106,7 @@ impl Explainer {
             layers: Vec::new(),
             rectifier: Rectifier::default(),
             keep_tensors: false,
+            perturbation_batch: None,
         }
     }
 
@@ -112,6 +119,14 @@ impl Explainer {
     /// Sets the rectifier ([`Rectifier::Relu`] by default).
     pub fn rectifier(mut self, rectifier: Rectifier) -> Self {
         self.rectifier = rectifier;
+        self
+    }
+
+    /// How many altered copies a perturbation method (AblationCAM) re-runs at once (at least
+    /// 1; by default as many as [`PERTURBATION_BATCH_BYTES`] of activations hold): more is
+    /// faster where the part after the layer is small, and takes that many times its memory.
+    pub fn perturbation_batch(mut self, copies: usize) -> Self {
+        self.perturbation_batch = Some(copies.max(1));
         self
     }
 
@@ -141,7 +156,7 @@ impl Explainer {
         let layers = self.resolve_layers(model)?;
 
         let session = TapSession::arm(&layers, self.method.uses_gradients())?;
-        let output = model.forward(input);
+        let output = model.forward(input.clone());
         let recording = session.finish();
         let output = output?;
         let captures = captures_in_order(recording, &layers, model)?;
@@ -151,6 +166,58 @@ impl Explainer {
 
         let TargetScores { scores, classes } = target.scores(&output, batch)?;
         check_finite(&scores)?;
+        if let Some(perturbation) = self.method.perturbation() {
+            // Re-runs of the model after each layer on altered copies of its activations.
+            let classes_host: Option<Vec<usize>> = match &classes {
+                Some(classes) => Some(
+                    classes
+                        .clone()
+                        .try_into_vec_as::<i64>()
+                        .map_err(|e| CamError::Read(format!("{e:?}")))?
+                        .into_iter()
+                        .map(|c| usize::try_from(c).unwrap_or(usize::MAX))
+                        .collect(),
+                ),
+                None => None,
+            };
+            let originals = scores.clone().inner();
+            let mut layer_tensors = Vec::with_capacity(captures.len());
+            for capture in captures {
+                let mut weights = Vec::with_capacity(batch);
+                for image in 0..batch {
+                    let activations = capture.activation.clone().narrow(0, image, 1);
+                    let class = classes_host.as_ref().map(|c| c[image]);
+                    let scores = self.rerun(
+                        model,
+                        target,
+                        &capture.name,
+                        &input,
+                        image,
+                        &activations,
+                        class,
+                        perturbation,
+                    )?;
+                    weights.push(perturbation.weights(originals.clone().narrow(0, image, 1), scores));
+                }
+                let [_, channels, h, w] = capture.activation.dims();
+                let weights = Tensor::cat(weights, 0)
+                    .reshape([batch, channels, 1, 1])
+                    .expand([batch, channels, h, w]);
+                layer_tensors.push(LayerTensors {
+                    layer: capture.name,
+                    activations: capture.activation,
+                    gradients: weights,
+                });
+            }
+            let (layer_maps, maps) = self.explain_tensors(layer_tensors, height, width);
+            return Ok(Explanation {
+                maps,
+                layers: layer_maps,
+                scores: scores.inner(),
+                classes,
+                output: output.detached(),
+            });
+        }
         if !self.method.uses_gradients() {
             // A method of activations alone: no backward pass at all.
             let layer_tensors = captures
@@ -214,6 +281,50 @@ impl Explainer {
             classes,
             output: output.detached(),
         })
+    }
+
+    /// The target's scores `[copies]` of the perturbation's altered copies of one image's
+    /// activations at `layer`, in batches (see [`Explainer::perturbation_batch`]): the image runs
+    /// through the model with the tap's output replaced by each batch of copies.
+    #[allow(clippy::too_many_arguments)]
+    fn rerun<M, T>(
+        &self,
+        model: &M,
+        target: &T,
+        layer: &str,
+        input: &Tensor<4>,
+        image: usize,
+        activations: &Tensor<4>,
+        class: Option<usize>,
+        perturbation: &dyn Perturbation,
+    ) -> Result<Tensor<1>>
+    where
+        M: CamModel + ?Sized,
+        T: Target<M::Output> + ?Sized,
+    {
+        let copies = perturbation.copies(activations);
+        let per_copy = activations.shape().num_elements() * size_of::<f32>();
+        let batch = self
+            .perturbation_batch
+            .unwrap_or_else(|| (PERTURBATION_BATCH_BYTES / per_copy.max(1)).max(1));
+        let one = input.clone().narrow(0, image, 1);
+        let mut scores = Vec::with_capacity(copies.div_ceil(batch));
+        for start in (0..copies).step_by(batch) {
+            let range = start..(start + batch).min(copies);
+            let count = range.len();
+            let session = TapSession::substituting(layer, perturbation.altered(activations, range))?;
+            let output = model.forward(one.clone());
+            let recording = session.finish();
+            let output = output?;
+            if let Some(problem) = recording.problem {
+                return Err(problem);
+            }
+            if !recording.substituted {
+                return Err(CamError::TapNotReached(layer.to_owned()));
+            }
+            scores.push(target.copy_scores(&output, count, class)?.inner());
+        }
+        Ok(Tensor::cat(scores, 0))
     }
 
     /// The pipeline after capture: each layer's map (method → rectifier → normalisation →

@@ -27,11 +27,11 @@ pub use device::{
     Adapter, DEFAULT_DEVICE, DEVICES, DeviceError, OpenedDevice, device_named, device_names, open_device,
 };
 pub use error::{CamError, ModelFailure, Result};
-pub use explainer::{Explainer, Explanation, LayerMap, LayerTensors, closest_names};
+pub use explainer::{Explainer, Explanation, LayerMap, LayerTensors, PERTURBATION_BATCH_BYTES, closest_names};
 pub use limits::{FileError, SizeError, checked_bytes, memory_budget, set_memory_budget};
 pub use methods::{
-    CamMethod, EigenCam, EigenGradCam, GradCam, GradCamElementWise, GradCamPlusPlus, HiResCam, LayerCam, Method,
-    MethodOutput, XGradCam,
+    AblationCam, CamMethod, EigenCam, EigenGradCam, GradCam, GradCamElementWise, GradCamPlusPlus, HiResCam, LayerCam,
+    Method, MethodOutput, XGradCam,
 };
 pub use model::{CamModel, DetachedOutput, LayerInfo, check_input_chw, default_layer, describe_dims};
 pub use read::{ImageExplanation, Peak, maps_to_host, to_host};

@@ -77,9 +77,13 @@ pub(crate) struct Recording {
     armed: Vec<String>,
     /// Whether gradients are wanted: without, taps only record (no probe, no autodiff).
     probe: bool,
+    /// A tap whose output is replaced (perturbation methods' altered copies).
+    substitute: Option<(String, Tensor<4>)>,
     /// Names of every tap the forward pass went through, armed or not, in order.
     pub seen: Vec<String>,
     pub captures: Vec<Capture>,
+    /// Whether the substitute was used.
+    pub substituted: bool,
     /// The first problem met by an armed tap, reported after the forward pass.
     pub problem: Option<CamError>,
 }
@@ -112,6 +116,22 @@ impl TapSession {
         })
     }
 
+    /// Replaces the output of the tap `layer` by `activations` (any batch size) for the
+    /// session: the model after the tap runs on them, the part before it on the input as it is.
+    pub fn substituting(layer: &str, activations: Tensor<4>) -> Result<Self> {
+        ACTIVE.with(|active| {
+            let mut active = active.borrow_mut();
+            if active.is_some() {
+                return Err(CamError::NestedExplanation);
+            }
+            *active = Some(Recording {
+                substitute: Some((layer.to_owned(), activations)),
+                ..Recording::default()
+            });
+            Ok(Self { _not_send: PhantomData })
+        })
+    }
+
     /// Ends the session and hands over what was captured.
     pub fn finish(self) -> Recording {
         ACTIVE.with(|active| active.borrow_mut().take()).unwrap_or_default()
@@ -135,6 +155,22 @@ pub fn tap<const D: usize>(name: &str, x: Tensor<D>) -> Tensor<D> {
             return x;
         };
         recording.seen.push(name.to_owned());
+        if let Some((layer, substitute)) = &recording.substitute
+            && layer == name
+        {
+            let dims = x.dims();
+            if D != 4 {
+                recording.problem.get_or_insert(CamError::NotSpatial {
+                    layer: name.to_owned(),
+                    shape: dims.to_vec(),
+                });
+                return x;
+            }
+            let mut shape = dims;
+            shape[0] = substitute.dims()[0];
+            recording.substituted = true;
+            return substitute.clone().reshape(shape);
+        }
         if !recording.armed.iter().any(|armed| armed == name) {
             return x;
         }

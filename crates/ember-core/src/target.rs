@@ -22,6 +22,15 @@ pub struct TargetScores {
 pub trait Target<O> {
     /// The scores `[N]` for an output of a batch of `batch` images.
     fn scores(&self, output: &O, batch: usize) -> Result<TargetScores>;
+
+    /// The scores `[copies]` of altered copies of one image (perturbation methods re-run the
+    /// model on them), whose class the unaltered pass resolved to `class` (for class targets):
+    /// the copies are scored for that class, not for their own top class. By default, the
+    /// target's scores of the copies' output.
+    fn copy_scores(&self, output: &O, copies: usize, class: Option<usize>) -> Result<Tensor<1>> {
+        let _ = class;
+        Ok(self.scores(output, copies)?.scores)
+    }
 }
 
 /// A class of a classifier's `[N, classes]` scores, as pytorch-grad-cam's
@@ -74,6 +83,13 @@ impl Target<Tensor<2>> for ClassTarget {
             scores,
             classes: Some(classes.reshape([batch])),
         })
+    }
+
+    fn copy_scores(&self, output: &Tensor<2>, copies: usize, class: Option<usize>) -> Result<Tensor<1>> {
+        match class {
+            Some(class) => ClassTarget::Class(class).scores(output, copies).map(|s| s.scores),
+            None => self.scores(output, copies).map(|s| s.scores),
+        }
     }
 }
 

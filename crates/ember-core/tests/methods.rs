@@ -217,3 +217,36 @@ fn eigencam_on_a_constant_layer_is_an_error() {
         "{error:?}"
     );
 }
+
+/// AblationCAM on conv → ReLU → tap → global average pool → linear: ablating channel k (to 0,
+/// the ReLU's minimum) removes exactly `w_kc · mean(A_k)` from the score `y_c`, so the weight is
+/// that over `y_c` — in closed form, whatever the batch of re-run copies.
+#[test]
+fn ablationcam_weights_are_the_relative_score_drops() {
+    let model = GapNet::new(41);
+    let x = input(2, 42);
+    let class = 1;
+    let activations = model.features(x.clone());
+    let scores = to_vec(model.forward(x.clone()).narrow(1, class, 1));
+    let means = to_vec(activations.clone().mean_dims(&[2, 3]));
+    let head = to_vec(model.head.weight.val());
+    for batch in [1, 3, 64] {
+        let explanation = Explainer::from(ember_core::Method::AblationCam)
+            .layer("features")
+            .perturbation_batch(batch)
+            .explain(&|x| model.forward(x), x.clone(), &ClassTarget::Class(class))
+            .unwrap();
+        let weights = to_vec(explanation.layers[0].channel_weights.clone().unwrap());
+        for image in 0..2 {
+            for channel in 0..CHANNELS {
+                let drop = head[channel * CLASSES + class] * means[image * CHANNELS + channel];
+                let expected = drop / scores[image];
+                let got = weights[image * CHANNELS + channel];
+                assert!(
+                    (got - expected).abs() <= 1e-4 * expected.abs().max(1.0),
+                    "batch {batch}, image {image}, channel {channel}: {got} vs {expected}"
+                );
+            }
+        }
+    }
+}

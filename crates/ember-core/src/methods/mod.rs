@@ -6,6 +6,7 @@
 //! and upsampling are the pipeline's job, so a new method is one small file implementing
 //! [`CamMethod`]. Formulas and epsilons follow pytorch-grad-cam 1.5.7.
 
+mod ablation_cam;
 mod eigen_cam;
 mod eigen_grad_cam;
 mod grad_cam;
@@ -23,6 +24,7 @@ use burn::tensor::Tensor;
 
 use crate::vocabulary::{UnknownName, Vocabulary, write_name};
 
+pub use ablation_cam::AblationCam;
 pub use eigen_cam::EigenCam;
 pub use eigen_grad_cam::EigenGradCam;
 pub use grad_cam::GradCam;
@@ -52,8 +54,30 @@ pub trait CamMethod: fmt::Debug + Send + Sync {
         true
     }
 
-    /// The map of one layer from its activations and gradients, both `[N, K, h, w]`.
+    /// For the perturbation family (AblationCAM): how the layer's activations are altered and
+    /// the model after the layer re-run on them. The explainer then passes the channel weights
+    /// the re-runs measured, constant over space, where gradients would go.
+    fn perturbation(&self) -> Option<&dyn Perturbation> {
+        None
+    }
+
+    /// The map of one layer from its activations and gradients (or, for perturbation methods,
+    /// the measured channel weights), both `[N, K, h, w]`.
     fn compute(&self, activations: Tensor<4>, gradients: Tensor<4>) -> MethodOutput;
+}
+
+/// Re-runs of the part of the model after the layer on altered copies of one image's
+/// activations, whose scores weight the channels. The part before the layer runs once per batch
+/// of copies on the one image; only the part after it runs on the copies.
+pub trait Perturbation: fmt::Debug + Send + Sync {
+    /// How many altered copies of one image's activations `[1, K, h, w]` are scored.
+    fn copies(&self, activations: &Tensor<4>) -> usize;
+
+    /// Copies `range` of the altered activations, `[range.len(), K, h, w]`.
+    fn altered(&self, activations: &Tensor<4>, range: std::ops::Range<usize>) -> Tensor<4>;
+
+    /// The channel weights `[1, K]` from the unaltered score `[1]` and the copies' scores.
+    fn weights(&self, original: Tensor<1>, scores: Tensor<1>) -> Tensor<2>;
 }
 
 /// `Σ_k α_k · A^k`: the map of a channel-weighting method.
@@ -104,6 +128,8 @@ pub enum Method {
     EigenCam,
     /// [`EigenGradCam`]
     EigenGradCam,
+    /// [`AblationCam`]
+    AblationCam,
 }
 
 impl Vocabulary for Method {
@@ -117,6 +143,7 @@ impl Vocabulary for Method {
         Method::LayerCam,
         Method::EigenCam,
         Method::EigenGradCam,
+        Method::AblationCam,
     ];
 
     fn name(self) -> &'static str {
@@ -135,6 +162,9 @@ impl Vocabulary for Method {
                 "first principal component of the activations; no gradients, no class (Muhammad & Yeasin 2020)"
             }
             Method::EigenGradCam => "first principal component of gradients times activations",
+            Method::AblationCam => {
+                "the score's drop when each channel is ablated weights it; no gradients (Desai & Ramaswamy 2020)"
+            }
         }
     }
 
@@ -158,6 +188,7 @@ impl Method {
             Method::LayerCam => Box::new(LayerCam),
             Method::EigenCam => Box::new(EigenCam),
             Method::EigenGradCam => Box::new(EigenGradCam),
+            Method::AblationCam => Box::new(AblationCam),
         }
     }
 }
