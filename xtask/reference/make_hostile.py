@@ -97,6 +97,9 @@ def explain(model, *extra, image="{dir}/photo.png"):
         args += ["--image", image]
     if "--out" not in extra:
         args += ["--out", "{out}/overlay.png"]
+    # Batch runs (a folder, a tensor of several images) write there, never into the checkout.
+    if "--out-dir" not in extra:
+        args += ["--out-dir", "{out}/batch"]
     return args + list(extra)
 
 

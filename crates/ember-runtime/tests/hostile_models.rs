@@ -44,6 +44,8 @@ fn every_hostile_model_is_an_error_and_every_valid_one_explains() {
                 "{dir}/photo.png",
                 "--out",
                 _,
+                "--out-dir",
+                _,
             ] => model.strip_prefix("{dir}/").filter(|m| m.ends_with(".onnx")),
             _ => None,
         }
