@@ -6,7 +6,7 @@ use burn::tensor::{Int, Tensor};
 use crate::error::{CamError, Result};
 use crate::methods::{CamMethod, GradCam, Method, Perturbation};
 use crate::model::{CamModel, DetachedOutput};
-use crate::read::to_host;
+use crate::read::{classes_to_host, to_host};
 use crate::rectifier::Rectifier;
 use crate::resize::resize_bilinear;
 use crate::tap::{Capture, Recording, TapSession};
@@ -166,28 +166,18 @@ impl Explainer {
 
         let TargetScores { scores, classes } = target.scores(&output, batch)?;
         check_finite(&scores)?;
-        if let Some(perturbation) = self.method.perturbation() {
-            // Re-runs of the model after each layer on altered copies of its activations.
-            let classes_host: Option<Vec<usize>> = match &classes {
-                Some(classes) => Some(
-                    classes
-                        .clone()
-                        .try_into_vec_as::<i64>()
-                        .map_err(|e| CamError::Read(format!("{e:?}")))?
-                        .into_iter()
-                        .map(|c| usize::try_from(c).unwrap_or(usize::MAX))
-                        .collect(),
-                ),
-                None => None,
-            };
+        // What each method family needs besides the activations: measured channel weights
+        // (perturbation), nothing (factorisation), or the gradients of one backward pass.
+        let layer_tensors = if let Some(perturbation) = self.method.perturbation() {
+            let classes = classes.as_ref().map(classes_to_host).transpose()?;
             let originals = scores.clone().inner();
             let mut layer_tensors = Vec::with_capacity(captures.len());
             for capture in captures {
                 let mut weights = Vec::with_capacity(batch);
                 for image in 0..batch {
                     let activations = capture.activation.clone().narrow(0, image, 1);
-                    let class = classes_host.as_ref().map(|c| c[image]);
-                    let scores = self.rerun(
+                    let class = classes.as_ref().map(|c| c[image]);
+                    let copies = self.rerun(
                         model,
                         target,
                         &capture.name,
@@ -197,7 +187,7 @@ impl Explainer {
                         class,
                         perturbation,
                     )?;
-                    weights.push(perturbation.weights(originals.clone().narrow(0, image, 1), scores));
+                    weights.push(perturbation.weights(originals.clone().narrow(0, image, 1), copies));
                 }
                 let [_, channels, h, w] = capture.activation.dims();
                 let weights = Tensor::cat(weights, 0)
@@ -209,26 +199,44 @@ impl Explainer {
                     gradients: weights,
                 });
             }
-            let (layer_maps, maps) = self.explain_tensors(layer_tensors, height, width);
-            return Ok(Explanation {
-                maps,
-                layers: layer_maps,
-                scores: scores.inner(),
-                classes,
-                output: output.detached(),
-            });
-        }
-        if !self.method.uses_gradients() {
-            // A method of activations alone: no backward pass at all.
-            let layer_tensors = captures
+            layer_tensors
+        } else if !self.method.uses_gradients() {
+            captures
                 .into_iter()
                 .map(|capture| LayerTensors {
                     layer: capture.name,
                     gradients: capture.activation.zeros_like(),
                     activations: capture.activation,
                 })
-                .collect();
-            let (layer_maps, maps) = self.explain_tensors(layer_tensors, height, width);
+                .collect()
+        } else {
+            let total = scores.clone().sum();
+            if !total.is_tracked() {
+                return Err(CamError::LayerDoesNotAffectScore(layers[0].clone()));
+            }
+            let mut gradients = total.backward();
+            captures
+                .into_iter()
+                .map(
+                    |Capture {
+                         name,
+                         activation,
+                         probe,
+                     }| {
+                        let gradients = probe
+                            .and_then(|probe| probe.grad_remove(&mut gradients))
+                            .ok_or_else(|| CamError::LayerDoesNotAffectScore(name.clone()))?;
+                        Ok(LayerTensors {
+                            layer: name,
+                            activations: activation,
+                            gradients,
+                        })
+                    },
+                )
+                .collect::<Result<Vec<_>>>()?
+        };
+        let (layer_maps, maps) = self.explain_tensors(layer_tensors, height, width);
+        if !self.method.uses_gradients() && self.method.perturbation().is_none() {
             // A layer constant over an image has no principal component: a blank map, refused.
             for layer in &layer_maps {
                 let largest = to_host(&layer.raw.clone().abs().max_dim(2).max_dim(1).flatten::<1>(0, 2))?;
@@ -240,40 +248,7 @@ impl Explainer {
                     });
                 }
             }
-            return Ok(Explanation {
-                maps,
-                layers: layer_maps,
-                scores: scores.inner(),
-                classes,
-                output: output.detached(),
-            });
         }
-        let total = scores.clone().sum();
-        if !total.is_tracked() {
-            return Err(CamError::LayerDoesNotAffectScore(layers[0].clone()));
-        }
-        let mut gradients = total.backward();
-
-        let layer_tensors = captures
-            .into_iter()
-            .map(
-                |Capture {
-                     name,
-                     activation,
-                     probe,
-                 }| {
-                    let gradients = probe
-                        .and_then(|probe| probe.grad_remove(&mut gradients))
-                        .ok_or_else(|| CamError::LayerDoesNotAffectScore(name.clone()))?;
-                    Ok(LayerTensors {
-                        layer: name,
-                        activations: activation,
-                        gradients,
-                    })
-                },
-            )
-            .collect::<Result<Vec<_>>>()?;
-        let (layer_maps, maps) = self.explain_tensors(layer_tensors, height, width);
         Ok(Explanation {
             maps,
             layers: layer_maps,

@@ -1,6 +1,6 @@
 //! Reading tensors back to the host: the only place the pipeline's results leave the device.
 
-use burn::tensor::Tensor;
+use burn::tensor::{Int, Tensor};
 
 use crate::error::{CamError, Result};
 use crate::explainer::Explanation;
@@ -12,6 +12,17 @@ pub fn to_host<const D: usize>(tensor: &Tensor<D>) -> Result<Vec<f32>> {
         .inner()
         .try_into_vec_as::<f32>()
         .map_err(|e| CamError::Read(format!("{e:?}")))
+}
+
+/// Reads class indices `[N]` back to the host.
+pub(crate) fn classes_to_host(classes: &Tensor<1, Int>) -> Result<Vec<usize>> {
+    Ok(classes
+        .clone()
+        .try_into_vec_as::<i64>()
+        .map_err(|e| CamError::Read(format!("{e:?}")))?
+        .into_iter()
+        .map(|c| usize::try_from(c).unwrap_or(usize::MAX))
+        .collect())
 }
 
 /// Reads maps `[N, H, W]` back to the host, image after image in row-major order.
@@ -58,18 +69,7 @@ impl<O> Explanation<O> {
         let [batch, height, width] = self.maps.dims();
         let maps = maps_to_host(&self.maps)?;
         let scores = to_host(&self.scores)?;
-        let classes: Option<Vec<usize>> = match &self.classes {
-            Some(classes) => Some(
-                classes
-                    .clone()
-                    .try_into_vec_as::<i64>()
-                    .map_err(|e| CamError::Read(format!("{e:?}")))?
-                    .into_iter()
-                    .map(|c| usize::try_from(c).unwrap_or(usize::MAX))
-                    .collect(),
-            ),
-            None => None,
-        };
+        let classes = self.classes.as_ref().map(classes_to_host).transpose()?;
         Ok((0..batch)
             .map(|i| {
                 let values = &maps[i * height * width..(i + 1) * height * width];

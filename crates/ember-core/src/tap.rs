@@ -155,23 +155,8 @@ pub fn tap<const D: usize>(name: &str, x: Tensor<D>) -> Tensor<D> {
             return x;
         };
         recording.seen.push(name.to_owned());
-        if let Some((layer, substitute)) = &recording.substitute
-            && layer == name
-        {
-            let dims = x.dims();
-            if D != 4 {
-                recording.problem.get_or_insert(CamError::NotSpatial {
-                    layer: name.to_owned(),
-                    shape: dims.to_vec(),
-                });
-                return x;
-            }
-            let mut shape = dims;
-            shape[0] = substitute.dims()[0];
-            recording.substituted = true;
-            return substitute.clone().reshape(shape);
-        }
-        if !recording.armed.iter().any(|armed| armed == name) {
+        let substituted = matches!(&recording.substitute, Some((layer, _)) if layer == name);
+        if !substituted && !recording.armed.iter().any(|armed| armed == name) {
             return x;
         }
         let dims = x.dims();
@@ -181,6 +166,13 @@ pub fn tap<const D: usize>(name: &str, x: Tensor<D>) -> Tensor<D> {
                 shape: dims.to_vec(),
             });
             return x;
+        }
+        if let Some((_, substitute)) = recording.substitute.as_ref().filter(|_| substituted) {
+            let mut shape = dims;
+            shape[0] = substitute.dims()[0];
+            let substitute = substitute.clone().reshape(shape);
+            recording.substituted = true;
+            return substitute;
         }
         if recording.captures.iter().any(|c| c.name == name) {
             recording
