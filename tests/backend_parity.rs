@@ -49,8 +49,11 @@ fn run(device: &Device) -> Run {
         .unwrap();
     let captured = &explanation.layers[0];
     let [_, height, width] = explanation.maps.dims();
+    // Every method that works from the captured tensors; perturbation methods re-run the model
+    // and are compared by `check_ablation`.
     let maps = Method::ALL
         .iter()
+        .filter(|method| method.build().perturbation().is_none())
         .map(|&method| {
             let tensors = LayerTensors {
                 layer: LAYER.into(),
@@ -151,6 +154,7 @@ fn check_against_flex(backend: &str, make_device: impl FnOnce() -> Device) {
         }
     };
     check_resize(backend, &device);
+    check_ablation(backend, &device);
     check_zoo(backend, &device);
     let reference = run(&Device::flex());
     let other = run(&device);
@@ -184,6 +188,27 @@ fn check_resize(backend: &str, device: &Device) {
     assert!(
         worst <= MAP_ABS,
         "{backend}: upsampled maps differ from flex by {worst}"
+    );
+}
+
+/// AblationCAM end to end (its re-runs of the model after the layer on ablated copies) on one
+/// image, against flex: maps ≤ 1e-4.
+#[cfg(any(feature = "ndarray", feature = "wgpu"))]
+fn check_ablation(backend: &str, device: &Device) {
+    let ablation = |device: &Device| {
+        let model = mobilenet_v2::Model::from_embedded(device);
+        let explanation = Explainer::from(Method::AblationCam)
+            .layer(LAYER)
+            .explain(&model, input(device).narrow(0, 0, 1), &ClassTarget::TopClass)
+            .unwrap();
+        maps_to_host(&explanation.maps).unwrap()
+    };
+    let (ours, flex) = (ablation(device), ablation(&Device::flex()));
+    let worst = ours.iter().zip(&flex).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    println!("{backend} vs flex, ablationcam: worst map difference {worst:.2e}");
+    assert!(
+        worst <= MAP_ABS,
+        "{backend}: ablationcam maps differ from flex by {worst}"
     );
 }
 
