@@ -121,11 +121,11 @@ pub enum CamError {
     #[error("could not read a tensor from the device: {0}")]
     Read(String),
 
-    /// A factorisation method met a layer whose channels do not vary over the image: it has no
-    /// principal component, and its map would be blank.
+    /// A method of activations alone met a layer whose channels do not vary over the image: its
+    /// map would be blank (EigenCAM: no principal component).
     #[error(
-        "layer `{layer}` does not vary over image {image}: it has no principal component, so its {method} map \
-         would be blank; choose another layer or a gradient method"
+        "layer `{layer}` gives image {image} a blank {method} map (its activations do not vary over the image: \
+         no principal component to project on, or nothing to weight); choose another layer or a gradient method"
     )]
     DegenerateLayer {
         /// The layer.

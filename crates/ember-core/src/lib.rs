@@ -31,7 +31,7 @@ pub use explainer::{Explainer, Explanation, LayerMap, LayerTensors, PERTURBATION
 pub use limits::{FileError, SizeError, checked_bytes, memory_budget, set_memory_budget};
 pub use methods::{
     AblationCam, CamMethod, EigenCam, EigenGradCam, GradCam, GradCamElementWise, GradCamPlusPlus, HiResCam, LayerCam,
-    Method, MethodOutput, XGradCam,
+    Method, MethodOutput, RandomCam, XGradCam,
 };
 pub use model::{CamModel, DetachedOutput, LayerInfo, check_input_chw, default_layer, describe_dims};
 pub use read::{ImageExplanation, Peak, maps_to_host, to_host};

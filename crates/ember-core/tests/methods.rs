@@ -250,3 +250,26 @@ fn ablationcam_weights_are_the_relative_score_drops() {
         }
     }
 }
+
+/// RandomCAM: a seeded baseline — the same map every run, weights in [−1, 1), another seed
+/// another map, no gradients.
+#[test]
+fn randomcam_is_a_seeded_baseline() {
+    use ember_core::RandomCam;
+    let model = DeepNet::new(51);
+    let x = input(2, 52);
+    let explain = |seed: u64| {
+        Explainer::new(RandomCam { seed })
+            .layer("block1")
+            .keep_tensors(true)
+            .explain(&model, x.clone(), &ClassTarget::TopClass)
+            .unwrap()
+    };
+    let (a, b, c) = (explain(0), explain(0), explain(7));
+    assert!(a.layers[0].gradients.is_none());
+    let weights = to_vec(a.layers[0].channel_weights.clone().unwrap());
+    assert!(weights.iter().all(|w| (-1.0..1.0).contains(w)), "{weights:?}");
+    assert!(weights.iter().any(|&w| w < 0.0) && weights.iter().any(|&w| w > 0.0));
+    assert_eq!(to_vec(a.maps.clone()), to_vec(b.maps));
+    assert_ne!(to_vec(a.maps), to_vec(c.maps));
+}

@@ -15,6 +15,7 @@ mod grad_cam_plus_plus;
 mod hires_cam;
 mod layer_cam;
 mod principal;
+mod random_cam;
 mod xgrad_cam;
 
 use std::fmt;
@@ -32,6 +33,7 @@ pub use grad_cam_elementwise::GradCamElementWise;
 pub use grad_cam_plus_plus::GradCamPlusPlus;
 pub use hires_cam::HiResCam;
 pub use layer_cam::LayerCam;
+pub use random_cam::RandomCam;
 pub use xgrad_cam::XGradCam;
 
 /// What a method computes for one layer.
@@ -130,6 +132,8 @@ pub enum Method {
     EigenGradCam,
     /// [`AblationCam`]
     AblationCam,
+    /// [`RandomCam`] (seed 0)
+    RandomCam,
 }
 
 impl Vocabulary for Method {
@@ -144,6 +148,7 @@ impl Vocabulary for Method {
         Method::EigenCam,
         Method::EigenGradCam,
         Method::AblationCam,
+        Method::RandomCam,
     ];
 
     fn name(self) -> &'static str {
@@ -165,6 +170,7 @@ impl Vocabulary for Method {
             Method::AblationCam => {
                 "the score's drop when each channel is ablated weights it; no gradients (Desai & Ramaswamy 2020)"
             }
+            Method::RandomCam => "random channel weights in [-1, 1): a baseline for faithfulness metrics",
         }
     }
 
@@ -189,6 +195,7 @@ impl Method {
             Method::EigenCam => Box::new(EigenCam),
             Method::EigenGradCam => Box::new(EigenGradCam),
             Method::AblationCam => Box::new(AblationCam),
+            Method::RandomCam => Box::new(RandomCam::default()),
         }
     }
 }
