@@ -184,38 +184,24 @@ fn mkfifo(path: &Path) {
 #[cfg(unix)]
 fn fifos_and_devices_are_refused_without_reading() {
     let dir = scratch("special");
-    let fifo = dir.join("pipe.png");
-    mkfifo(&fifo);
     let out = dir.join("overlay.png");
     let fifo_model = dir.join("model.onnx");
     mkfifo(&fifo_model);
     // Nothing ever writes to these FIFOs: opening one to read would block until the timeout.
-    assert_refused(
-        &explain(&["--image", path(&fifo), "--out", path(&out)]),
-        1,
-        "not a regular file (a FIFO)",
-    );
-    let labels = dir.join("labels.txt");
-    mkfifo(&labels);
-    assert_refused(
-        &explain(&[
-            "--image",
-            path(&photo()),
-            "--out",
-            path(&out),
-            "--labels",
-            path(&labels),
-        ]),
-        1,
-        "not a regular file (a FIFO)",
-    );
-    let tensor = dir.join("tensor.npy");
-    mkfifo(&tensor);
-    assert_refused(
-        &explain(&["--input-npy", path(&tensor), "--out", path(&out)]),
-        1,
-        "not a regular file (a FIFO)",
-    );
+    for (flag, name) in [
+        ("--image", "pipe.png"),
+        ("--labels", "labels.txt"),
+        ("--input-npy", "tensor.npy"),
+    ] {
+        let fifo = dir.join(name);
+        mkfifo(&fifo);
+        let photo = photo();
+        let mut args = vec![flag, path(&fifo), "--out", path(&out)];
+        if flag == "--labels" {
+            args.extend(["--image", path(&photo)]);
+        }
+        assert_refused(&explain(&args), 1, "not a regular file (a FIFO)");
+    }
     let image = photo();
     let args = [
         "explain",

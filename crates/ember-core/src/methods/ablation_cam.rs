@@ -3,7 +3,6 @@ use std::ops::Range;
 use burn::tensor::{Tensor, TensorData};
 
 use super::{CamMethod, MethodOutput, Perturbation, weighted_channel_sum};
-use crate::read::to_host;
 
 /// AblationCAM: each channel is weighted by the relative drop of the class score when that
 /// channel is ablated.
@@ -53,12 +52,9 @@ impl Perturbation for AblationCam {
     fn altered(&self, activations: &Tensor<4>, range: Range<usize>) -> Tensor<4> {
         let [_, channels, height, width] = activations.dims();
         let copies = range.len();
-        let smallest = to_host(&activations.clone().min().reshape([1])).map_or(0.0, |v| v[0]);
-        let value = if smallest == 0.0 {
-            0.0
-        } else {
-            smallest - ABLATION_OFFSET
-        };
+        // 0 where the smallest activation is 0, that minimum − 10⁷ otherwise; on the device.
+        let smallest = activations.clone().min().reshape([1, 1, 1, 1]);
+        let value = smallest.clone() - smallest.not_equal_elem(0.0).float() * ABLATION_OFFSET;
         // Copy i ablates channel range.start + i.
         let mut mask = vec![0.0f32; copies * channels];
         for (copy, channel) in range.enumerate() {
