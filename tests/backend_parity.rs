@@ -154,7 +154,7 @@ fn check_against_flex(backend: &str, make_device: impl FnOnce() -> Device) {
         }
     };
     check_resize(backend, &device);
-    check_ablation(backend, &device);
+    check_perturbation(backend, &device);
     check_zoo(backend, &device);
     let reference = run(&Device::flex());
     let other = run(&device);
@@ -191,25 +191,28 @@ fn check_resize(backend: &str, device: &Device) {
     );
 }
 
-/// AblationCAM end to end (its re-runs of the model after the layer on ablated copies) on one
-/// image, against flex: maps ≤ 1e-4.
+/// The perturbation methods end to end on one image, against flex (maps ≤ 1e-4): AblationCAM
+/// (re-runs of the model after the last block on ablated copies) and ScoreCAM (re-runs of the
+/// whole model on the image masked by each of block 3's 24 channels).
 #[cfg(any(feature = "ndarray", feature = "wgpu"))]
-fn check_ablation(backend: &str, device: &Device) {
-    let ablation = |device: &Device| {
-        let model = mobilenet_v2::Model::from_embedded(device);
-        let explanation = Explainer::from(Method::AblationCam)
-            .layer(LAYER)
-            .explain(&model, input(device).narrow(0, 0, 1), &ClassTarget::TopClass)
-            .unwrap();
-        maps_to_host(&explanation.maps).unwrap()
-    };
-    let (ours, flex) = (ablation(device), ablation(&Device::flex()));
-    let worst = ours.iter().zip(&flex).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-    println!("{backend} vs flex, ablationcam: worst map difference {worst:.2e}");
-    assert!(
-        worst <= MAP_ABS,
-        "{backend}: ablationcam maps differ from flex by {worst}"
-    );
+fn check_perturbation(backend: &str, device: &Device) {
+    for (method, layer) in [
+        (Method::AblationCam, LAYER),
+        (Method::ScoreCam, "/features/features.3/Add"),
+    ] {
+        let explain = |device: &Device| {
+            let model = mobilenet_v2::Model::from_embedded(device);
+            let explanation = Explainer::from(method)
+                .layer(layer)
+                .explain(&model, input(device).narrow(0, 0, 1), &ClassTarget::TopClass)
+                .unwrap();
+            maps_to_host(&explanation.maps).unwrap()
+        };
+        let (ours, flex) = (explain(device), explain(&Device::flex()));
+        let worst = ours.iter().zip(&flex).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        println!("{backend} vs flex, {method}: worst map difference {worst:.2e}");
+        assert!(worst <= MAP_ABS, "{backend}: {method} maps differ from flex by {worst}");
+    }
 }
 
 /// The wgpu device `name` (see `ember_cam::DEVICES`), its adapter printed.

@@ -393,6 +393,7 @@ const GRADIENT_METHODS: &[Method] = &[
 ];
 
 const LAST_BLOCK: &str = "/features/features.18/features.18.2/Clip";
+const BLOCK_3: &str = "/features/features.3/Add";
 const BLOCK_13: &str = "/features/features.13/Add";
 /// The 1×1 expansion convolution right after block 13 (followed by a ReLU6).
 const BLOCK_14_EXPAND: &str = "/features/features.14/conv/conv.0/conv.0.0/Conv";
@@ -572,57 +573,98 @@ fn eigen_methods_match_pytorch_grad_cam_s_projection() {
     assert_eq!(compared, 4 * 2 * 2 * 2, "maps compared");
 }
 
-/// AblationCAM against pytorch-grad-cam's own runs (`cargo xtask ablation`): channel weights
-/// ≤ 1e-4 relative to the largest, final maps ≤ 1e-4 absolute, for the small CNNs and MobileNetV2
-/// at its last block, top class and another class, a batch of two images.
-#[test]
-fn ablation_cam_matches_pytorch_grad_cam() {
-    let ablation = Fixture::open("reference_ablation");
+/// A perturbation method against pytorch-grad-cam's own runs in `fixture` (`<prefix>/<target>/
+/// {weights,final}` for the top class and `other`): channel weights ≤ 1e-4 relative to the
+/// largest, final maps ≤ 1e-4 absolute. Returns the worst of each.
+fn perturbation_matches(
+    method: Method,
+    fixture: &Fixture,
+    model: &dyn Fn(Tensor<4>) -> Tensor<2>,
+    layer: &str,
+    (prefix, input): (&str, &str),
+    other: usize,
+) -> (f32, f32) {
+    let input = Fixture::open(input).tensor::<4>("input");
     let mut worst = (0.0f32, 0.0f32);
-    let mut compare = |model: &dyn Fn(Tensor<4>) -> Tensor<2>, layer: &str, prefix: &str, other: usize| {
-        let input = Fixture::open(&format!("reference_{prefix}")).tensor::<4>("input");
-        for (name, target) in [("top", ClassTarget::TopClass), ("other", ClassTarget::Class(other))] {
-            let explanation = Explainer::from(Method::AblationCam)
-                .layer(layer)
-                .explain(&|x| model(x), input.clone(), &target)
-                .unwrap();
-            let weights = host(explanation.layers[0].channel_weights.clone().expect("channel weights"));
-            let (reference, _) = ablation.get(&format!("{prefix}/{name}/weights"));
-            let scale = reference.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let error = weights
-                .iter()
-                .zip(reference)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max)
-                / scale;
-            assert!(error <= 1e-4, "{prefix} {name}: weights differ by {error:.2e} relative");
-            let (reference, _) = ablation.get(&format!("{prefix}/{name}/final"));
-            let maps = host(explanation.maps);
-            let map_error = maps
-                .iter()
-                .zip(reference)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
-            assert!(
-                map_error <= 1e-4,
-                "{prefix} {name}: final maps differ by {map_error:.2e}"
-            );
-            worst = (worst.0.max(error), worst.1.max(map_error));
-        }
-    };
+    for (name, target) in [("top", ClassTarget::TopClass), ("other", ClassTarget::Class(other))] {
+        let explanation = Explainer::from(method)
+            .layer(layer)
+            .explain(&|x| model(x), input.clone(), &target)
+            .unwrap();
+        let weights = host(explanation.layers[0].channel_weights.clone().expect("channel weights"));
+        let (reference, _) = fixture.get(&format!("{prefix}/{name}/weights"));
+        assert_eq!(weights.len(), reference.len(), "{prefix} {name}: weights compared");
+        let scale = reference.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let error = weights
+            .iter()
+            .zip(reference)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max)
+            / scale;
+        assert!(
+            error <= 1e-4,
+            "{method} {prefix} {name}: weights differ by {error:.2e} relative"
+        );
+        let (reference, _) = fixture.get(&format!("{prefix}/{name}/final"));
+        let maps = host(explanation.maps);
+        assert_eq!(maps.len(), reference.len(), "{prefix} {name}: maps compared");
+        let map_error = maps
+            .iter()
+            .zip(reference)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            map_error <= 1e-4,
+            "{method} {prefix} {name}: final maps differ by {map_error:.2e}"
+        );
+        worst = (worst.0.max(error), worst.1.max(map_error));
+    }
+    worst
+}
+
+/// The small CNNs at their last ReLU and MobileNetV2 at `mobilenet_layer` against `fixture`'s
+/// pytorch-grad-cam runs of `method`, a batch of two images each.
+fn perturbation_method_matches(method: Method, fixture: &str, mobilenet_layer: &str, mobilenet_prefix: &str) {
+    let fixture = Fixture::open(fixture);
+    let mut worst = (0.0f32, 0.0f32);
+    let mut keep = |(weights, maps): (f32, f32)| worst = (worst.0.max(weights), worst.1.max(maps));
     for head in ["gap", "flatten"] {
         let model = SmallCnn::load(head);
-        compare(&|x| model.forward(x), "relu2", &format!("small_cnn_{head}"), 7);
+        keep(perturbation_matches(
+            method,
+            &fixture,
+            &|x| model.forward(x),
+            "relu2",
+            (&format!("small_cnn_{head}"), &format!("reference_small_cnn_{head}")),
+            7,
+        ));
     }
     let mobilenet = mobilenet_v2::Model::from_embedded(&Device::flex());
-    compare(
+    keep(perturbation_matches(
+        method,
+        &fixture,
         &|x| CamModel::forward(&mobilenet, x).unwrap(),
-        LAST_BLOCK,
-        "mobilenet_7x7",
+        mobilenet_layer,
+        // The same two photos as every MobileNetV2 fixture.
+        (mobilenet_prefix, "reference_mobilenet_7x7"),
         281,
-    );
+    ));
     println!(
-        "AblationCAM vs pytorch-grad-cam: weights {:.2e} relative, final maps {:.2e}",
+        "{method} vs pytorch-grad-cam: weights {:.2e} relative, final maps {:.2e}",
         worst.0, worst.1
     );
+}
+
+/// AblationCAM against pytorch-grad-cam's own runs (`cargo xtask ablation`), MobileNetV2 at its
+/// last block (1280 channels).
+#[test]
+fn ablation_cam_matches_pytorch_grad_cam() {
+    perturbation_method_matches(Method::AblationCam, "reference_ablation", LAST_BLOCK, "mobilenet_7x7");
+}
+
+/// ScoreCAM against pytorch-grad-cam's own runs (`cargo xtask score`), MobileNetV2 at block 3
+/// (24 channels at 56×56: every channel is a forward pass of the whole network).
+#[test]
+fn score_cam_matches_pytorch_grad_cam() {
+    perturbation_method_matches(Method::ScoreCam, "reference_score", BLOCK_3, "mobilenet_block3");
 }

@@ -31,6 +31,9 @@ enum Task {
     /// Regenerate tests/fixtures/reference_ablation.npz, pytorch-grad-cam's AblationCAM runs
     /// (needs Python and PyPI: the full pinned requirements, torch included).
     Ablation,
+    /// Regenerate tests/fixtures/reference_score.npz, pytorch-grad-cam's ScoreCAM runs (needs
+    /// Python and PyPI: the full pinned requirements, torch included).
+    Score,
     /// Build the crate in tests/user-crate — outside the workspace, depending only on ember-cam
     /// (and ember-onnx in its build script) — importing an ONNX model at build time, run it, and
     /// check that its map equals `ember explain` on the same file (≤ 1e-4).
@@ -87,6 +90,7 @@ fn main() -> ExitCode {
             Some(&["onnx", "numpy", "protobuf", "typing_extensions", "ml_dtypes"]),
         ),
         Task::Ablation => run_python("make_ablation_fixtures.py", None),
+        Task::Score => run_python("make_score_fixtures.py", None),
         Task::Eigen => run_python(
             "make_eigen_fixtures.py",
             Some(&[

@@ -169,9 +169,9 @@ pub struct ExplainArgs {
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
 
-    /// Altered copies of a layer re-run at once by perturbation methods (ablationcam): more is
-    /// faster where the network after the layer is small, and takes that many times its memory.
-    /// Default: as many as 64 MiB of the layer's activations hold.
+    /// Altered copies re-run at once by perturbation methods (ablationcam: copies of the layer;
+    /// scorecam: masked copies of the image): more is faster where the network re-run is small,
+    /// and takes that many times its memory. Default: as many as 64 MiB of copies hold.
     #[arg(long)]
     pub perturbation_batch_size: Option<usize>,
 

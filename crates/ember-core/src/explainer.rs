@@ -4,7 +4,7 @@
 use burn::tensor::{Int, Tensor};
 
 use crate::error::{CamError, Result};
-use crate::methods::{CamMethod, GradCam, Method, Perturbation};
+use crate::methods::{CamMethod, GradCam, Method, Perturbation, PerturbationSite};
 use crate::model::{CamModel, DetachedOutput};
 use crate::read::{classes_to_host, to_host};
 use crate::rectifier::Rectifier;
@@ -258,9 +258,10 @@ impl Explainer {
         })
     }
 
-    /// The target's scores `[copies]` of the perturbation's altered copies of one image's
-    /// activations at `layer`, in batches (see [`Explainer::perturbation_batch`]): the image runs
-    /// through the model with the tap's output replaced by each batch of copies.
+    /// The target's scores `[copies]` of the perturbation's altered copies of one image, in
+    /// batches (see [`Explainer::perturbation_batch`]). Copies of the activations at `layer`: the
+    /// image runs through the model with the tap's output replaced by each batch of copies.
+    /// Copies of the image: the model runs on each batch of them.
     #[allow(clippy::too_many_arguments)]
     fn rerun<M, T>(
         &self,
@@ -277,26 +278,37 @@ impl Explainer {
         M: CamModel + ?Sized,
         T: Target<M::Output> + ?Sized,
     {
+        let one = input.clone().narrow(0, image, 1);
+        let site = perturbation.site();
         let copies = perturbation.copies(activations);
-        let per_copy = activations.shape().num_elements() * size_of::<f32>();
+        let per_copy = match site {
+            PerturbationSite::Layer => activations.shape().num_elements(),
+            PerturbationSite::Input => one.shape().num_elements(),
+        } * size_of::<f32>();
         let batch = self
             .perturbation_batch
             .unwrap_or_else(|| (PERTURBATION_BATCH_BYTES / per_copy.max(1)).max(1));
-        let one = input.clone().narrow(0, image, 1);
         let mut scores = Vec::with_capacity(copies.div_ceil(batch));
         for start in (0..copies).step_by(batch) {
             let range = start..(start + batch).min(copies);
             let count = range.len();
-            let session = TapSession::substituting(layer, perturbation.altered(activations, range))?;
-            let output = model.forward(one.clone());
-            let recording = session.finish();
-            let output = output?;
-            if let Some(problem) = recording.problem {
-                return Err(problem);
-            }
-            if !recording.substituted {
-                return Err(CamError::TapNotReached(layer.to_owned()));
-            }
+            let altered = perturbation.altered(activations, &one, range);
+            let output = match site {
+                PerturbationSite::Layer => {
+                    let session = TapSession::substituting(layer, altered)?;
+                    let output = model.forward(one.clone());
+                    let recording = session.finish();
+                    let output = output?;
+                    if let Some(problem) = recording.problem {
+                        return Err(problem);
+                    }
+                    if !recording.substituted {
+                        return Err(CamError::TapNotReached(layer.to_owned()));
+                    }
+                    output
+                }
+                PerturbationSite::Input => model.forward(altered)?,
+            };
             scores.push(target.copy_scores(&output, count, class)?.inner());
         }
         Ok(Tensor::cat(scores, 0))

@@ -31,12 +31,12 @@ pub use explainer::{Explainer, Explanation, LayerMap, LayerTensors, PERTURBATION
 pub use limits::{FileError, SizeError, checked_bytes, memory_budget, set_memory_budget};
 pub use methods::{
     AblationCam, CamMethod, EigenCam, EigenGradCam, GradCam, GradCamElementWise, GradCamPlusPlus, HiResCam, LayerCam,
-    Method, MethodOutput, RandomCam, XGradCam,
+    Method, MethodOutput, Perturbation, PerturbationSite, RandomCam, ScoreCam, XGradCam,
 };
 pub use model::{CamModel, DetachedOutput, LayerInfo, check_input_chw, default_layer, describe_dims};
 pub use read::{ImageExplanation, Peak, maps_to_host, to_host};
 pub use rectifier::Rectifier;
-pub use resize::resize_bilinear;
+pub use resize::{resize_bilinear, resize_bilinear_aligned};
 pub use scores::{FinalActivation, ScoreSource, capture_scores, score_tap};
 pub use tap::{LayerTap, tap};
 pub use target::{ClassTarget, ScoreFn, Target, TargetScores, parse_class};

@@ -12,13 +12,32 @@ use burn::tensor::{Int, Tensor, TensorData};
 /// the edge as zeros (up to 0.26 lower than flex along the border of a 7×7 → 224×224 map; see
 /// `docs/wgpu-adapters.md`).
 pub fn resize_bilinear(maps: Tensor<3>, height: usize, width: usize) -> Tensor<3> {
+    resize(maps, height, width, Corners::HalfPixel)
+}
+
+/// Bilinear resize of `[N, h, w]` maps to `[N, height, width]` with the corner samples aligned
+/// (`align_corners = true`): PyTorch's `UpsamplingBilinear2d`, which ScoreCAM's masks use.
+pub fn resize_bilinear_aligned(maps: Tensor<3>, height: usize, width: usize) -> Tensor<3> {
+    resize(maps, height, width, Corners::Aligned)
+}
+
+/// Where the output samples sit relative to the input's.
+#[derive(Debug, Clone, Copy)]
+enum Corners {
+    /// Pixel centres at half-integer coordinates (`align_corners = false`, OpenCV).
+    HalfPixel,
+    /// The first and last samples of both coincide (`align_corners = true`).
+    Aligned,
+}
+
+fn resize(maps: Tensor<3>, height: usize, width: usize, corners: Corners) -> Tensor<3> {
     let [_, h, w] = maps.dims();
     if (h, w) == (height, width) {
         return maps;
     }
     let device = maps.device();
-    let rows = AxisTaps::new(h, height);
-    let columns = AxisTaps::new(w, width);
+    let rows = AxisTaps::new(h, height, corners);
+    let columns = AxisTaps::new(w, width, corners);
     let index =
         |values: Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(values.clone(), [values.len()]), &device);
     let weight = |values: Vec<f32>, shape: [usize; 3]| {
@@ -46,9 +65,14 @@ struct AxisTaps {
 impl AxisTaps {
     /// Output position `j` samples source coordinate `(j + 0.5)·input/output − 0.5`, clamped to
     /// `[0, input − 1]` (OpenCV: below 0 and at or past the last sample, the weight goes to the
-    /// nearest one).
-    fn new(input: usize, output: usize) -> Self {
+    /// nearest one); with aligned corners `j·(input − 1)/(output − 1)`.
+    fn new(input: usize, output: usize, corners: Corners) -> Self {
         let scale = input as f64 / output as f64;
+        let aligned_scale = if output > 1 {
+            (input as f64 - 1.0) / (output as f64 - 1.0)
+        } else {
+            0.0
+        };
         let last = input.saturating_sub(1);
         let mut taps = Self {
             first: Vec::with_capacity(output),
@@ -57,7 +81,10 @@ impl AxisTaps {
             second_weight: Vec::with_capacity(output),
         };
         for j in 0..output {
-            let source = ((j as f64 + 0.5) * scale - 0.5).max(0.0);
+            let source = match corners {
+                Corners::HalfPixel => ((j as f64 + 0.5) * scale - 0.5).max(0.0),
+                Corners::Aligned => j as f64 * aligned_scale,
+            };
             let floor = source.floor() as usize;
             let (first, fraction) = if floor >= last {
                 (last, 0.0)
@@ -93,6 +120,16 @@ mod tests {
                 let got = resized[row * 4 + col];
                 assert!((got - expected).abs() < 1e-6, "({row}, {col}): {got} vs {expected}");
             }
+        }
+    }
+
+    #[test]
+    fn aligned_corners_keep_the_first_and_last_samples() {
+        // [0, 3] → 1×4 with aligned corners: source x = j·1/3 → [0, 1, 2, 3].
+        let map = Tensor::<1>::from_data([0.0f32, 3.0], &Device::flex()).reshape([1, 1, 2]);
+        let resized = resize_bilinear_aligned(map, 1, 4).try_into_vec_as::<f32>().unwrap();
+        for (got, expected) in resized.iter().zip([0.0f32, 1.0, 2.0, 3.0]) {
+            assert!((got - expected).abs() < 1e-6, "{resized:?}");
         }
     }
 

@@ -273,3 +273,56 @@ fn randomcam_is_a_seeded_baseline() {
     assert_eq!(to_vec(a.maps.clone()), to_vec(b.maps));
     assert_ne!(to_vec(a.maps), to_vec(c.maps));
 }
+
+/// ScoreCAM on conv → ReLU → tap (at the input's resolution, so no upsampling) → GAP → linear:
+/// each weight is the softmax over channels of the class score of the image multiplied by that
+/// channel min-max normalised — computed here by hand on the host, whatever the batch of copies.
+#[test]
+fn scorecam_weights_are_the_softmax_of_masked_scores() {
+    let model = GapNet::new(43);
+    let x = input(2, 44);
+    let class = 3;
+    let activations = to_vec(model.features(x.clone()));
+    let pixels = SIZE * SIZE;
+    let image_values = to_vec(x.clone());
+    let mut expected = Vec::new();
+    for image in 0..2 {
+        let mut scores = Vec::new();
+        for channel in 0..CHANNELS {
+            let start = (image * CHANNELS + channel) * pixels;
+            let values = &activations[start..start + pixels];
+            let (low, high) = values
+                .iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+            let mask: Vec<f32> = values.iter().map(|v| (v - low) / (high - low + 1e-8)).collect();
+            let masked: Vec<f32> = (0..3 * pixels)
+                .map(|i| image_values[image * 3 * pixels + i] * mask[i % pixels])
+                .collect();
+            let masked =
+                Tensor::<1>::from_data(TensorData::new(masked, [3 * pixels]), &device()).reshape([1, 3, SIZE, SIZE]);
+            scores.push(to_vec(model.forward(masked))[class]);
+        }
+        let largest = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let exps: Vec<f32> = scores.iter().map(|s| (s - largest).exp()).collect();
+        let total: f32 = exps.iter().sum();
+        expected.extend(exps.iter().map(|e| e / total));
+    }
+    for batch in [1, 3, 64] {
+        let explanation = Explainer::from(ember_core::Method::ScoreCam)
+            .layer("features")
+            .perturbation_batch(batch)
+            .explain(&|x| model.forward(x), x.clone(), &ClassTarget::Class(class))
+            .unwrap();
+        let weights = to_vec(explanation.layers[0].channel_weights.clone().unwrap());
+        for (index, (got, want)) in weights.iter().zip(&expected).enumerate() {
+            assert!(
+                (got - want).abs() <= 1e-5,
+                "batch {batch}, weight {index}: {got} vs {want}"
+            );
+        }
+        for image in 0..2 {
+            let sum: f32 = weights[image * CHANNELS..(image + 1) * CHANNELS].iter().sum();
+            assert!((sum - 1.0).abs() <= 1e-5, "weights of image {image} sum to {sum}");
+        }
+    }
+}

@@ -2,7 +2,7 @@ use std::ops::Range;
 
 use burn::tensor::{Tensor, TensorData};
 
-use super::{CamMethod, MethodOutput, Perturbation, weighted_channel_sum};
+use super::{CamMethod, MethodOutput, Perturbation, measured_weights_map};
 
 /// AblationCAM: each channel is weighted by the relative drop of the class score when that
 /// channel is ablated.
@@ -39,8 +39,7 @@ impl CamMethod for AblationCam {
     }
 
     fn compute(&self, activations: Tensor<4>, weights: Tensor<4>) -> MethodOutput {
-        // The weights arrive constant over space.
-        weighted_channel_sum(weights.mean_dims(&[2, 3]).flatten::<2>(1, 3), activations)
+        measured_weights_map(activations, weights)
     }
 }
 
@@ -49,7 +48,7 @@ impl Perturbation for AblationCam {
         activations.dims()[1]
     }
 
-    fn altered(&self, activations: &Tensor<4>, range: Range<usize>) -> Tensor<4> {
+    fn altered(&self, activations: &Tensor<4>, _input: &Tensor<4>, range: Range<usize>) -> Tensor<4> {
         let [_, channels, height, width] = activations.dims();
         let copies = range.len();
         // 0 where the smallest activation is 0, that minimum − 10⁷ otherwise; on the device.

@@ -16,6 +16,7 @@ mod hires_cam;
 mod layer_cam;
 mod principal;
 mod random_cam;
+mod score_cam;
 mod xgrad_cam;
 
 use std::fmt;
@@ -34,6 +35,7 @@ pub use grad_cam_plus_plus::GradCamPlusPlus;
 pub use hires_cam::HiResCam;
 pub use layer_cam::LayerCam;
 pub use random_cam::RandomCam;
+pub use score_cam::ScoreCam;
 pub use xgrad_cam::XGradCam;
 
 /// What a method computes for one layer.
@@ -68,18 +70,40 @@ pub trait CamMethod: fmt::Debug + Send + Sync {
     fn compute(&self, activations: Tensor<4>, gradients: Tensor<4>) -> MethodOutput;
 }
 
-/// Re-runs of the part of the model after the layer on altered copies of one image's
-/// activations, whose scores weight the channels. The part before the layer runs once per batch
-/// of copies on the one image; only the part after it runs on the copies.
+/// Re-runs of the model on altered copies of one image — of its activations at the layer
+/// ([`PerturbationSite::Layer`]) or of the image itself ([`PerturbationSite::Input`]) — whose
+/// scores weight the channels.
 pub trait Perturbation: fmt::Debug + Send + Sync {
-    /// How many altered copies of one image's activations `[1, K, h, w]` are scored.
+    /// What the copies alter.
+    fn site(&self) -> PerturbationSite {
+        PerturbationSite::Layer
+    }
+
+    /// How many altered copies of one image (activations `[1, K, h, w]`) are scored.
     fn copies(&self, activations: &Tensor<4>) -> usize;
 
-    /// Copies `range` of the altered activations, `[range.len(), K, h, w]`.
-    fn altered(&self, activations: &Tensor<4>, range: std::ops::Range<usize>) -> Tensor<4>;
+    /// Copies `range` of the altered activations `[range.len(), K, h, w]`, or of the altered
+    /// input `[range.len(), C, H, W]` (from the image `input`, `[1, C, H, W]`).
+    fn altered(&self, activations: &Tensor<4>, input: &Tensor<4>, range: std::ops::Range<usize>) -> Tensor<4>;
 
     /// The channel weights `[1, K]` from the unaltered score `[1]` and the copies' scores.
     fn weights(&self, original: Tensor<1>, scores: Tensor<1>) -> Tensor<2>;
+}
+
+/// Where a perturbation method alters its copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PerturbationSite {
+    /// The layer's activations: the part of the model before the layer runs once per batch of
+    /// copies on the one image, only the part after it on the copies (a tap substitutes them).
+    Layer,
+    /// The input image: the whole model runs on the copies.
+    Input,
+}
+
+/// The map of a perturbation method from the channel weights its re-runs measured, which the
+/// explainer passes constant over space where gradients would go.
+pub(crate) fn measured_weights_map(activations: Tensor<4>, weights: Tensor<4>) -> MethodOutput {
+    weighted_channel_sum(weights.mean_dims(&[2, 3]).flatten::<2>(1, 3), activations)
 }
 
 /// `Σ_k α_k · A^k`: the map of a channel-weighting method.
@@ -130,6 +154,8 @@ pub enum Method {
     EigenCam,
     /// [`EigenGradCam`]
     EigenGradCam,
+    /// [`ScoreCam`]
+    ScoreCam,
     /// [`AblationCam`]
     AblationCam,
     /// [`RandomCam`] (seed 0)
@@ -147,6 +173,7 @@ impl Vocabulary for Method {
         Method::LayerCam,
         Method::EigenCam,
         Method::EigenGradCam,
+        Method::ScoreCam,
         Method::AblationCam,
         Method::RandomCam,
     ];
@@ -167,6 +194,9 @@ impl Vocabulary for Method {
                 "first principal component of the activations; no gradients, no class (Muhammad & Yeasin 2020)"
             }
             Method::EigenGradCam => "first principal component of gradients times activations",
+            Method::ScoreCam => {
+                "the score of the image masked by each upsampled channel weights it; no gradients (Wang et al. 2020)"
+            }
             Method::AblationCam => {
                 "the score's drop when each channel is ablated weights it; no gradients (Desai & Ramaswamy 2020)"
             }
@@ -194,6 +224,7 @@ impl Method {
             Method::LayerCam => Box::new(LayerCam),
             Method::EigenCam => Box::new(EigenCam),
             Method::EigenGradCam => Box::new(EigenGradCam),
+            Method::ScoreCam => Box::new(ScoreCam),
             Method::AblationCam => Box::new(AblationCam),
             Method::RandomCam => Box::new(RandomCam::default()),
         }
