@@ -113,6 +113,44 @@ fn check_zoo(backend: &str, device: &Device) {
     }
 }
 
+/// Guided Backpropagation (Ember's custom autodiff ReLU on this backend) of the zoo's ResNet and
+/// VGG through the run-time executor, against pytorch-grad-cam's (`reference_guided.npz`):
+/// ≤ 1e-4 relative to the largest value.
+#[cfg(any(feature = "ndarray", feature = "wgpu"))]
+fn check_guided(backend: &str, device: &Device) {
+    let zoo = std::path::Path::new("tests/fixtures/zoo");
+    let file = std::fs::File::open("tests/fixtures/reference_guided.npz").unwrap();
+    let mut reference = npyz::npz::NpzArchive::new(std::io::BufReader::new(file)).unwrap();
+    for name in ["resnet", "vgg"] {
+        let file = std::fs::File::open(zoo.join(format!("{name}.npz"))).unwrap();
+        let mut npz = npyz::npz::NpzArchive::new(std::io::BufReader::new(file)).unwrap();
+        let array = npz.by_name("input").unwrap().unwrap();
+        let shape: Vec<usize> = array.shape().iter().map(|&d| d as usize).collect();
+        let input = Tensor::<4>::from_data(TensorData::new(array.into_vec::<f32>().unwrap(), shape), device);
+        let model = OnnxModel::load(zoo.join(format!("{name}.onnx")), device).unwrap();
+        let ours = ember_cam::guided_backprop(&model, input, &ClassTarget::TopClass).unwrap();
+        let ours = ember_cam::to_host(&ours).unwrap();
+        let expected: Vec<f32> = reference
+            .by_name(&format!("zoo_{name}/top/guided_backprop"))
+            .unwrap()
+            .unwrap()
+            .into_vec()
+            .unwrap();
+        let scale = expected.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let worst = ours
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max)
+            / scale;
+        println!("{backend}, run-time {name}: Guided Backpropagation {worst:.1e} relative to pytorch-grad-cam");
+        assert!(
+            worst <= 1e-4,
+            "{backend}: {name} Guided Backpropagation differs from pytorch-grad-cam by {worst:.2e} (relative)"
+        );
+    }
+}
+
 /// Whether `backend` is listed in `EMBER_SKIP_BACKENDS` (an explicit opt-out, never a default).
 #[cfg(any(feature = "ndarray", feature = "wgpu"))]
 fn opted_out(backend: &str) -> bool {
@@ -155,6 +193,7 @@ fn check_against_flex(backend: &str, make_device: impl FnOnce() -> Device) {
     };
     check_resize(backend, &device);
     check_perturbation(backend, &device);
+    check_guided(backend, &device);
     check_zoo(backend, &device);
     let reference = run(&Device::flex());
     let other = run(&device);

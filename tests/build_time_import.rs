@@ -125,3 +125,33 @@ fn the_executor_on_an_autodiff_device_gives_the_same_map() {
     assert!(worst <= 1e-6, "maps differ by {worst}");
     assert!(!b.output.is_tracked());
 }
+
+/// Guided Backpropagation guides the ReLUs of the generated code (burn-onnx's ReLU becomes
+/// `ember_cam::relu`) as the executor guides its `Relu` nodes: the same input gradients
+/// (≤ 1e-5 relative to the largest). A model whose ReLUs were not guided would be refused.
+#[test]
+fn guided_backprop_is_the_same_at_build_time_and_run_time() {
+    let device = Device::flex();
+    let built = logits::Model::from_embedded(&device);
+    let loaded = OnnxModel::load(FILE, &device).unwrap();
+    let a = ember_cam::guided_backprop(&built, input(&device), &ClassTarget::TopClass).unwrap();
+    let b = ember_cam::guided_backprop(&loaded, input(&device), &ClassTarget::TopClass).unwrap();
+    let (a, b) = (to_host(&a).unwrap(), to_host(&b).unwrap());
+    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(scale > 0.0, "a zero gradient");
+    let relative = worst(&a, &b) / scale;
+    println!("guided backpropagation, build time vs run time: {relative:.2e} relative");
+    assert!(relative <= 1e-5, "{relative:.2e}");
+}
+
+/// MobileNetV2's activations are ReLU6 (ONNX `Clip`), which Guided Backpropagation does not
+/// guide (nor do pytorch-grad-cam and captum): a clear error, not an unguided gradient.
+#[test]
+fn guided_backprop_without_relus_is_an_error() {
+    let device = Device::flex();
+    let model = ember_cam::models::mobilenet_v2::Model::from_embedded(&device);
+    let input = Tensor::<4>::zeros([1, 3, 224, 224], &device);
+    let error = ember_cam::guided_backprop(&model, input, &ClassTarget::TopClass).unwrap_err();
+    assert!(matches!(error, ember_cam::CamError::NoGuidedRelu), "{error}");
+    assert!(error.to_string().contains("ReLU6"), "{error}");
+}

@@ -476,7 +476,8 @@ impl SmallCnn {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        use burn::tensor::activation::relu;
+        // Ember's ReLU, which Guided Backpropagation guides.
+        use ember_cam::relu;
         let x = self
             .relu2
             .forward(relu(self.conv2.forward(relu(self.conv1.forward(x)))));
@@ -667,4 +668,72 @@ fn ablation_cam_matches_pytorch_grad_cam() {
 #[test]
 fn score_cam_matches_pytorch_grad_cam() {
     perturbation_method_matches(Method::ScoreCam, "reference_score", BLOCK_3, "mobilenet_block3");
+}
+
+/// Guided Backpropagation and Guided Grad-CAM against pytorch-grad-cam's `GuidedBackpropReLUModel`
+/// (`cargo xtask guided`): the small CNNs natively in Burn, the zoo's ResNet and VGG loaded from
+/// ONNX at run time; top class and another class, two images each. Both ≤ 1e-4 relative to the
+/// largest value of the reference.
+#[test]
+fn guided_backprop_matches_pytorch_grad_cam() {
+    let guided = Fixture::open("reference_guided");
+    let mut worst = (0.0f32, 0.0f32);
+    let mut compared = 0;
+    let mut check = |model: &dyn Fn(Tensor<4>) -> Tensor<2>, layer: &str, input: Tensor<4>, prefix: &str, other| {
+        for (name, target) in [("top", ClassTarget::TopClass), ("other", ClassTarget::Class(other))] {
+            let explanation = Explainer::from(Method::GradCam)
+                .layer(layer)
+                .guided_backprop(true)
+                .explain(&|x| model(x), input.clone(), &target)
+                .unwrap();
+            for (stage, ours) in [
+                ("guided_backprop", explanation.guided_backprop.clone().unwrap()),
+                ("guided_grad_cam", explanation.guided_grad_cam().unwrap()),
+            ] {
+                let ours = host(ours);
+                let (reference, _) = guided.get(&format!("{prefix}/{name}/{stage}"));
+                assert_eq!(ours.len(), reference.len(), "{prefix} {name} {stage}: sizes");
+                let scale = reference.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                assert!(scale > 0.0, "{prefix} {name} {stage}: the reference is zero");
+                let error = ours
+                    .iter()
+                    .zip(reference)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max)
+                    / scale;
+                assert!(error <= 1e-4, "{prefix} {name} {stage}: {error:.2e} relative");
+                if stage == "guided_backprop" {
+                    worst.0 = worst.0.max(error);
+                } else {
+                    worst.1 = worst.1.max(error);
+                }
+                compared += 1;
+            }
+        }
+    };
+    for head in ["gap", "flatten"] {
+        let model = SmallCnn::load(head);
+        let input = Fixture::open(&format!("reference_small_cnn_{head}")).tensor::<4>("input");
+        check(&|x| model.forward(x), "relu2", input, &format!("small_cnn_{head}"), 7);
+    }
+    let zoo = std::path::Path::new("tests/fixtures/zoo");
+    let table: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(zoo.join("zoo.json")).unwrap()).unwrap();
+    for name in ["resnet", "vgg"] {
+        let model = ember_runtime::OnnxModel::load(zoo.join(format!("{name}.onnx")), &Device::flex()).unwrap();
+        let input = Fixture::open(&format!("zoo/{name}")).tensor::<4>("input");
+        let layer = table[name]["layer"].as_str().unwrap();
+        check(
+            &|x| CamModel::forward(&model, x).unwrap(),
+            layer,
+            input,
+            &format!("zoo_{name}"),
+            7,
+        );
+    }
+    println!(
+        "Guided Backpropagation vs pytorch-grad-cam: {:.2e} relative; Guided Grad-CAM {:.2e} ({compared} arrays)",
+        worst.0, worst.1
+    );
+    assert_eq!(compared, 4 * 2 * 2, "arrays compared");
 }

@@ -292,6 +292,19 @@ def randomise_batch_norm(model, generator):
                 module.bias.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
 
 
+def initialise(model):
+    """Seeds `model`'s weights and batch-norm statistics, puts it in eval mode, and returns its
+    fixed input batch `[2, 3, SIZE, SIZE]`."""
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    for p in model.parameters():
+        with torch.no_grad():
+            p.copy_(torch.randn(p.shape, generator=generator) * (1.0 / max(1, p[0].numel()) ** 0.5))
+    randomise_batch_norm(model, generator)
+    model.eval()
+    return torch.randn(2, 3, SIZE, SIZE, generator=generator)
+
+
 def onnx_node_of(model, module, onnx_path):
     """The ONNX node that computes `module`'s output: the last node of its export scope."""
     import onnx
@@ -324,14 +337,7 @@ def main():
     ZOO.mkdir(parents=True, exist_ok=True)
     table = {}
     for name, model, layer_of, dynamic in zoo():
-        torch.manual_seed(0)
-        generator = torch.Generator().manual_seed(0)
-        for p in model.parameters():
-            with torch.no_grad():
-                p.copy_(torch.randn(p.shape, generator=generator) * (1.0 / max(1, p[0].numel()) ** 0.5))
-        randomise_batch_norm(model, generator)
-        model.eval()
-        x = torch.randn(2, 3, SIZE, SIZE, generator=generator)
+        x = initialise(model)
         with torch.no_grad():
             torch_logits = model(x).numpy()
 

@@ -99,6 +99,14 @@ pub enum CamError {
     #[error("an explanation is already running on this thread; explanations cannot be nested")]
     NestedExplanation,
 
+    /// Guided Backpropagation found no ReLU to guide in the model's forward pass.
+    #[error(
+        "Guided Backpropagation needs ReLUs, and the model's forward pass went through none (ReLU6, Clip and other \
+         activations are not guided, as in pytorch-grad-cam and captum; a native Burn model must apply its ReLUs \
+         with ember_cam::relu or ember_cam::Relu)"
+    )]
+    NoGuidedRelu,
+
     /// The model's forward pass failed (run-time models report graph errors this way); the
     /// model's own error is the [`source`](std::error::Error::source).
     #[error("the model failed to run: {0}")]

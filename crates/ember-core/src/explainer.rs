@@ -59,6 +59,9 @@ pub struct Explanation<O> {
     pub scores: Tensor<1>,
     /// The explained class of each image `[N]`, for class targets.
     pub classes: Option<Tensor<1, Int>>,
+    /// Guided Backpropagation's gradient of each image's score with respect to the input
+    /// `[N, C, H, W]`, when [`Explainer::guided_backprop`] is set.
+    pub guided_backprop: Option<Tensor<4>>,
     /// The model's output for the batch, detached from the graph the explanation's backward
     /// pass consumed (see [`DetachedOutput`]): safe to use in a loss afterwards. For a model
     /// whose graph ends in a softmax, these are the scores explained (the logits).
@@ -79,6 +82,7 @@ pub struct Explainer {
     rectifier: Rectifier,
     keep_tensors: bool,
     perturbation_batch: Option<usize>,
+    guided_backprop: bool,
 }
 
 impl Default for Explainer {
@@ -107,6 +111,7 @@ impl Explainer {
             rectifier: Rectifier::default(),
             keep_tensors: false,
             perturbation_batch: None,
+            guided_backprop: false,
         }
     }
 
@@ -127,6 +132,13 @@ impl Explainer {
     /// faster where the part after the layer is small, and takes that many times its memory.
     pub fn perturbation_batch(mut self, copies: usize) -> Self {
         self.perturbation_batch = Some(copies.max(1));
+        self
+    }
+
+    /// Also runs Guided Backpropagation ([`guided_backprop`]) for the explained scores:
+    /// [`Explanation::guided_backprop`] and [`Explanation::guided_grad_cam`].
+    pub fn guided_backprop(mut self, guided: bool) -> Self {
+        self.guided_backprop = guided;
         self
     }
 
@@ -249,11 +261,19 @@ impl Explainer {
                 }
             }
         }
+        // The guided pass's forward values are the explanation's (a guided ReLU is a ReLU on
+        // the way forward), so a class target resolves to the same classes.
+        let guided = if self.guided_backprop {
+            Some(guided_backprop(model, input, target)?)
+        } else {
+            None
+        };
         Ok(Explanation {
             maps,
             layers: layer_maps,
             scores: scores.inner(),
             classes,
+            guided_backprop: guided,
             output: output.detached(),
         })
     }
@@ -390,6 +410,59 @@ impl Explainer {
                 }
             })
             .collect()
+    }
+}
+
+/// Guided Backpropagation: the gradient of each image's target score with respect to the input
+/// `[N, C, H, W]`, the model's ReLUs ([`crate::relu`]) letting through only positive gradients
+/// where their input was positive — pytorch-grad-cam's `GuidedBackpropReLUModel`, for every image
+/// of the batch. The whole model is differentiated (the gradient is the input's); its parameters
+/// receive no gradients.
+///
+/// Springenberg et al., "Striving for Simplicity: The All Convolutional Net", ICLR 2015 workshop.
+pub fn guided_backprop<M, T>(model: &M, input: Tensor<4>, target: &T) -> Result<Tensor<4>>
+where
+    M: CamModel + ?Sized,
+    T: Target<M::Output> + ?Sized,
+{
+    let [batch, ..] = input.dims();
+    if batch == 0 {
+        return Err(CamError::EmptyBatch);
+    }
+    model.check_input(&input)?;
+    let device = input.device().inner().autodiff();
+    let input = input.inner().autodiff().to_device(&device).require_grad();
+    let session = TapSession::guided()?;
+    let output = model.forward(input.clone());
+    let recording = session.finish();
+    let output = output?;
+    if let Some(problem) = recording.problem {
+        return Err(problem);
+    }
+    if recording.guided_relus == 0 {
+        return Err(CamError::NoGuidedRelu);
+    }
+    let TargetScores { scores, .. } = target.scores(&output, batch)?;
+    check_finite(&scores)?;
+    let gradients = scores.sum().backward();
+    input
+        .grad(&gradients)
+        .ok_or_else(|| CamError::LayerDoesNotAffectScore("the input".into()))
+}
+
+/// Guided Grad-CAM (Selvaraju et al. 2017, section 3.2): Guided Backpropagation `[N, C, H, W]`
+/// multiplied, channel by channel, by the final maps `[N, H, W]`.
+pub fn guided_grad_cam(guided_backprop: Tensor<4>, maps: Tensor<3>) -> Tensor<4> {
+    let [batch, _, height, width] = guided_backprop.dims();
+    guided_backprop * maps.reshape([batch, 1, height, width])
+}
+
+impl<O> Explanation<O> {
+    /// Guided Grad-CAM `[N, C, H, W]` from the maps and the Guided Backpropagation of an
+    /// explanation run with [`Explainer::guided_backprop`].
+    pub fn guided_grad_cam(&self) -> Option<Tensor<4>> {
+        let guided = self.guided_backprop.clone()?;
+        Some(guided_grad_cam(guided, self.maps.clone()))
     }
 }
 

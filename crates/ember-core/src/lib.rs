@@ -12,6 +12,9 @@
 mod device;
 mod error;
 mod explainer;
+// NdArray is deprecated in Burn 0.22 and still one of Ember's backends (the extension names it).
+#[allow(deprecated)]
+mod guided;
 pub mod limits;
 pub mod methods;
 mod model;
@@ -27,7 +30,11 @@ pub use device::{
     Adapter, DEFAULT_DEVICE, DEVICES, DeviceError, OpenedDevice, device_named, device_names, open_device,
 };
 pub use error::{CamError, ModelFailure, Result};
-pub use explainer::{Explainer, Explanation, LayerMap, LayerTensors, PERTURBATION_BATCH_BYTES, closest_names};
+pub use explainer::{
+    Explainer, Explanation, LayerMap, LayerTensors, PERTURBATION_BATCH_BYTES, closest_names, guided_backprop,
+    guided_grad_cam,
+};
+pub use guided::{GuidedReluBackend, Relu, relu};
 pub use limits::{FileError, SizeError, checked_bytes, memory_budget, set_memory_budget};
 pub use methods::{
     AblationCam, CamMethod, EigenCam, EigenGradCam, GradCam, GradCamElementWise, GradCamPlusPlus, HiResCam, LayerCam,
@@ -38,6 +45,6 @@ pub use read::{ImageExplanation, Peak, maps_to_host, to_host};
 pub use rectifier::Rectifier;
 pub use resize::{resize_bilinear, resize_bilinear_aligned};
 pub use scores::{FinalActivation, ScoreSource, capture_scores, score_tap};
-pub use tap::{LayerTap, tap};
+pub use tap::{LayerTap, network_input, tap};
 pub use target::{ClassTarget, ScoreFn, Target, TargetScores, parse_class};
 pub use vocabulary::{UnknownName, Vocabulary};

@@ -84,6 +84,10 @@ pub(crate) struct Recording {
     pub captures: Vec<Capture>,
     /// Whether the substitute was used.
     pub substituted: bool,
+    /// Whether [`crate::relu`] applies Guided Backpropagation's ReLU.
+    guided: bool,
+    /// How many guided ReLUs the forward pass went through.
+    pub guided_relus: usize,
     /// The first problem met by an armed tap, reported after the forward pass.
     pub problem: Option<CamError>,
 }
@@ -132,6 +136,21 @@ impl TapSession {
         })
     }
 
+    /// Makes [`crate::relu`] Guided Backpropagation's ReLU for the session; no tap is armed.
+    pub fn guided() -> Result<Self> {
+        ACTIVE.with(|active| {
+            let mut active = active.borrow_mut();
+            if active.is_some() {
+                return Err(CamError::NestedExplanation);
+            }
+            *active = Some(Recording {
+                guided: true,
+                ..Recording::default()
+            });
+            Ok(Self { _not_send: PhantomData })
+        })
+    }
+
     /// Ends the session and hands over what was captured.
     pub fn finish(self) -> Recording {
         ACTIVE.with(|active| active.borrow_mut().take()).unwrap_or_default()
@@ -143,6 +162,26 @@ impl Drop for TapSession {
         // `try_with`: the thread-local may already be gone when a thread is torn down.
         let _ = ACTIVE.try_with(|active| active.borrow_mut().take());
     }
+}
+
+/// Whether a guided pass runs on this thread; if so, the ReLU asking is counted.
+pub(crate) fn guided_relu_requested() -> bool {
+    ACTIVE.with(|active| match active.borrow_mut().as_mut() {
+        Some(recording) if recording.guided => {
+            recording.guided_relus += 1;
+            true
+        }
+        _ => false,
+    })
+}
+
+/// The input a model's network runs on, for a [`crate::CamModel`] whose parameters may live on
+/// an autodiff device: without autodiff (nothing before the first tap is differentiated), except
+/// during Guided Backpropagation, which differentiates the score with respect to the input.
+/// Generated ONNX models call it.
+pub fn network_input<const D: usize>(input: Tensor<D>) -> Tensor<D> {
+    let guided = ACTIVE.with(|active| active.borrow().as_ref().is_some_and(|recording| recording.guided));
+    if guided { input } else { input.inner() }
 }
 
 /// The tap itself: identity unless `name` is armed by the running explanation.

@@ -6,7 +6,7 @@ use std::cell::Cell;
 
 use burn::prelude::*;
 use common::*;
-use ember_core::{ClassTarget, Explainer, GradCam, Method, Vocabulary, tap};
+use ember_core::{ClassTarget, Explainer, GradCam, Method, ScoreFn, Vocabulary, tap};
 
 #[test]
 fn tap_gradients_match_central_finite_differences() {
@@ -157,4 +157,47 @@ fn the_default_layer_is_used_when_none_is_chosen() {
         .explain(&model, input(1, 20), &ClassTarget::TopClass)
         .unwrap();
     assert_eq!(explanation.layers[0].layer, "block2");
+}
+
+/// Guided Backpropagation in closed form: for `y = Σ w ⊙ relu(x)`, ∂y/∂x is `w` where `x > 0`,
+/// and guided it is `max(w, 0)` there; 0 where `x ≤ 0`. A session that ended leaves the ReLU
+/// plain, and a model applying Burn's own ReLU has nothing to guide.
+#[test]
+fn guided_backprop_lets_through_only_positive_gradients_where_the_input_was_positive() {
+    let device = Device::flex();
+    let values: Vec<f32> = (0..16)
+        .map(|i| (i as f32 - 7.5) * if i % 3 == 0 { -1.0 } else { 1.0 })
+        .collect();
+    let weights: Vec<f32> = (0..16).map(|i| ((i * 7) % 5) as f32 - 2.0).collect();
+    let x = Tensor::<1>::from_data(TensorData::new(values.clone(), [16]), &device).reshape([1, 1, 4, 4]);
+    let w = Tensor::<1>::from_data(TensorData::new(weights.clone(), [16]), &device).reshape([1, 16]);
+    let model = |x: Tensor<4>| (ember_core::relu(x).reshape([1, 16]) * w.clone()).sum_dim(1);
+    let guided = ember_core::guided_backprop(&model, x.clone(), &ScoreFn(|y: &Tensor<2>| y.clone().reshape([1])))
+        .unwrap()
+        .try_into_vec_as::<f32>()
+        .unwrap();
+    for i in 0..16 {
+        let expected = if values[i] > 0.0 { weights[i].max(0.0) } else { 0.0 };
+        assert_eq!(
+            guided[i], expected,
+            "element {i}: x = {}, w = {}",
+            values[i], weights[i]
+        );
+    }
+    assert!(
+        weights.iter().zip(&values).any(|(w, v)| *w < 0.0 && *v > 0.0),
+        "the case must hold a negative gradient to block"
+    );
+    // Outside the guided pass the ReLU is plain: its gradient keeps the negative weights.
+    let probe = x.clone().inner().autodiff().require_grad();
+    let grads = model(probe.clone()).sum().backward();
+    let plain = probe.grad(&grads).unwrap().try_into_vec_as::<f32>().unwrap();
+    for i in 0..16 {
+        let expected = if values[i] > 0.0 { weights[i] } else { 0.0 };
+        assert_eq!(plain[i], expected, "element {i}, plain ReLU");
+    }
+    let burn_relu = |x: Tensor<4>| (burn::tensor::activation::relu(x).reshape([1, 16]) * w.clone()).sum_dim(1);
+    let error =
+        ember_core::guided_backprop(&burn_relu, x, &ScoreFn(|y: &Tensor<2>| y.clone().reshape([1]))).unwrap_err();
+    assert!(matches!(error, ember_core::CamError::NoGuidedRelu), "{error}");
 }

@@ -148,6 +148,9 @@ impl TappedModelGen {
     }
 }
 
+/// How burn-onnx's code applies a `Relu` node.
+const BURN_RELU: &str = "burn::tensor::activation::relu(";
+
 /// burn-onnx's code imports `burn` and `burn_store` as crates; they are reached through the
 /// runtime crate instead (`::ember_cam::burn`, which also brings `burn` into scope for the
 /// `#[derive(Module)]` expansions), so the user's crate needs no dependency on either.
@@ -168,7 +171,8 @@ fn through_runtime_crate(code: &str, runtime: &str) -> String {
         } else if let Some(rest) = line.strip_prefix("use burn_store::") {
             format!("use {runtime}::burn_store::{rest}")
         } else {
-            line.to_owned()
+            // The model's ReLUs become Ember's, which Guided Backpropagation can guide.
+            line.replace(BURN_RELU, &format!("{runtime}::relu("))
         };
         out.push_str(&line);
         out.push('\n');
@@ -274,8 +278,11 @@ fn layer_table(tapped: &TappedGraph, runtime: &str, scores: ScoreSource) -> Stri
             _ => "Ok(Model::forward(&model, input))".to_owned(),
         };
         // Parameters without autodiff, whatever device they live on (a model in training): the
-        // explanation never differentiates them and costs what it costs on a plain device.
-        let forward = format!("let model = self.valid();\n        let input = input.inner();\n        {forward}");
+        // explanation never differentiates them and costs what it costs on a plain device. The
+        // input keeps its autodiff only for Guided Backpropagation (`network_input`).
+        let forward = format!(
+            "let model = self.valid();\n        let input = {runtime}::network_input(input);\n        {forward}"
+        );
         let activation = match tapped.final_activation {
             Some(activation) => format!("Some({runtime}::FinalActivation::{activation:?})"),
             None => "None".to_owned(),

@@ -87,8 +87,9 @@ pub fn mean(_: &Node) -> Result<Kernel, String> {
     })
 }
 
+/// `ember_core::relu`: Burn's ReLU, Guided Backpropagation's during a guided pass.
 pub fn relu(_: &Node) -> Result<Kernel, String> {
-    unary(activation::relu)
+    unary(ember_core::relu)
 }
 
 pub fn leaky_relu(node: &Node) -> Result<Kernel, String> {
