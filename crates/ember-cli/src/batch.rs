@@ -12,7 +12,9 @@ use ember_core::{
     to_host,
 };
 use ember_runtime::{FinalActivation, OnnxModel, ScoreSource};
-use ember_vision::{Colormap, Preprocess, ReadPaths, Written, check_outputs, heatmap, load_rgb, overlay, write_npy};
+use ember_vision::{
+    Colormap, Preprocess, ReadPaths, Written, check_outputs, gradient_image, heatmap, load_rgb, overlay, write_npy,
+};
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
@@ -68,6 +70,31 @@ struct Item {
 struct Outputs {
     picture: PathBuf,
     map: Option<PathBuf>,
+    /// Guided Backpropagation's files, when asked for.
+    guided_backprop: Option<GradientFiles>,
+    /// Guided Grad-CAM's files, when asked for.
+    guided_grad_cam: Option<GradientFiles>,
+}
+
+/// An input gradient's raw values and its picture.
+struct GradientFiles {
+    npy: PathBuf,
+    png: PathBuf,
+}
+
+/// The two input-gradient outputs: flag, file-name suffix, and the flag's value.
+fn gradient_outputs(args: &ExplainArgs) -> [(&'static str, &'static str, &Option<Option<PathBuf>>); 2] {
+    [
+        ("--save-guided-backprop", "_guided_backprop", &args.save_guided_backprop),
+        ("--save-guided-gradcam", "_guided_gradcam", &args.save_guided_gradcam),
+    ]
+}
+
+/// `dir/<stem><suffix>.<extension>` for the file `path`.
+fn beside(path: &Path, suffix: &str, extension: &str) -> PathBuf {
+    let mut name = path.file_stem().map_or_else(OsString::new, OsString::from);
+    name.push(format!("{suffix}.{extension}"));
+    path.with_file_name(name)
 }
 
 /// `ember explain`.
@@ -139,7 +166,9 @@ pub fn explain(args: ExplainArgs) -> Result<(), Failure> {
         Some(text) => ClassTarget::Class(input::class_index(text, &labels)?),
         None => ClassTarget::TopClass,
     };
-    let mut explainer = Explainer::from(args.method).rectifier(args.rectifier);
+    let mut explainer = Explainer::from(args.method)
+        .rectifier(args.rectifier)
+        .guided_backprop(args.save_guided_backprop.is_some() || args.save_guided_gradcam.is_some());
     if let Some(copies) = args.perturbation_batch_size {
         explainer = explainer.perturbation_batch(copies);
     }
@@ -194,15 +223,24 @@ struct Plan {
 /// summary where --summary says.
 fn single_plan(args: &ExplainArgs) -> Result<Plan, Failure> {
     input::check_picture_path(&args.out, "--out")?;
+    let [backprop, grad_cam] = gradient_outputs(args).map(|(_, suffix, flag)| {
+        flag.as_ref().map(|path| GradientFiles {
+            npy: path.clone().unwrap_or_else(|| beside(&args.out, suffix, "npy")),
+            png: beside(&args.out, suffix, "png"),
+        })
+    });
     let outputs = Outputs {
         picture: args.out.clone(),
         map: args
             .save_npy
             .as_ref()
             .map(|path| path.clone().unwrap_or_else(|| args.out.with_extension("npy"))),
+        guided_backprop: backprop,
+        guided_grad_cam: grad_cam,
     };
     let mut written = vec![Written::new("--out", &outputs.picture)];
     written.extend(outputs.map.iter().map(|m| Written::new("--save-npy", m)));
+    written.extend(gradient_written(&outputs));
     written.extend(args.summary.iter().map(|s| Written::new("--summary", s)));
     Ok(Plan {
         outputs: vec![outputs],
@@ -210,6 +248,17 @@ fn single_plan(args: &ExplainArgs) -> Result<Plan, Failure> {
         written,
         folders: Vec::new(),
     })
+}
+
+/// The input-gradient files of `outputs`, for the collision checks.
+fn gradient_written(outputs: &Outputs) -> Vec<Written> {
+    let flags = ["--save-guided-backprop", "--save-guided-gradcam"];
+    [&outputs.guided_backprop, &outputs.guided_grad_cam]
+        .into_iter()
+        .zip(flags)
+        .filter_map(|(files, flag)| files.as_ref().map(|files| (files, flag)))
+        .flat_map(|(files, flag)| [Written::new(flag, &files.npy), Written::new(flag, &files.png)])
+        .collect()
 }
 
 /// Several inputs: `<stem>.png` in --out-dir, `<stem>.npy` in the --save-npy folder (default
@@ -232,9 +281,17 @@ fn many_plan(args: &ExplainArgs, sources: &[Source]) -> Result<Plan, Failure> {
                 name.push(extension);
                 name
             };
+            let [backprop, grad_cam] = gradient_outputs(args).map(|(_, suffix, flag)| {
+                flag.as_ref().map(|dir| GradientFiles {
+                    npy: dir.as_ref().unwrap_or(out_dir).join(with(&format!("{suffix}.npy"))),
+                    png: out_dir.join(with(&format!("{suffix}.png"))),
+                })
+            });
             Outputs {
                 picture: out_dir.join(with(".png")),
                 map: map_dir.as_ref().map(|dir| dir.join(with(".npy"))),
+                guided_backprop: backprop,
+                guided_grad_cam: grad_cam,
             }
         })
         .collect();
@@ -243,10 +300,14 @@ fn many_plan(args: &ExplainArgs, sources: &[Source]) -> Result<Plan, Failure> {
     for output in &outputs {
         written.push(Written::new("--out-dir", &output.picture));
         written.extend(output.map.iter().map(|m| Written::new("--save-npy", m)));
+        written.extend(gradient_written(output));
     }
     written.push(Written::new("--summary", &summary));
     let mut folders = vec![Written::new("--out-dir", out_dir)];
     folders.extend(map_dir.iter().map(|d| Written::new("--save-npy", d)));
+    for (flag, _, value) in gradient_outputs(args) {
+        folders.extend(value.iter().flatten().map(|d| Written::new(flag, d)));
+    }
     Ok(Plan {
         outputs,
         summary: Some(summary),
@@ -309,6 +370,8 @@ struct Report {
     peak: (usize, usize, f32),
     map: Vec<f32>,
     size: [usize; 2],
+    /// Guided Backpropagation and Guided Grad-CAM `[C, H, W]` and C, when asked for.
+    guided: Option<(Vec<f32>, Vec<f32>, usize)>,
 }
 
 impl Run<'_> {
@@ -367,6 +430,14 @@ impl Run<'_> {
         if let Some(map) = &outputs.map {
             println!("map written to {}", map.display());
         }
+        for (what, files) in [
+            ("Guided Backpropagation", &outputs.guided_backprop),
+            ("Guided Grad-CAM", &outputs.guided_grad_cam),
+        ] {
+            if let Some(files) = files {
+                println!("{what} written to {} and {}", files.npy.display(), files.png.display());
+            }
+        }
         self.software_note();
         if let Some(summary) = &self.args.summary {
             let entry = self.entry(&item.source, &report, &outputs, seconds, &explanation);
@@ -383,7 +454,12 @@ impl Run<'_> {
         let summary = summary.expect("a batch run has a summary");
         let out_dir = &self.args.out_dir;
         std::fs::create_dir_all(out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
-        if let Some(Some(dir)) = &self.args.save_npy {
+        let folders = [
+            &self.args.save_npy,
+            &self.args.save_guided_backprop,
+            &self.args.save_guided_gradcam,
+        ];
+        for dir in folders.into_iter().flatten().flatten() {
             std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
         let total = work.len();
@@ -498,6 +574,14 @@ impl Run<'_> {
         };
         let [_, height, width] = explanation.maps.dims();
         let maps = maps_to_host(&explanation.maps).map_err(|e| e.to_string())?;
+        let guided = match (&explanation.guided_backprop, explanation.guided_grad_cam()) {
+            (Some(backprop), Some(grad_cam)) => Some((
+                backprop.dims()[1],
+                to_host(backprop).map_err(|e| e.to_string())?,
+                to_host(&grad_cam).map_err(|e| e.to_string())?,
+            )),
+            _ => None,
+        };
         Ok((0..batch)
             .map(|i| {
                 let row_scores = &scores[i * classes..(i + 1) * classes];
@@ -524,6 +608,20 @@ impl Run<'_> {
                         |best, (k, v)| if v > best.1 { (k, v) } else { best },
                     );
                 let class = explained[i];
+                let guided = guided.as_ref().map(|(channels, backprop, grad_cam)| {
+                    let per_image = channels * height * width;
+                    let image = i * per_image..(i + 1) * per_image;
+                    (backprop[image.clone()].to_vec(), grad_cam[image].to_vec(), *channels)
+                });
+                if let Some(bad) = guided
+                    .iter()
+                    .flat_map(|(b, g, _)| b.iter().chain(g))
+                    .find(|v| !v.is_finite())
+                {
+                    return Err(format!(
+                        "the input gradient is not finite ({bad}); check the input and the model"
+                    ));
+                }
                 Ok(Report {
                     class,
                     score: row_scores[class],
@@ -532,6 +630,7 @@ impl Run<'_> {
                     peak: (index % width, index / width, value),
                     map,
                     size: [height, width],
+                    guided,
                 })
             })
             .collect())
@@ -550,6 +649,20 @@ impl Run<'_> {
             .map_err(|e| format!("cannot write {}: {e}", outputs.picture.display()))?;
         if let Some(path) = &outputs.map {
             write_npy(path, &report.map, &[height as u64, width as u64]).map_err(|e| e.to_string())?;
+        }
+        if let Some((backprop, grad_cam, channels)) = &report.guided {
+            for (files, values) in [
+                (&outputs.guided_backprop, backprop),
+                (&outputs.guided_grad_cam, grad_cam),
+            ] {
+                let Some(files) = files else { continue };
+                let shape = [*channels as u64, height as u64, width as u64];
+                write_npy(&files.npy, values, &shape).map_err(|e| e.to_string())?;
+                gradient_image(values, *channels, height as u32, width as u32)
+                    .map_err(|e| e.to_string())?
+                    .save(&files.png)
+                    .map_err(|e| format!("cannot write {}: {e}", files.png.display()))?;
+            }
         }
         Ok(())
     }
@@ -574,6 +687,8 @@ impl Run<'_> {
             "layers": explanation.layers.iter().map(|l| l.layer.clone()).collect::<Vec<_>>(),
             "overlay": shown_path(&outputs.picture),
             "map": outputs.map.as_deref().map(shown_path),
+            "guided_backprop": outputs.guided_backprop.as_ref().map(GradientFiles::shown),
+            "guided_gradcam": outputs.guided_grad_cam.as_ref().map(GradientFiles::shown),
             "seconds": seconds,
         })
     }
@@ -613,6 +728,12 @@ impl Run<'_> {
 
     fn label(&self, class: usize) -> String {
         self.labels.get(class).cloned().unwrap_or_default()
+    }
+}
+
+impl GradientFiles {
+    fn shown(&self) -> Value {
+        json!({ "npy": shown_path(&self.npy), "png": shown_path(&self.png) })
     }
 }
 

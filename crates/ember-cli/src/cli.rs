@@ -115,6 +115,19 @@ pub struct ExplainArgs {
     #[arg(long, num_args = 0..=1, value_name = "PATH")]
     pub save_npy: Option<Option<PathBuf>>,
 
+    /// Also run Guided Backpropagation (∂score/∂input, the model's ReLUs letting through only
+    /// positive gradients) and write it as float32 .npy [C, H, W] (raw values), plus a PNG for
+    /// people next to the overlay (<overlay>_guided_backprop.png). PATH as for --save-npy
+    /// (default: <overlay>_guided_backprop.npy, or one <image>_guided_backprop.npy each).
+    #[arg(long, num_args = 0..=1, value_name = "PATH")]
+    pub save_guided_backprop: Option<Option<PathBuf>>,
+
+    /// Also write Guided Grad-CAM, Guided Backpropagation times the final map, as float32 .npy
+    /// [C, H, W] and a PNG next to the overlay (<overlay>_guided_gradcam.png). PATH as for
+    /// --save-npy (default: <overlay>_guided_gradcam.npy, or one <image>_guided_gradcam.npy each).
+    #[arg(long, num_args = 0..=1, value_name = "PATH")]
+    pub save_guided_gradcam: Option<Option<PathBuf>>,
+
     /// Where to write the JSON summary (class, score, peak, timing per image). Default:
     /// <out-dir>/summary.json for several images, none for one.
     #[arg(long)]

@@ -94,6 +94,9 @@ fn help_documents_every_option() {
         "--score",
         "--colormap",
         "--image-weight",
+        "--save-guided-backprop",
+        "--save-guided-gradcam",
+        "--perturbation-batch-size",
     ] {
         assert!(help.contains(option), "`ember explain --help` lacks {option}");
     }
@@ -661,5 +664,74 @@ fn pre_processing_is_a_typed_config_with_channel_order_range_and_filter() {
     assert_clean_error(
         &explain(&resnet, &["--preprocess-config", config.to_str().unwrap()]),
         "unknown field `channel_ordr`",
+    );
+}
+
+/// `--save-guided-backprop` / `--save-guided-gradcam`: [C, H, W] float32 files equal to the
+/// library's Guided Backpropagation, Guided Grad-CAM equal to it times the map of `--save-npy`,
+/// PNGs next to the overlay, the files in the summary; a model without ReLUs is one clear error.
+#[test]
+fn guided_backprop_and_guided_gradcam_are_written_as_npy_and_png() {
+    let file = std::fs::File::open(root().join("tests/fixtures/zoo/resnet.npz")).unwrap();
+    let mut npz = npyz::npz::NpzArchive::new(std::io::BufReader::new(file)).unwrap();
+    let input = npz.by_name("input").unwrap().unwrap().into_vec::<f32>().unwrap();
+    let tensor = scratch("guided-input.npy");
+    write_npy(&tensor, &input[..3 * 64 * 64], &[1, 3, 64, 64]).unwrap();
+    let out = scratch("guided.png");
+    let resnet = path("tests/fixtures/zoo/resnet.onnx");
+    let text = stdout(&explain(
+        &resnet,
+        &[
+            "--input-npy",
+            tensor.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--save-npy",
+            "--save-guided-backprop",
+            "--save-guided-gradcam",
+        ],
+    ));
+    assert!(text.contains("Guided Backpropagation written to"), "{text}");
+    let (map, _) = read_npy(&scratch("guided.npy"));
+    let (backprop, shape) = read_npy(&scratch("guided_guided_backprop.npy"));
+    let (grad_cam, gc_shape) = read_npy(&scratch("guided_guided_gradcam.npy"));
+    assert_eq!(shape, vec![3, 64, 64]);
+    assert_eq!(gc_shape, vec![3, 64, 64]);
+    for png in ["guided_guided_backprop.png", "guided_guided_gradcam.png"] {
+        let picture = image::open(scratch(png)).unwrap();
+        assert_eq!((picture.width(), picture.height()), (64, 64), "{png}");
+    }
+    // The library on the same input.
+    let device = Device::flex();
+    let model = ember_runtime::OnnxModel::load(&resnet, &device).unwrap();
+    let x =
+        burn::tensor::Tensor::<1>::from_data(input[..3 * 64 * 64].to_vec().as_slice(), &device).reshape([1, 3, 64, 64]);
+    let expected = ember_cam::to_host(&ember_cam::guided_backprop(&model, x, &ClassTarget::TopClass).unwrap()).unwrap();
+    let scale = expected.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(scale > 0.0);
+    for (i, (ours, theirs)) in backprop.iter().zip(&expected).enumerate() {
+        assert!(
+            (ours - theirs).abs() <= 1e-6 * scale,
+            "guided backprop [{i}]: {ours} vs {theirs}"
+        );
+        let product = theirs * map[i % (64 * 64)];
+        assert!((grad_cam[i] - product).abs() <= 1e-6 * scale, "guided grad-cam [{i}]");
+    }
+
+    // MobileNetV2 has ReLU6 (Clip) only.
+    let output = explain(
+        &mobilenet_path(),
+        &[
+            "--image",
+            &path("examples/images/chelsea.png"),
+            "--out",
+            scratch("guided-mobilenet.png").to_str().unwrap(),
+            "--save-guided-backprop",
+        ],
+    );
+    assert_clean_error(&output, "Guided Backpropagation needs ReLUs");
+    assert!(
+        !scratch("guided-mobilenet.png").exists(),
+        "no overlay after a failed run"
     );
 }

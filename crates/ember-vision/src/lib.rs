@@ -6,7 +6,7 @@ mod overlay;
 mod preprocess;
 
 pub use outputs::{OutputConflict, ReadPaths, Written, check_outputs};
-pub use overlay::{Colormap, ColormapName, heatmap, overlay};
+pub use overlay::{Colormap, ColormapName, gradient_image, heatmap, overlay};
 pub use preprocess::{ChannelOrder, Preprocess, ResizeFilter, ValueRange, load_rgb};
 
 use std::path::{Path, PathBuf};

@@ -173,3 +173,29 @@ mod tests {
         assert!(overlay(&image, &[0.5], &Colormap::jet(), 0.5).is_err());
     }
 }
+
+/// An input gradient (Guided Backpropagation, Guided Grad-CAM) `[C, H, W]` as a picture, as
+/// pytorch-grad-cam's `deprocess_image` shows it: standardised over all its values, scaled by
+/// 0.1 around mid-grey and clipped, `0.5 + 0.1·(x − mean)/(std + 10⁻⁵)`. Three channels are shown
+/// as RGB in the network's channel order, one as grey.
+pub fn gradient_image(chw: &[f32], channels: usize, height: u32, width: u32) -> Result<RgbImage, VisionError> {
+    let plane = (width as usize) * (height as usize);
+    if !matches!(channels, 1 | 3) || chw.len() != channels * plane || plane == 0 {
+        return Err(VisionError::Size(format!(
+            "a gradient of {} values is not [1 or 3, {height}, {width}] ({channels} channels)",
+            chw.len()
+        )));
+    }
+    let count = chw.len() as f64;
+    let mean = chw.iter().map(|&v| f64::from(v)).sum::<f64>() / count;
+    let std = (chw.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / count).sqrt();
+    let shown = |v: f32| {
+        let value = 0.5 + 0.1 * (f64::from(v) - mean) / (std + 1e-5);
+        (255.0 * value.clamp(0.0, 1.0)) as u8
+    };
+    Ok(RgbImage::from_fn(width, height, |x, y| {
+        let at = (y * width + x) as usize;
+        let channel = |c: usize| shown(chw[(c % channels) * plane + at]);
+        Rgb([channel(0), channel(1), channel(2)])
+    }))
+}
