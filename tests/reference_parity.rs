@@ -11,7 +11,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use ember_cam::models::mobilenet_v2;
-use ember_cam::{CamModel, ClassTarget, Explainer, LayerMap, LayerTap, LayerTensors, Method, burn};
+use ember_cam::{CamModel, ClassTarget, Explainer, Kernel, KpcaCam, LayerMap, LayerTap, LayerTensors, Method, burn};
 
 const FINAL_ABS: f32 = 1e-4;
 const STAGE_REL: f32 = 1e-4;
@@ -531,13 +531,24 @@ fn eigen_methods_match_pytorch_grad_cam_s_projection() {
             let activations = fixture.tensor::<4>(&format!("{target}/activations0"));
             let gradients = fixture.tensor::<4>(&format!("{target}/gradients0"));
             let [_, _, height, width] = activations.dims();
-            for method in [Method::EigenCam, Method::EigenGradCam] {
+            for (method, explainer) in [
+                ("eigencam", Explainer::from(Method::EigenCam)),
+                ("eigengradcam", Explainer::from(Method::EigenGradCam)),
+                ("kpcacam", Explainer::from(Method::KpcaCam)),
+                (
+                    "kpcacam-rbf",
+                    Explainer::new(KpcaCam {
+                        kernel: Kernel::Rbf,
+                        gamma: None,
+                    }),
+                ),
+            ] {
                 let tensors = LayerTensors {
                     layer: "layer".into(),
                     activations: activations.clone(),
                     gradients: gradients.clone(),
                 };
-                let (layers, _) = Explainer::from(method).explain_tensors(vec![tensors], height, width);
+                let (layers, _) = explainer.explain_tensors(vec![tensors], height, width);
                 let ours = host(layers[0].raw.clone());
                 let (reference, _) = eigen.get(&format!("{source}/{method}/{target}/raw0"));
                 let scale = reference.iter().fold(0.0f32, |m, v| m.max(v.abs()));
@@ -570,8 +581,8 @@ fn eigen_methods_match_pytorch_grad_cam_s_projection() {
             }
         }
     }
-    println!("EigenCAM / EigenGradCAM vs pytorch-grad-cam: worst {worst:.2e} relative ({compared} maps)");
-    assert_eq!(compared, 4 * 2 * 2 * 2, "maps compared");
+    println!("EigenCAM / EigenGradCAM / KPCA-CAM vs pytorch-grad-cam: worst {worst:.2e} relative ({compared} maps)");
+    assert_eq!(compared, 4 * 2 * 4 * 2, "maps compared");
 }
 
 /// A perturbation method against pytorch-grad-cam's own runs in `fixture` (`<prefix>/<target>/
@@ -736,4 +747,98 @@ fn guided_backprop_matches_pytorch_grad_cam() {
         worst.0, worst.1
     );
     assert_eq!(compared, 4 * 2 * 2, "arrays compared");
+}
+
+/// `eigen_smooth` and `aug_smooth` against pytorch-grad-cam's own runs (`cargo xtask smooth`):
+/// the small CNNs and MobileNetV2 at its last block, two images, top class and another class.
+/// Eigen-smoothed projections ≤ 1e-4 relative to the largest, with Ember's sign rule; final maps
+/// ≤ 1e-4 where LAPACK gave pytorch-grad-cam the same sign (elsewhere its map is the inverse).
+/// Augmentation-smoothed final maps ≤ 1e-4.
+#[test]
+fn eigen_and_aug_smoothing_match_pytorch_grad_cam() {
+    let smooth = Fixture::open("reference_smooth");
+    let (mut worst_raw, mut worst_final, mut worst_aug) = (0.0f32, 0.0f32, 0.0f32);
+    let (mut finals, mut raws, mut augs) = (0, 0, 0);
+    let mut check = |model: &dyn Fn(Tensor<4>) -> Tensor<2>, layer: &str, input: Tensor<4>, prefix: &str, other| {
+        for (target_name, target) in [("top", ClassTarget::TopClass), ("other", ClassTarget::Class(other))] {
+            for method in [Method::GradCam, Method::HiResCam, Method::LayerCam] {
+                let key = format!("{prefix}/eigen/{method}/{target_name}");
+                let explanation = Explainer::from(method)
+                    .layer(layer)
+                    .eigen_smooth(true)
+                    .explain(&|x| model(x), input.clone(), &target)
+                    .unwrap();
+                let raw = host(explanation.layers[0].raw.clone());
+                let (reference, _) = smooth.get(&format!("{key}/raw"));
+                let scale = reference.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let error = raw
+                    .iter()
+                    .zip(reference)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max)
+                    / scale;
+                assert!(error <= 1e-4, "{key}: projection differs by {error:.2e} relative");
+                worst_raw = worst_raw.max(error);
+                raws += 1;
+                let maps = host(explanation.maps);
+                let (reference, _) = smooth.get(&format!("{key}/final"));
+                let (agrees, _) = smooth.get(&format!("{key}/agrees"));
+                let pixels = maps.len() / agrees.len();
+                for (image, &agree) in agrees.iter().enumerate() {
+                    if agree == 1.0 {
+                        let range = image * pixels..(image + 1) * pixels;
+                        let error = maps[range.clone()]
+                            .iter()
+                            .zip(&reference[range])
+                            .map(|(a, b)| (a - b).abs())
+                            .fold(0.0, f32::max);
+                        assert!(error <= 1e-4, "{key} image {image}: final map differs by {error:.2e}");
+                        worst_final = worst_final.max(error);
+                        finals += 1;
+                    }
+                }
+            }
+            for method in [Method::GradCam, Method::GradCamPlusPlus] {
+                let key = format!("{prefix}/aug/{method}/{target_name}");
+                let maps = host(
+                    Explainer::from(method)
+                        .layer(layer)
+                        .aug_smooth(true)
+                        .explain(&|x| model(x), input.clone(), &target)
+                        .unwrap()
+                        .maps,
+                );
+                let (reference, _) = smooth.get(&format!("{key}/final"));
+                assert_eq!(maps.len(), reference.len(), "{key}");
+                let error = maps
+                    .iter()
+                    .zip(reference)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                assert!(error <= 1e-4, "{key}: final maps differ by {error:.2e}");
+                worst_aug = worst_aug.max(error);
+                augs += 1;
+            }
+        }
+    };
+    for head in ["gap", "flatten"] {
+        let model = SmallCnn::load(head);
+        let input = Fixture::open(&format!("reference_small_cnn_{head}")).tensor::<4>("input");
+        check(&|x| model.forward(x), "relu2", input, &format!("small_cnn_{head}"), 7);
+    }
+    let mobilenet = mobilenet_v2::Model::from_embedded(&Device::flex());
+    let input = Fixture::open("reference_mobilenet_7x7").tensor::<4>("input");
+    check(
+        &|x| CamModel::forward(&mobilenet, x).unwrap(),
+        LAST_BLOCK,
+        input,
+        "mobilenet_7x7",
+        281,
+    );
+    println!(
+        "eigen_smooth vs pytorch-grad-cam: projections {worst_raw:.2e} relative ({raws}), final maps {worst_final:.2e} \
+         ({finals} images with LAPACK's sign); aug_smooth final maps {worst_aug:.2e} ({augs})"
+    );
+    assert_eq!((raws, augs), (18, 12), "cases compared");
+    assert!(finals >= 18, "too few final maps comparable: {finals}");
 }

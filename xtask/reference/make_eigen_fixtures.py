@@ -1,5 +1,5 @@
 """Reference projections of pytorch-grad-cam 1.5.7's factorisation methods (EigenCAM,
-EigenGradCAM) for Ember's parity tests.
+EigenGradCAM, KPCA-CAM) for Ember's parity tests.
 
 Run through `cargo xtask eigen` (pinned numpy, scikit-learn and grad-cam, installed without
 torch). Reads the activations and gradients that `make_fixtures.py` stored from pytorch-grad-cam's
@@ -9,8 +9,11 @@ own runs (`tests/fixtures/reference_*.npz`) and writes `tests/fixtures/reference
 
 computed by pytorch-grad-cam's `get_2d_projection_with_sign_correction` (Seg-Eigen-CAM's sign
 rule: the map is flipped when |min| > |max|), the deterministic sign Ember uses; EigenCAM projects
-the activations, EigenGradCAM the gradients times the activations. The module is loaded from the
-installed package's file, so torch is not needed. Rerunning gives byte-identical files.
+the activations, EigenGradCAM the gradients times the activations. KPCA-CAM (`kpcacam`, the
+sigmoid kernel pytorch-grad-cam uses by default, and `kpcacam-rbf`) is pytorch-grad-cam's
+`get_2d_projection_kernel`, whose sign scikit-learn's `svd_flip` fixes (the same rule); scikit-learn
+solves layers over 200 positions with ARPACK from a random start, seeded here. The module is loaded
+from the installed package's file, so torch is not needed. Rerunning gives byte-identical files.
 """
 
 import importlib.util
@@ -46,6 +49,9 @@ def main():
                 out[f"{source}/eigengradcam/{target}/raw{layer}"] = svd.get_2d_projection_with_sign_correction(
                     gradients * activations
                 )
+                np.random.seed(0)
+                out[f"{source}/kpcacam/{target}/raw{layer}"] = svd.get_2d_projection_kernel(activations)
+                out[f"{source}/kpcacam-rbf/{target}/raw{layer}"] = svd.get_2d_projection_kernel(activations, "rbf")
                 layer += 1
     path = FIXTURES / "reference_eigen.npz"
     # A fixed archive layout: np.savez writes entries in insertion order with fixed timestamps.

@@ -34,6 +34,12 @@ enum Task {
     /// Regenerate tests/fixtures/reference_score.npz, pytorch-grad-cam's ScoreCAM runs (needs
     /// Python and PyPI: the full pinned requirements, torch included).
     Score,
+    /// Regenerate tests/fixtures/reference_guided.npz, pytorch-grad-cam's Guided Backpropagation
+    /// and Guided Grad-CAM (needs Python and PyPI: the full pinned requirements, torch included).
+    Guided,
+    /// Regenerate tests/fixtures/reference_smooth.npz, pytorch-grad-cam's eigen_smooth and
+    /// aug_smooth runs (needs Python and PyPI: the full pinned requirements, torch included).
+    Smooth,
     /// Build the crate in tests/user-crate — outside the workspace, depending only on ember-cam
     /// (and ember-onnx in its build script) — importing an ONNX model at build time, run it, and
     /// check that its map equals `ember explain` on the same file (≤ 1e-4).
@@ -91,6 +97,8 @@ fn main() -> ExitCode {
         ),
         Task::Ablation => run_python("make_ablation_fixtures.py", None),
         Task::Score => run_python("make_score_fixtures.py", None),
+        Task::Guided => run_python("make_guided_fixtures.py", None),
+        Task::Smooth => run_python("make_smooth_fixtures.py", None),
         Task::Eigen => run_python(
             "make_eigen_fixtures.py",
             Some(&[

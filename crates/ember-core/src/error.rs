@@ -99,6 +99,17 @@ pub enum CamError {
     #[error("an explanation is already running on this thread; explanations cannot be nested")]
     NestedExplanation,
 
+    /// The method cannot explain this layer.
+    #[error("{method} cannot explain layer `{layer}`: {reason}")]
+    LayerUnsuited {
+        /// The method.
+        method: &'static str,
+        /// The layer.
+        layer: String,
+        /// Why.
+        reason: String,
+    },
+
     /// Guided Backpropagation found no ReLU to guide in the model's forward pass.
     #[error(
         "Guided Backpropagation needs ReLUs, and the model's forward pass went through none (ReLU6, Clip and other \

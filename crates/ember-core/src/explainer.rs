@@ -4,7 +4,7 @@
 use burn::tensor::{Int, Tensor};
 
 use crate::error::{CamError, Result};
-use crate::methods::{CamMethod, GradCam, Method, Perturbation, PerturbationSite};
+use crate::methods::{CamMethod, GradCam, Method, Perturbation, PerturbationSite, principal_projection};
 use crate::model::{CamModel, DetachedOutput};
 use crate::read::{classes_to_host, to_host};
 use crate::rectifier::Rectifier;
@@ -16,6 +16,16 @@ use crate::target::{Target, TargetScores};
 /// bytes of activations (at least one): a whole layer at MobileNetV2's last block in five
 /// batches, a few copies at a time where activations are large.
 pub const PERTURBATION_BATCH_BYTES: usize = 64 << 20;
+
+/// The augmentations of [`Explainer::aug_smooth`]: (mirrored, factor), in ttach's order.
+const AUGMENTATIONS: &[(bool, f32)] = &[
+    (false, 0.9),
+    (false, 1.0),
+    (false, 1.1),
+    (true, 0.9),
+    (true, 1.0),
+    (true, 1.1),
+];
 
 /// What was computed for one tapped layer. Everything stays on the device.
 #[derive(Debug, Clone)]
@@ -83,6 +93,8 @@ pub struct Explainer {
     keep_tensors: bool,
     perturbation_batch: Option<usize>,
     guided_backprop: bool,
+    eigen_smooth: bool,
+    aug_smooth: bool,
 }
 
 impl Default for Explainer {
@@ -112,6 +124,8 @@ impl Explainer {
             keep_tensors: false,
             perturbation_batch: None,
             guided_backprop: false,
+            eigen_smooth: false,
+            aug_smooth: false,
         }
     }
 
@@ -142,6 +156,27 @@ impl Explainer {
         self
     }
 
+    /// pytorch-grad-cam's `eigen_smooth`: the map is the first principal component of the
+    /// method's per-channel terms (`α_k·A^k`, or the element-wise products) instead of their
+    /// sum, with EigenCAM's deterministic sign; it removes noise the terms do not share. The
+    /// factorisation methods (EigenCAM, EigenGradCAM, KPCA-CAM), which sum nothing, are
+    /// unaffected, as in pytorch-grad-cam.
+    pub fn eigen_smooth(mut self, smooth: bool) -> Self {
+        self.eigen_smooth = smooth;
+        self
+    }
+
+    /// pytorch-grad-cam's `aug_smooth`: the final maps are the mean over six augmentations of
+    /// the input — mirrored or not, times 0.9, 1 or 1.1 — each map mirrored back. Costs six
+    /// explanations. Every other field of the explanation is the unaugmented one's. The target
+    /// scores each augmented input as it would any input: a class target with a fixed class
+    /// explains that class throughout, `TopClass` each augmentation's own top class (as
+    /// pytorch-grad-cam does).
+    pub fn aug_smooth(mut self, smooth: bool) -> Self {
+        self.aug_smooth = smooth;
+        self
+    }
+
     /// Also returns each layer's activations and gradients.
     pub fn keep_tensors(mut self, keep: bool) -> Self {
         self.keep_tensors = keep;
@@ -155,6 +190,37 @@ impl Explainer {
 
     /// Explains `target` for every image of `input` (`[N, C, H, W]`, on the model's device).
     pub fn explain<M, T>(&self, model: &M, input: Tensor<4>, target: &T) -> Result<Explanation<M::Output>>
+    where
+        M: CamModel + ?Sized,
+        M::Output: DetachedOutput,
+        T: Target<M::Output> + ?Sized,
+    {
+        let mut explanation = self.explain_once(model, input.clone(), target)?;
+        if self.aug_smooth {
+            // ttach's HorizontalFlip × Multiply([0.9, 1, 1.1]), as pytorch-grad-cam; the
+            // unaugmented pass is the one above.
+            let mut maps = Vec::with_capacity(AUGMENTATIONS.len());
+            for &(mirrored, factor) in AUGMENTATIONS {
+                if !mirrored && factor == 1.0 {
+                    maps.push(explanation.maps.clone());
+                    continue;
+                }
+                let augmented = input.clone() * factor;
+                let augmented = if mirrored { augmented.flip([3]) } else { augmented };
+                let map = self.explain_once(model, augmented, target)?.maps;
+                maps.push(if mirrored { map.flip([2]) } else { map });
+            }
+            explanation.maps = Tensor::stack::<4>(maps, 0).mean_dim(0).squeeze_dim::<3>(0);
+        }
+        if self.guided_backprop {
+            // The guided pass's forward values are the explanation's (a guided ReLU is a ReLU
+            // on the way forward), so a class target resolves to the same classes.
+            explanation.guided_backprop = Some(guided_backprop(model, input, target)?);
+        }
+        Ok(explanation)
+    }
+
+    fn explain_once<M, T>(&self, model: &M, input: Tensor<4>, target: &T) -> Result<Explanation<M::Output>>
     where
         M: CamModel + ?Sized,
         M::Output: DetachedOutput,
@@ -174,6 +240,15 @@ impl Explainer {
         let captures = captures_in_order(recording, &layers, model)?;
         if let Some(flat) = captures.iter().find(|c| matches!(c.activation.dims(), [_, _, 1, 1])) {
             return Err(CamError::NoSpatialExtent(flat.name.clone()));
+        }
+        for capture in &captures {
+            self.method
+                .check_layer(capture.activation.dims())
+                .map_err(|reason| CamError::LayerUnsuited {
+                    method: self.method.name(),
+                    layer: capture.name.clone(),
+                    reason,
+                })?;
         }
 
         let TargetScores { scores, classes } = target.scores(&output, batch)?;
@@ -261,19 +336,12 @@ impl Explainer {
                 }
             }
         }
-        // The guided pass's forward values are the explanation's (a guided ReLU is a ReLU on
-        // the way forward), so a class target resolves to the same classes.
-        let guided = if self.guided_backprop {
-            Some(guided_backprop(model, input, target)?)
-        } else {
-            None
-        };
         Ok(Explanation {
             maps,
             layers: layer_maps,
             scores: scores.inner(),
             classes,
-            guided_backprop: guided,
+            guided_backprop: None,
             output: output.detached(),
         })
     }
@@ -359,9 +427,14 @@ impl Explainer {
         height: usize,
         width: usize,
     ) -> LayerMap {
-        let output = self
+        let mut output = self
             .method
             .compute(activations.clone(), self.rectifier.prepare_gradients(gradients.clone()));
+        if self.eigen_smooth
+            && let Some(terms) = output.terms.take()
+        {
+            output.map = principal_projection(terms);
+        }
         let normalised = self.rectifier.normalise(self.rectifier.rectify(output.map.clone()));
         let (activations, gradients) = if self.keep_tensors {
             (Some(activations), self.method.uses_gradients().then_some(gradients))

@@ -37,8 +37,8 @@ pub use explainer::{
 pub use guided::{GuidedReluBackend, Relu, relu};
 pub use limits::{FileError, SizeError, checked_bytes, memory_budget, set_memory_budget};
 pub use methods::{
-    AblationCam, CamMethod, EigenCam, EigenGradCam, GradCam, GradCamElementWise, GradCamPlusPlus, HiResCam, LayerCam,
-    Method, MethodOutput, Perturbation, PerturbationSite, RandomCam, ScoreCam, XGradCam,
+    AblationCam, CamMethod, EigenCam, EigenGradCam, GradCam, GradCamElementWise, GradCamPlusPlus, HiResCam, Kernel,
+    KpcaCam, LayerCam, Method, MethodOutput, Perturbation, PerturbationSite, RandomCam, ScoreCam, XGradCam,
 };
 pub use model::{CamModel, DetachedOutput, LayerInfo, check_input_chw, default_layer, describe_dims};
 pub use read::{ImageExplanation, Peak, maps_to_host, to_host};

@@ -26,6 +26,7 @@ impl CamMethod for EigenCam {
         MethodOutput {
             map: principal_projection(activations),
             channel_weights: None,
+            terms: None,
         }
     }
 }

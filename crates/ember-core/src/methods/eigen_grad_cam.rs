@@ -21,6 +21,7 @@ impl CamMethod for EigenGradCam {
         MethodOutput {
             map: principal_projection(gradients * activations),
             channel_weights: None,
+            terms: None,
         }
     }
 }

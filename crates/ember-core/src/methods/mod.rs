@@ -13,8 +13,11 @@ mod grad_cam;
 mod grad_cam_elementwise;
 mod grad_cam_plus_plus;
 mod hires_cam;
+mod kpca_cam;
 mod layer_cam;
 mod principal;
+
+pub(crate) use principal::principal_projection;
 mod random_cam;
 mod score_cam;
 mod xgrad_cam;
@@ -33,6 +36,7 @@ pub use grad_cam::GradCam;
 pub use grad_cam_elementwise::GradCamElementWise;
 pub use grad_cam_plus_plus::GradCamPlusPlus;
 pub use hires_cam::HiResCam;
+pub use kpca_cam::{Kernel, KpcaCam};
 pub use layer_cam::LayerCam;
 pub use random_cam::RandomCam;
 pub use score_cam::ScoreCam;
@@ -45,6 +49,10 @@ pub struct MethodOutput {
     pub map: Tensor<3>,
     /// The channel weights `α_k` `[N, K]`, for methods that weight whole channels.
     pub channel_weights: Option<Tensor<2>>,
+    /// The per-channel terms `[N, K, h, w]` whose sum over channels is the map, for methods
+    /// that sum channels: what eigen-smoothing projects instead of summing
+    /// ([`crate::Explainer::eigen_smooth`]).
+    pub terms: Option<Tensor<4>>,
 }
 
 /// A class-activation-map method.
@@ -63,6 +71,13 @@ pub trait CamMethod: fmt::Debug + Send + Sync {
     /// the re-runs measured, constant over space, where gradients would go.
     fn perturbation(&self) -> Option<&dyn Perturbation> {
         None
+    }
+
+    /// Refuses a layer of shape `[N, K, h, w]` the method cannot explain, with the reason
+    /// (KPCA-CAM's kernel matrix grows with `(h·w)²`). Every layer is accepted by default.
+    fn check_layer(&self, shape: [usize; 4]) -> Result<(), String> {
+        let _ = shape;
+        Ok(())
     }
 
     /// The map of one layer from its activations and gradients (or, for perturbation methods,
@@ -109,20 +124,20 @@ pub(crate) fn measured_weights_map(activations: Tensor<4>, weights: Tensor<4>) -
 /// `Σ_k α_k · A^k`: the map of a channel-weighting method.
 pub(crate) fn weighted_channel_sum(weights: Tensor<2>, activations: Tensor<4>) -> MethodOutput {
     let [batch, channels] = weights.dims();
-    let map = (activations * weights.clone().reshape([batch, channels, 1, 1]))
-        .sum_dim(1)
-        .squeeze_dim::<3>(1);
+    let terms = activations * weights.clone().reshape([batch, channels, 1, 1]);
     MethodOutput {
-        map,
+        map: terms.clone().sum_dim(1).squeeze_dim::<3>(1),
         channel_weights: Some(weights),
+        terms: Some(terms),
     }
 }
 
 /// `Σ_k M^k`: the map of a method that weights every activation element.
 pub(crate) fn channel_sum(elementwise: Tensor<4>) -> MethodOutput {
     MethodOutput {
-        map: elementwise.sum_dim(1).squeeze_dim::<3>(1),
+        map: elementwise.clone().sum_dim(1).squeeze_dim::<3>(1),
         channel_weights: None,
+        terms: Some(elementwise),
     }
 }
 
@@ -154,6 +169,8 @@ pub enum Method {
     EigenCam,
     /// [`EigenGradCam`]
     EigenGradCam,
+    /// [`KpcaCam`] (sigmoid kernel)
+    KpcaCam,
     /// [`ScoreCam`]
     ScoreCam,
     /// [`AblationCam`]
@@ -173,6 +190,7 @@ impl Vocabulary for Method {
         Method::LayerCam,
         Method::EigenCam,
         Method::EigenGradCam,
+        Method::KpcaCam,
         Method::ScoreCam,
         Method::AblationCam,
         Method::RandomCam,
@@ -194,6 +212,9 @@ impl Vocabulary for Method {
                 "first principal component of the activations; no gradients, no class (Muhammad & Yeasin 2020)"
             }
             Method::EigenGradCam => "first principal component of gradients times activations",
+            Method::KpcaCam => {
+                "first kernel principal component of the activations (sigmoid kernel); no gradients (Karmani et al. 2024)"
+            }
             Method::ScoreCam => {
                 "the score of the image masked by each upsampled channel weights it; no gradients (Wang et al. 2020)"
             }
@@ -224,6 +245,7 @@ impl Method {
             Method::LayerCam => Box::new(LayerCam),
             Method::EigenCam => Box::new(EigenCam),
             Method::EigenGradCam => Box::new(EigenGradCam),
+            Method::KpcaCam => Box::new(KpcaCam::default()),
             Method::ScoreCam => Box::new(ScoreCam),
             Method::AblationCam => Box::new(AblationCam),
             Method::RandomCam => Box::new(RandomCam::default()),

@@ -33,7 +33,13 @@ pub(crate) fn principal_projection(x: Tensor<4>) -> Tensor<3> {
         let u = top_eigenvector(m.clone().matmul(m.clone().swap_dims(1, 2)));
         normalised(m.clone().swap_dims(1, 2).matmul(u))
     };
-    let projection = m.matmul(direction).reshape([batch, height, width]);
+    with_fixed_sign(m.matmul(direction).reshape([batch, height, width]))
+}
+
+/// Each map `[N, h, w]` flipped where its most negative value is larger in magnitude than its
+/// most positive one (the sign rule above; scikit-learn's `svd_flip` makes the same choice for
+/// the eigenvectors of kernel PCA: the entry of largest magnitude is positive).
+pub(crate) fn with_fixed_sign(projection: Tensor<3>) -> Tensor<3> {
     let largest = projection.clone().max_dim(2).max_dim(1);
     let smallest = projection.clone().min_dim(2).min_dim(1);
     let flip = smallest.abs().greater(largest.abs()).float();
@@ -42,8 +48,9 @@ pub(crate) fn principal_projection(x: Tensor<4>) -> Tensor<3> {
 }
 
 /// The top eigenvector `[N, d, 1]` of symmetric positive semi-definite matrices `[N, d, d]`
-/// (zero for a zero matrix).
-fn top_eigenvector(matrix: Tensor<3>) -> Tensor<3> {
+/// (zero for a zero matrix). For an indefinite matrix, the eigenvector of the eigenvalue of
+/// largest magnitude.
+pub(crate) fn top_eigenvector(matrix: Tensor<3>) -> Tensor<3> {
     let [batch, size, _] = matrix.dims();
     let mut power = scaled(matrix.clone());
     for _ in 0..SQUARINGS {
@@ -69,7 +76,7 @@ fn scaled(matrix: Tensor<3>) -> Tensor<3> {
 }
 
 /// Each column vector `[N, d, 1]` at unit length (zero stays zero).
-fn normalised(vector: Tensor<3>) -> Tensor<3> {
+pub(crate) fn normalised(vector: Tensor<3>) -> Tensor<3> {
     let length = vector.clone().powf_scalar(2.0).sum_dim(1).sqrt();
     vector / (length + f32::MIN_POSITIVE)
 }
