@@ -50,7 +50,7 @@ fn run(device: &Device) -> Run {
     let captured = &explanation.layers[0];
     let [_, height, width] = explanation.maps.dims();
     // Every method that works from the captured tensors; perturbation methods re-run the model
-    // and are compared by `check_ablation`.
+    // and are compared by `check_perturbation`.
     let maps = Method::ALL
         .iter()
         .filter(|method| method.build().perturbation().is_none())

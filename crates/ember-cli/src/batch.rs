@@ -168,6 +168,8 @@ pub fn explain(args: ExplainArgs) -> Result<(), Failure> {
     };
     let mut explainer = Explainer::from(args.method)
         .rectifier(args.rectifier)
+        .eigen_smooth(args.eigen_smooth)
+        .aug_smooth(args.aug_smooth)
         .guided_backprop(args.save_guided_backprop.is_some() || args.save_guided_gradcam.is_some());
     if let Some(copies) = args.perturbation_batch_size {
         explainer = explainer.perturbation_batch(copies);
@@ -702,6 +704,8 @@ impl Run<'_> {
             })),
             "method": self.args.method,
             "rectifier": self.args.rectifier,
+            "eigen_smooth": self.args.eigen_smooth,
+            "aug_smooth": self.args.aug_smooth,
             "score": match self.args.score { ScoreKind::Logits => "logits", ScoreKind::Output => "output" },
             "batch_size": self.model.fixed_batch().unwrap_or(self.args.batch_size),
             "seconds": seconds,

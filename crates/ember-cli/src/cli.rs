@@ -182,6 +182,16 @@ pub struct ExplainArgs {
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
 
+    /// The map is the first principal component of the method's per-channel terms instead of
+    /// their sum (pytorch-grad-cam's eigen_smooth; deterministic sign): less noise.
+    #[arg(long)]
+    pub eigen_smooth: bool,
+
+    /// The map is the mean over six augmentations of the input (mirrored or not, times 0.9, 1 or
+    /// 1.1; pytorch-grad-cam's aug_smooth): smoother, six times the work.
+    #[arg(long)]
+    pub aug_smooth: bool,
+
     /// Altered copies re-run at once by perturbation methods (ablationcam: copies of the layer;
     /// scorecam: masked copies of the image): more is faster where the network re-run is small,
     /// and takes that many times its memory. Default: as many as 64 MiB of copies hold.

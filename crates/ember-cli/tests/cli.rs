@@ -97,6 +97,8 @@ fn help_documents_every_option() {
         "--save-guided-backprop",
         "--save-guided-gradcam",
         "--perturbation-batch-size",
+        "--eigen-smooth",
+        "--aug-smooth",
     ] {
         assert!(help.contains(option), "`ember explain --help` lacks {option}");
     }
@@ -734,4 +736,70 @@ fn guided_backprop_and_guided_gradcam_are_written_as_npy_and_png() {
         !scratch("guided-mobilenet.png").exists(),
         "no overlay after a failed run"
     );
+}
+
+/// `--eigen-smooth` and `--aug-smooth` give the library's smoothed maps and are recorded in the
+/// summary.
+#[test]
+fn eigen_and_aug_smoothing_are_the_library_s() {
+    let file = std::fs::File::open(root().join("tests/fixtures/zoo/resnet.npz")).unwrap();
+    let mut npz = npyz::npz::NpzArchive::new(std::io::BufReader::new(file)).unwrap();
+    let input = npz.by_name("input").unwrap().unwrap().into_vec::<f32>().unwrap();
+    let tensor = scratch("smooth-input.npy");
+    write_npy(&tensor, &input[..3 * 64 * 64], &[1, 3, 64, 64]).unwrap();
+    let resnet = path("tests/fixtures/zoo/resnet.onnx");
+    let device = Device::flex();
+    let model = ember_runtime::OnnxModel::load(&resnet, &device).unwrap();
+    let x =
+        burn::tensor::Tensor::<1>::from_data(input[..3 * 64 * 64].to_vec().as_slice(), &device).reshape([1, 3, 64, 64]);
+    for (flag, explainer) in [
+        ("--eigen-smooth", Explainer::new(GradCam).eigen_smooth(true)),
+        ("--aug-smooth", Explainer::new(GradCam).aug_smooth(true)),
+    ] {
+        let out = scratch(&format!("smooth{flag}.png"));
+        let summary = scratch(&format!("smooth{flag}.json"));
+        stdout(&explain(
+            &resnet,
+            &[
+                "--input-npy",
+                tensor.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--save-npy",
+                "--summary",
+                summary.to_str().unwrap(),
+                flag,
+            ],
+        ));
+        let (map, _) = read_npy(&out.with_extension("npy"));
+        let expected = maps_to_host(
+            &explainer
+                .explain(&model, x.clone(), &ClassTarget::TopClass)
+                .unwrap()
+                .maps,
+        )
+        .unwrap();
+        let plain = maps_to_host(
+            &Explainer::new(GradCam)
+                .explain(&model, x.clone(), &ClassTarget::TopClass)
+                .unwrap()
+                .maps,
+        )
+        .unwrap();
+        let worst = map
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst <= 1e-6, "{flag}: {worst}");
+        let change = map
+            .iter()
+            .zip(&plain)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(change > 1e-3, "{flag} changed nothing ({change})");
+        let text = std::fs::read_to_string(&summary).unwrap();
+        let key = flag.trim_start_matches("--").replace('-', "_");
+        assert!(text.contains(&format!("\"{key}\": true")), "{text}");
+    }
 }

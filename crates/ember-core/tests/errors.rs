@@ -187,3 +187,28 @@ fn a_layer_of_1x1_is_an_error_with_a_hint_not_a_blank_map() {
     );
     assert!(error.to_string().contains("choose an earlier layer"), "{error}");
 }
+
+/// KPCA-CAM's kernel matrix grows with the square of the layer's positions: a 40×40 layer
+/// (1600 positions) is refused with the reason and the layer's name, a 32×32 one explained.
+#[test]
+fn kpca_cam_refuses_layers_too_large_for_its_kernel_matrix() {
+    let model = |x: Tensor<4>| {
+        let features = tap("big", x);
+        let [batch, ..] = features.dims();
+        features.mean_dims(&[1, 2, 3]).reshape([batch, 1]) * 2.0
+    };
+    let explain = |size: usize| {
+        let input = Tensor::<4>::random([1, 3, size, size], burn::tensor::Distribution::Default, &device());
+        Explainer::from(ember_core::Method::KpcaCam)
+            .layer("big")
+            .explain(&model, input, &ClassTarget::Class(0))
+    };
+    let error = explain(40).unwrap_err();
+    assert!(
+        matches!(&error, CamError::LayerUnsuited { layer, method: "kpcacam", .. } if layer == "big"),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("40×40 = 1600"), "{error}");
+    let explanation = explain(32).unwrap();
+    assert_eq!(explanation.maps.dims(), [1, 32, 32]);
+}
