@@ -56,22 +56,33 @@ struct Args {
     /// Timed runs per row (after 3 warm-up runs).
     #[arg(long, default_value_t = 10)]
     runs: usize,
+    /// The explained layers, as MobileNetV2 block indices (`features[i]`, the block's output):
+    /// 18 is the last block (7×7), 13 a 14×14 block, 4 a 28×28 one, 1 a 112×112 one.
+    #[arg(long, value_delimiter = ',', default_value = "18")]
+    layers: Vec<usize>,
+    /// Warm-up pairs before the timed runs.
+    #[arg(long, default_value_t = 3)]
+    warmups: usize,
     /// How the model runs: build-time (compiled by burn-onnx), run-time (ember-runtime).
     #[arg(long, value_delimiter = ',', default_value = "build-time,run-time")]
     models: Vec<String>,
 }
 
 /// Medians (ms) of `forward` and `explain`, timed alternately — forward, explain, forward, … —
-/// after three warm-up pairs, so that both see the same machine state (on a shared machine a
+/// after `warmups` warm-up pairs, so that both see the same machine state (on a shared machine a
 /// block of forwards and a later block of explanations can differ by 20 % from load alone).
 /// Each call ends with a read back to the host, so asynchronous backends are timed to completion.
-fn paired_medians_ms(runs: usize, mut forward: impl FnMut(), mut explain: impl FnMut()) -> (f64, f64) {
+fn paired_medians_ms(
+    (warmups, runs): (usize, usize),
+    mut forward: impl FnMut(),
+    mut explain: impl FnMut(),
+) -> (f64, f64) {
     let time = |call: &mut dyn FnMut()| {
         let start = Instant::now();
         call();
         start.elapsed().as_secs_f64() * 1e3
     };
-    for _ in 0..3 {
+    for _ in 0..warmups {
         forward();
         explain();
     }
@@ -115,27 +126,59 @@ fn main() {
     }
 }
 
-/// The rows of one model on one backend: every batch size and method.
+/// The tap of MobileNetV2's block `features[block]`: the last layer inside it.
+fn block_layer<M: CamModel>(model: &M, block: usize) -> String {
+    let prefix = format!("/features/features.{block}/");
+    model
+        .layers()
+        .iter()
+        .rev()
+        .find(|layer| layer.name.starts_with(&prefix))
+        .map(|layer| layer.name.clone())
+        .unwrap_or_else(|| {
+            eprintln!("error: MobileNetV2 has no block {block} (0–18)");
+            std::process::exit(1);
+        })
+}
+
+/// The rows of one model on one backend: every layer, batch size and method.
 fn rows<M: CamModel<Output = Tensor<2>>>(args: &Args, (backend, device): (&str, &Device), name: &str, model: &M) {
-    for &batch in &args.batches {
+    for &block in &args.layers {
+        let layer = block_layer(model, block);
+        for &batch in &args.batches {
+            block_rows(args, (backend, device), (name, model), (block, &layer), batch);
+        }
+    }
+}
+
+/// The rows of one layer and batch size: every method.
+fn block_rows<M: CamModel<Output = Tensor<2>>>(
+    args: &Args,
+    (backend, device): (&str, &Device),
+    (name, model): (&str, &M),
+    (block, layer): (usize, &str),
+    batch: usize,
+) {
+    {
         let input = Tensor::<4>::random([batch, 3, 224, 224], Distribution::Normal(0.0, 1.0), device);
         let forward = || {
             let logits = model.forward(input.clone()).unwrap();
             let _ = logits.try_into_vec_as::<f32>();
         };
         for &method in &args.methods {
-            let explainer = Explainer::from(method);
+            let explainer = Explainer::from(method).layer(layer);
             let explain = || {
                 let explanation = explainer.explain(model, input.clone(), &ClassTarget::TopClass).unwrap();
                 let _ = explanation.maps.try_into_vec_as::<f32>();
             };
-            let (forward_ms, explain_ms) = paired_medians_ms(args.runs, forward, explain);
+            let (forward_ms, explain_ms) = paired_medians_ms((args.warmups, args.runs), forward, explain);
             PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
             let before = LIVE.load(Ordering::Relaxed);
             explain();
             let peak_mib = (PEAK.load(Ordering::Relaxed) - before) as f64 / (1024.0 * 1024.0);
             println!(
-                "{{\"model\": \"{name}\", \"batch\": {batch}, \"backend\": \"{backend}\", \"method\": \"{method}\", \
+                "{{\"model\": \"{name}\", \"layer\": \"features[{block}]\", \"batch\": {batch}, \"backend\": \"{backend}\", \
+                 \"method\": \"{method}\", \
                  \"forward_ms\": {forward_ms:.2}, \"explain_ms\": {explain_ms:.2}, \"ratio\": {:.3}, \"peak_heap_mib\": {peak_mib:.1}}}",
                 explain_ms / forward_ms
             );

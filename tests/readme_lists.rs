@@ -1,5 +1,5 @@
 //! The README's lists are the library's tables: operators, methods, rectifiers, colour maps,
-//! devices.
+//! devices, metrics.
 //! On a mismatch the test prints the block to paste.
 
 use ember_cam::vision::{ChannelOrder, ColormapName, ResizeFilter, ValueRange};
@@ -47,6 +47,13 @@ fn the_vocabulary_lists_are_the_tables() {
     );
     let found = block(&readme(), "vocabularies", "vocabularies");
     assert_eq!(found, expected, "update the README's vocabularies to:\n{expected}");
+}
+
+#[test]
+fn the_metric_list_is_the_table() {
+    let expected = format!("- `--metrics`: {}", quoted::<ember_cam::Metric>());
+    let found = block(&readme(), "metrics", "metrics");
+    assert_eq!(found, expected, "update the README's metrics to:\n{expected}");
 }
 
 #[test]

@@ -13,7 +13,20 @@ import tempfile
 import time
 
 import torch
-from pytorch_grad_cam import AblationCAM, EigenCAM, EigenGradCAM, GradCAM, GradCAMPlusPlus, HiResCAM
+from pytorch_grad_cam import (
+    AblationCAM,
+    EigenCAM,
+    EigenGradCAM,
+    GradCAM,
+    GradCAMElementWise,
+    GradCAMPlusPlus,
+    HiResCAM,
+    KPCA_CAM,
+    LayerCAM,
+    RandomCAM,
+    ScoreCAM,
+    XGradCAM,
+)
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from export_mobilenet import fetch_weights, load_model
@@ -23,21 +36,27 @@ from export_mobilenet import fetch_weights, load_model
 METHODS = {
     "gradcam": GradCAM,
     "hirescam": HiResCAM,
+    "gradcam-elementwise": GradCAMElementWise,
+    "xgradcam": XGradCAM,
     "gradcam++": GradCAMPlusPlus,
+    "layercam": LayerCAM,
     "eigencam": EigenCAM,
     "eigengradcam": EigenGradCAM,
+    "kpcacam": KPCA_CAM,
+    "scorecam": ScoreCAM,
     "ablationcam": AblationCAM,
+    "randomcam": RandomCAM,
 }
 
 
-def paired_medians_ms(runs, forward, explain):
-    """Medians of forward and explain timed alternately after 3 warm-up pairs (as Ember's rows)."""
+def paired_medians_ms(warmups, runs, forward, explain):
+    """Medians of forward and explain timed alternately after warm-up pairs (as Ember's rows)."""
     def timed(call):
         start = time.perf_counter()
         call()
         return (time.perf_counter() - start) * 1e3
 
-    for _ in range(3):
+    for _ in range(warmups):
         forward()
         explain()
     pairs = [(timed(forward), timed(explain)) for _ in range(runs)]
@@ -48,31 +67,35 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--warmups", type=int, default=3)
+    parser.add_argument("--layers", default="18", help="MobileNetV2 block indices (features[i])")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--methods", default="gradcam", help="comma list of " + ", ".join(METHODS))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         model = load_model(fetch_weights(pathlib.Path(tmp)))
-    layer = model.features[18]
-    for batch in [int(b) for b in args.batches.split(",")]:
-        x = torch.randn(batch, 3, 224, 224)
+    for block in [int(b) for b in args.layers.split(",")]:
+        layer = model.features[block]
+        for batch in [int(b) for b in args.batches.split(",")]:
+            x = torch.randn(batch, 3, 224, 224)
 
-        def forward():
-            with torch.no_grad():
-                model(x)
+            def forward():
+                with torch.no_grad():
+                    model(x)
 
-        for method in [m for m in args.methods.split(",") if m in METHODS]:
-            def explain():
-                with METHODS[method](model=model, target_layers=[layer]) as cam:
-                    cam(input_tensor=x, targets=None)
+            for method in [m for m in args.methods.split(",") if m in METHODS]:
+                def explain():
+                    with METHODS[method](model=model, target_layers=[layer]) as cam:
+                        cam(input_tensor=x, targets=None)
 
-            forward_ms, explain_ms = paired_medians_ms(args.runs, forward, explain)
-            print(json.dumps({
-                "model": "mobilenet_v2", "batch": batch, "backend": f"pytorch-cpu ({args.threads} threads)",
-                "method": f"{method} (pytorch-grad-cam)", "forward_ms": round(forward_ms, 2),
-                "explain_ms": round(explain_ms, 2), "ratio": round(explain_ms / forward_ms, 3),
-            }))
+                forward_ms, explain_ms = paired_medians_ms(args.warmups, args.runs, forward, explain)
+                print(json.dumps({
+                    "model": "mobilenet_v2", "layer": f"features[{block}]", "batch": batch,
+                    "backend": f"pytorch-cpu ({args.threads} threads)", "method": f"{method} (pytorch-grad-cam)",
+                    "forward_ms": round(forward_ms, 2), "explain_ms": round(explain_ms, 2),
+                    "ratio": round(explain_ms / forward_ms, 3),
+                }), flush=True)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ use std::process::{Command, ExitCode};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
+mod study;
+
 #[derive(Parser)]
 #[command(about = "Ember's project tasks")]
 struct Cli {
@@ -40,6 +42,13 @@ enum Task {
     /// Regenerate tests/fixtures/reference_smooth.npz, pytorch-grad-cam's eigen_smooth and
     /// aug_smooth runs (needs Python and PyPI: the full pinned requirements, torch included).
     Smooth,
+    /// Regenerate tests/fixtures/reference_metrics.npz, pytorch-grad-cam's and torch-cam's
+    /// faithfulness metrics (needs Python and PyPI: the full pinned requirements, torch included).
+    Metrics,
+    /// The rectifier study (docs/sign-study.md): MobileNetV2 on mosaics of the bundled photos,
+    /// every listed method × relu/abs/signed/counterfactual × two layers, scored by `ember
+    /// evaluate`; tables to docs/sign-study-results.md.
+    SignStudy(StudyArgs),
     /// Build the crate in tests/user-crate — outside the workspace, depending only on ember-cam
     /// (and ember-onnx in its build script) — importing an ONNX model at build time, run it, and
     /// check that its map equals `ember explain` on the same file (≤ 1e-4).
@@ -66,6 +75,13 @@ struct BenchArgs {
     /// Batch sizes (default: 1,8).
     #[arg(long)]
     batches: Option<String>,
+    /// Explained layers as MobileNetV2 block indices (`features[i]`): 18 (7×7, the default),
+    /// 13 (14×14), 4 (28×28), 1 (112×112).
+    #[arg(long, default_value = "18")]
+    layers: String,
+    /// Warm-up pairs before the timed runs (fewer for slow methods such as ScoreCAM).
+    #[arg(long, default_value_t = 3)]
+    warmups: usize,
     /// Also write the rows as a JSON list.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -73,6 +89,19 @@ struct BenchArgs {
     /// target/reference-venv when present.
     #[arg(long)]
     python: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct StudyArgs {
+    /// Methods (ScoreCAM is left out by default: 1280 forward passes per map at the last block).
+    #[arg(
+        long,
+        default_value = "gradcam,hirescam,gradcam-elementwise,xgradcam,gradcam++,layercam,eigencam,eigengradcam,ablationcam,randomcam"
+    )]
+    methods: String,
+    /// Deletion/insertion intervals.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
 }
 
 #[derive(clap::Args)]
@@ -99,6 +128,7 @@ fn main() -> ExitCode {
         Task::Score => run_python("make_score_fixtures.py", None),
         Task::Guided => run_python("make_guided_fixtures.py", None),
         Task::Smooth => run_python("make_smooth_fixtures.py", None),
+        Task::Metrics => run_python("make_metric_fixtures.py", None),
         Task::Eigen => run_python(
             "make_eigen_fixtures.py",
             Some(&[
@@ -111,6 +141,7 @@ fn main() -> ExitCode {
                 "grad-cam",
             ]),
         ),
+        Task::SignStudy(args) => study::sign_study(&args.methods, args.steps),
         Task::UserCrate(args) => user_crate(args),
         Task::Bench(args) => bench(args),
     };
@@ -208,6 +239,10 @@ fn bench(args: BenchArgs) -> Result<(), String> {
             batches,
             "--methods",
             methods,
+            "--layers",
+            &args.layers,
+            "--warmups",
+            &args.warmups.to_string(),
         ])
         .args(["--runs", &args.runs.to_string()]);
     let mut rows = json_lines(&mut command)?;
@@ -225,6 +260,10 @@ fn bench(args: BenchArgs) -> Result<(), String> {
                 batches,
                 "--methods",
                 methods,
+                "--layers",
+                &args.layers,
+                "--warmups",
+                &args.warmups.to_string(),
                 "--runs",
                 &args.runs.to_string(),
             ]);
@@ -236,12 +275,15 @@ fn bench(args: BenchArgs) -> Result<(), String> {
         None => eprintln!("pytorch-grad-cam rows skipped: no --python and no target/reference-venv"),
     }
 
-    println!("| model | batch | backend | method | forward ms | explain ms | explain / forward | peak heap MiB |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| model | layer | batch | backend | method | forward ms | explain ms | explain / forward | peak heap MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     for row in &rows {
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             field(row, "model"),
+            field(row, "layer"),
             field(row, "batch"),
             field(row, "backend"),
             field(row, "method"),

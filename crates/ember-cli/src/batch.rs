@@ -7,21 +7,16 @@ use std::time::Instant;
 
 use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::{Device, Tensor};
-use ember_core::{
-    Adapter, CamModel, ClassTarget, DeviceError, Explainer, Explanation, describe_dims, maps_to_host, open_device,
-    to_host,
-};
+use ember_core::{Adapter, CamModel, ClassTarget, Explainer, Explanation, describe_dims, maps_to_host, to_host};
 use ember_runtime::{FinalActivation, OnnxModel, ScoreSource};
-use ember_vision::{
-    Colormap, Preprocess, ReadPaths, Written, check_outputs, gradient_image, heatmap, load_rgb, overlay, write_npy,
-};
-use image::RgbImage;
+use ember_vision::{Colormap, Written, check_outputs, gradient_image, heatmap, overlay, write_npy};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
 use crate::Failure;
 use crate::cli::{ExplainArgs, LayersArgs, ScoreKind};
 use crate::input;
+use crate::session::{self, Decoder, Item, Loaded, Source};
 
 /// `ember layers`: the tappable layers of a model.
 pub fn layers(args: &LayersArgs) -> Result<(), Failure> {
@@ -59,13 +54,6 @@ pub fn layers(args: &LayersArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// One input to explain: a name, the picture the network sees (for overlays) and its tensor.
-struct Item {
-    source: PathBuf,
-    shown: Option<RgbImage>,
-    tensor: Tensor<4>,
-}
-
 /// Where one explanation's files go.
 struct Outputs {
     picture: PathBuf,
@@ -100,81 +88,35 @@ fn beside(path: &Path, suffix: &str, extension: &str) -> PathBuf {
 /// `ember explain`.
 pub fn explain(args: ExplainArgs) -> Result<(), Failure> {
     // Arguments first (usage errors, exit 2), then what they name (failed inputs, exit 1).
-    input::check_arguments(&args)?;
-    let opened = open_device(&args.device).map_err(|e| match e {
-        DeviceError::Unavailable { .. } => Failure::Input(e.to_string()),
-        _ => Failure::usage(e.to_string()),
-    })?;
-    let (device, adapter) = (opened.device, opened.adapter);
-    let requested_size = args.size.as_deref().map(input::parse_size).transpose()?;
-    let scores = match args.score {
-        ScoreKind::Logits => ScoreSource::Logits,
-        ScoreKind::Output => ScoreSource::Output,
-    };
-
-    // Inputs are listed (not decoded) so that every output can be checked against them before
-    // anything is read or written.
-    let mut read = ReadPaths::default();
-    read.files.push(("model", args.model.clone()));
-    if let Some(config) = &args.preprocess_config {
-        read.files.push(("pre-processing config", config.clone()));
+    if !(0.0..=1.0).contains(&args.image_weight) {
+        return Err(Failure::usage("--image-weight must lie in [0, 1]"));
     }
-    if let Some(labels) = &args.labels {
-        read.files.push(("labels", labels.clone()));
-    }
-    let mut tensor = None;
-    let sources: Vec<Source> = match &args.input_npy {
-        Some(path) => {
-            read.files.push(("tensor", path.clone()));
-            let loaded = input::tensor_from_npy(path, &device)?;
-            let batch = loaded.dims()[0];
-            tensor = Some(loaded);
-            (0..batch)
-                .map(|index| Source::Tensor {
-                    name: if batch == 1 {
-                        path.clone()
-                    } else {
-                        PathBuf::from(format!("{}[{index}]", path.display()))
-                    },
-                    index,
-                })
-                .collect()
-        }
-        None => {
-            let files = input::image_files(&args.image)?;
-            read.folders.extend(args.image.iter().filter(|p| p.is_dir()).cloned());
-            read.files.extend(files.iter().map(|f| ("input image", f.clone())));
-            files.into_iter().map(Source::Image).collect()
-        }
-    };
+    let mut listed = session::list(&args.input)?;
+    let sources = std::mem::take(&mut listed.sources);
     // A folder is a batch job even when it holds one image: its output goes to --out-dir.
-    let one_file = sources.len() == 1 && !args.image.iter().any(|p| p.is_dir());
+    let one_file = sources.len() == 1 && !args.input.image.iter().any(|p| p.is_dir());
     let plan = if one_file {
         single_plan(&args)?
     } else {
         many_plan(&args, &sources)?
     };
-    check_outputs(&read, &plan.written, &plan.folders).map_err(|e| Failure::usage(e.to_string()))?;
+    check_outputs(&listed.read, &plan.written, &plan.folders).map_err(|e| Failure::usage(e.to_string()))?;
 
-    let model = OnnxModel::load(&args.model, &device)?.with_scores(scores);
-    // Class names: --labels, or those the file's metadata carries.
-    let labels = match (&args.labels, model.class_names()) {
-        (None, Some(names)) => names.to_vec(),
-        (labels, _) => input::labels(labels.as_deref())?,
-    };
-    let target = match &args.class {
-        Some(text) => ClassTarget::Class(input::class_index(text, &labels)?),
-        None => ClassTarget::TopClass,
-    };
+    let Loaded {
+        model,
+        labels,
+        target,
+        decoder,
+    } = listed.load(&args.input)?;
     let mut explainer = Explainer::from(args.method)
         .rectifier(args.rectifier)
         .eigen_smooth(args.eigen_smooth)
         .aug_smooth(args.aug_smooth)
         .guided_backprop(args.save_guided_backprop.is_some() || args.save_guided_gradcam.is_some());
-    if let Some(copies) = args.perturbation_batch_size {
+    if let Some(copies) = args.input.perturbation_batch_size {
         explainer = explainer.perturbation_batch(copies);
     }
-    for layer in &args.layer {
+    for layer in &args.input.layer {
         explainer = explainer.layer(layer.clone());
     }
     // What the reported probabilities are, given the scores the explanation returns.
@@ -182,14 +124,6 @@ pub fn explain(args: ExplainArgs) -> Result<(), Failure> {
         (Some(FinalActivation::Softmax | FinalActivation::Sigmoid), ScoreSource::Output) => Probabilities::Scores,
         (Some(FinalActivation::Sigmoid), ScoreSource::Logits) => Probabilities::Sigmoid,
         _ => Probabilities::Softmax,
-    };
-    let recipe = match (&tensor, &args.preprocess_config) {
-        (Some(_), _) => None,
-        (None, Some(config)) => Some(input::preprocess_config(&args, config)?),
-        (None, None) => {
-            let size = input::input_size(model.input_shape(), requested_size)?;
-            Some(input::preprocess(&args, size)?)
-        }
     };
     let run = Run {
         args: &args,
@@ -199,10 +133,8 @@ pub fn explain(args: ExplainArgs) -> Result<(), Failure> {
         labels,
         colormap: Colormap::named(args.colormap),
         probabilities,
-        recipe,
-        tensor,
-        device,
-        adapter,
+        decoder,
+        adapter: listed.adapter,
     };
     if one_file {
         let outputs = plan.outputs.into_iter().next().expect("one plan for one input");
@@ -329,23 +261,6 @@ enum Probabilities {
     Sigmoid,
 }
 
-/// An input before decoding.
-enum Source {
-    /// A photo, decoded and pre-processed when its batch comes.
-    Image(PathBuf),
-    /// One image of the pre-processed tensor.
-    Tensor { name: PathBuf, index: usize },
-}
-
-impl Source {
-    fn name(&self) -> &Path {
-        match self {
-            Source::Image(file) => file,
-            Source::Tensor { name, .. } => name,
-        }
-    }
-}
-
 struct Run<'a> {
     args: &'a ExplainArgs,
     model: &'a OnnxModel,
@@ -354,11 +269,7 @@ struct Run<'a> {
     labels: Vec<String>,
     colormap: Colormap,
     probabilities: Probabilities,
-    /// How photos become tensors (`None` for pre-processed tensors).
-    recipe: Option<Preprocess>,
-    /// The pre-processed tensor of `--input-npy`.
-    tensor: Option<Tensor<4>>,
-    device: Device,
+    decoder: Decoder,
     /// The wgpu adapter, reported with the results.
     adapter: Option<Adapter>,
 }
@@ -377,32 +288,12 @@ struct Report {
 }
 
 impl Run<'_> {
-    /// The decoded input, or why it cannot be read.
-    fn load(&self, source: Source) -> Result<Item, (PathBuf, String)> {
-        match (source, &self.recipe, &self.tensor) {
-            (Source::Image(file), Some(recipe), _) => {
-                let decoded = load_rgb(&file).and_then(|photo| recipe.apply(&photo, &self.device));
-                match decoded {
-                    Ok((tensor, shown)) => Ok(Item {
-                        source: file,
-                        shown: Some(shown),
-                        tensor,
-                    }),
-                    Err(error) => Err((file, error.to_string())),
-                }
-            }
-            (Source::Tensor { name, index }, _, Some(tensor)) => Ok(Item {
-                source: name,
-                shown: None,
-                tensor: tensor.clone().narrow(0, index, 1),
-            }),
-            (source, _, _) => Err((source.name().to_path_buf(), "no pre-processing for this input".into())),
-        }
-    }
-
     /// One input: overlay to --out, map to --save-npy, a short report on stdout.
     fn single(&self, source: Source, outputs: Outputs) -> Result<(), Failure> {
-        let item = self.load(source).map_err(|(_, message)| Failure::Input(message))?;
+        let item = self
+            .decoder
+            .load(source)
+            .map_err(|(_, message)| Failure::Input(message))?;
         let started = Instant::now();
         let explanation = self.explainer.explain(self.model, item.tensor.clone(), &self.target)?;
         let seconds = started.elapsed().as_secs_f64();
@@ -411,7 +302,7 @@ impl Run<'_> {
 
         println!(
             "{} on {} ({}):",
-            self.args.model.display(),
+            self.args.input.model.display(),
             item.source.display(),
             self.device_label()
         );
@@ -476,13 +367,13 @@ impl Run<'_> {
         let failed = |source: &Path, message: &str| json!({ "image": shown_path(source), "error": message });
         let mut pending = work.into_iter().peekable();
         // A model exported with a fixed batch size takes batches of exactly that size.
-        let batch_size = self.model.fixed_batch().unwrap_or(self.args.batch_size);
+        let batch_size = self.model.fixed_batch().unwrap_or(self.args.input.batch_size);
         while pending.peek().is_some() {
             let chunk: Vec<(Source, Outputs)> = pending.by_ref().take(batch_size).collect();
             let mut batch = Vec::with_capacity(chunk.len());
             for (source, outputs) in chunk {
                 progress.set_message(shown_path(source.name()));
-                match self.load(source) {
+                match self.decoder.load(source) {
                     Ok(item) => batch.push((item, outputs)),
                     Err((source, message)) => {
                         failures += 1;
@@ -697,8 +588,8 @@ impl Run<'_> {
 
     fn write_summary(&self, path: &Path, images: Vec<Value>, seconds: f64) -> Result<(), String> {
         let summary = json!({
-            "model": shown_path(&self.args.model),
-            "device": self.args.device,
+            "model": shown_path(&self.args.input.model),
+            "device": self.args.input.device,
             "adapter": self.adapter.as_ref().map(|a| json!({
                 "name": a.name, "graphics_api": a.graphics_api, "software": a.software,
             })),
@@ -706,8 +597,8 @@ impl Run<'_> {
             "rectifier": self.args.rectifier,
             "eigen_smooth": self.args.eigen_smooth,
             "aug_smooth": self.args.aug_smooth,
-            "score": match self.args.score { ScoreKind::Logits => "logits", ScoreKind::Output => "output" },
-            "batch_size": self.model.fixed_batch().unwrap_or(self.args.batch_size),
+            "score": match self.args.input.score { ScoreKind::Logits => "logits", ScoreKind::Output => "output" },
+            "batch_size": self.model.fixed_batch().unwrap_or(self.args.input.batch_size),
             "seconds": seconds,
             "images": images,
         });
@@ -718,8 +609,8 @@ impl Run<'_> {
     /// `flex`, or `wgpu: NVIDIA H200 via Vulkan`.
     fn device_label(&self) -> String {
         match &self.adapter {
-            Some(adapter) => format!("{}: {adapter}", self.args.device),
-            None => self.args.device.clone(),
+            Some(adapter) => format!("{}: {adapter}", self.args.input.device),
+            None => self.args.input.device.clone(),
         }
     }
 

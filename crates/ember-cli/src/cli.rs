@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ember_core::vocabulary::value_parser;
-use ember_core::{DEFAULT_DEVICE, Method, Rectifier};
+use ember_core::{DEFAULT_DEVICE, Method, Metric, Rectifier};
 use ember_vision::{ChannelOrder, ColormapName, ResizeFilter, ValueRange};
 
 /// Explain the decisions of any ONNX image classifier with class activation maps (Grad-CAM and
@@ -49,6 +49,9 @@ pub enum Command {
     /// Explain a classifier's decision on one image, a list of images, a folder, or a
     /// pre-processed tensor.
     Explain(Box<ExplainArgs>),
+    /// Measure how faithful maps are: confidence change, deletion/insertion, ROAD, pointing game,
+    /// for several methods and rectifiers.
+    Evaluate(Box<EvaluateArgs>),
     /// List the layers that can be explained, with their operators and shapes.
     Layers(LayersArgs),
     /// List the ONNX operators the executor runs, one per line.
@@ -62,8 +65,10 @@ pub struct LayersArgs {
     pub model: PathBuf,
 }
 
+/// What every command that runs a model on inputs takes: the model, the inputs and how they are
+/// pre-processed, the layers, the class, the device.
 #[derive(Args, Debug)]
-pub struct ExplainArgs {
+pub struct InputArgs {
     /// The ONNX model (an image classifier with one [N, C, H, W] input and [N, classes] output).
     #[arg(long)]
     pub model: PathBuf,
@@ -91,47 +96,6 @@ pub struct ExplainArgs {
     /// names in the model's metadata, when it has them.
     #[arg(long)]
     pub labels: Option<PathBuf>,
-
-    /// CAM method.
-    #[arg(long, default_value = "gradcam", value_parser = value_parser::<Method>())]
-    pub method: Method,
-
-    /// What to do with negative evidence.
-    #[arg(long, default_value = "relu", value_parser = value_parser::<Rectifier>())]
-    pub rectifier: Rectifier,
-
-    /// The overlay PNG when one image file (or a one-image tensor) is explained.
-    #[arg(long, default_value = "explanation.png")]
-    pub out: PathBuf,
-
-    /// The folder for overlays, maps and summary.json when several images, or a folder, are
-    /// explained.
-    #[arg(long, default_value = "explanations")]
-    pub out_dir: PathBuf,
-
-    /// Write the final map as float32 .npy. For a single input: to this file (default: --out
-    /// with the extension .npy). For several: one <image>.npy each, in this folder (default:
-    /// --out-dir).
-    #[arg(long, num_args = 0..=1, value_name = "PATH")]
-    pub save_npy: Option<Option<PathBuf>>,
-
-    /// Also run Guided Backpropagation (∂score/∂input, the model's ReLUs letting through only
-    /// positive gradients) and write it as float32 .npy [C, H, W] (raw values), plus a PNG for
-    /// people next to the overlay (<overlay>_guided_backprop.png). PATH as for --save-npy
-    /// (default: <overlay>_guided_backprop.npy, or one <image>_guided_backprop.npy each).
-    #[arg(long, num_args = 0..=1, value_name = "PATH")]
-    pub save_guided_backprop: Option<Option<PathBuf>>,
-
-    /// Also write Guided Grad-CAM, Guided Backpropagation times the final map, as float32 .npy
-    /// [C, H, W] and a PNG next to the overlay (<overlay>_guided_gradcam.png). PATH as for
-    /// --save-npy (default: <overlay>_guided_gradcam.npy, or one <image>_guided_gradcam.npy each).
-    #[arg(long, num_args = 0..=1, value_name = "PATH")]
-    pub save_guided_gradcam: Option<Option<PathBuf>>,
-
-    /// Where to write the JSON summary (class, score, peak, timing per image). Default:
-    /// <out-dir>/summary.json for several images, none for one.
-    #[arg(long)]
-    pub summary: Option<PathBuf>,
 
     /// Backend. Default: wgpu when built with the `wgpu` feature, flex otherwise. The adapter a
     /// wgpu device runs on is printed with the results.
@@ -182,6 +146,64 @@ pub struct ExplainArgs {
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
 
+    /// Which output is the class score: logits (the input of a final softmax, as Grad-CAM
+    /// prescribes) or output (the graph output as it is, e.g. probabilities).
+    #[arg(long, value_enum, default_value = "logits")]
+    pub score: ScoreKind,
+
+    /// Altered copies re-run at once by perturbation methods (ablationcam: copies of the layer;
+    /// scorecam: masked copies of the image): more is faster where the network re-run is small,
+    /// and takes that many times its memory. Default: as many as 64 MiB of copies hold.
+    #[arg(long)]
+    pub perturbation_batch_size: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+
+    /// CAM method.
+    #[arg(long, default_value = "gradcam", value_parser = value_parser::<Method>())]
+    pub method: Method,
+
+    /// What to do with negative evidence.
+    #[arg(long, default_value = "relu", value_parser = value_parser::<Rectifier>())]
+    pub rectifier: Rectifier,
+
+    /// The overlay PNG when one image file (or a one-image tensor) is explained.
+    #[arg(long, default_value = "explanation.png")]
+    pub out: PathBuf,
+
+    /// The folder for overlays, maps and summary.json when several images, or a folder, are
+    /// explained.
+    #[arg(long, default_value = "explanations")]
+    pub out_dir: PathBuf,
+
+    /// Write the final map as float32 .npy. For a single input: to this file (default: --out
+    /// with the extension .npy). For several: one <image>.npy each, in this folder (default:
+    /// --out-dir).
+    #[arg(long, num_args = 0..=1, value_name = "PATH")]
+    pub save_npy: Option<Option<PathBuf>>,
+
+    /// Also run Guided Backpropagation (∂score/∂input, the model's ReLUs letting through only
+    /// positive gradients) and write it as float32 .npy [C, H, W] (raw values), plus a PNG for
+    /// people next to the overlay (<overlay>_guided_backprop.png). PATH as for --save-npy
+    /// (default: <overlay>_guided_backprop.npy, or one <image>_guided_backprop.npy each).
+    #[arg(long, num_args = 0..=1, value_name = "PATH")]
+    pub save_guided_backprop: Option<Option<PathBuf>>,
+
+    /// Also write Guided Grad-CAM, Guided Backpropagation times the final map, as float32 .npy
+    /// [C, H, W] and a PNG next to the overlay (<overlay>_guided_gradcam.png). PATH as for
+    /// --save-npy (default: <overlay>_guided_gradcam.npy, or one <image>_guided_gradcam.npy each).
+    #[arg(long, num_args = 0..=1, value_name = "PATH")]
+    pub save_guided_gradcam: Option<Option<PathBuf>>,
+
+    /// Where to write the JSON summary (class, score, peak, timing per image). Default:
+    /// <out-dir>/summary.json for several images, none for one.
+    #[arg(long)]
+    pub summary: Option<PathBuf>,
+
     /// The map is the first principal component of the method's per-channel terms instead of
     /// their sum (pytorch-grad-cam's eigen_smooth; deterministic sign): less noise.
     #[arg(long)]
@@ -192,17 +214,6 @@ pub struct ExplainArgs {
     #[arg(long)]
     pub aug_smooth: bool,
 
-    /// Altered copies re-run at once by perturbation methods (ablationcam: copies of the layer;
-    /// scorecam: masked copies of the image): more is faster where the network re-run is small,
-    /// and takes that many times its memory. Default: as many as 64 MiB of copies hold.
-    #[arg(long)]
-    pub perturbation_batch_size: Option<usize>,
-
-    /// Which output is the class score: logits (the input of a final softmax, as Grad-CAM
-    /// prescribes) or output (the graph output as it is, e.g. probabilities).
-    #[arg(long, value_enum, default_value = "logits")]
-    pub score: ScoreKind,
-
     /// Colour map of the overlays.
     #[arg(long, default_value = "jet", value_parser = value_parser::<ColormapName>())]
     pub colormap: ColormapName,
@@ -210,6 +221,81 @@ pub struct ExplainArgs {
     /// Weight of the image in the overlay (0 = heat map only, 1 = image only).
     #[arg(long, default_value_t = 0.5)]
     pub image_weight: f32,
+}
+
+#[derive(Args, Debug)]
+pub struct EvaluateArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+
+    /// CAM methods to evaluate, comma-separated.
+    #[arg(long = "method", value_delimiter = ',', default_value = "gradcam", value_parser = value_parser::<Method>())]
+    pub methods: Vec<Method>,
+
+    /// Rectifiers to evaluate, comma-separated (each method with each rectifier).
+    #[arg(long = "rectifier", value_delimiter = ',', default_value = "relu", value_parser = value_parser::<Rectifier>())]
+    pub rectifiers: Vec<Rectifier>,
+
+    /// Metrics, comma-separated (pointing-game needs --boxes).
+    #[arg(
+        long = "metrics",
+        value_delimiter = ',',
+        default_value = "drop-in-confidence,increase-in-confidence,average-drop,deletion,insertion,road-combined",
+        value_parser = value_parser::<Metric>()
+    )]
+    pub metrics: Vec<Metric>,
+
+    /// What the metrics score: the class probability (softmax of the logits; Average Drop is
+    /// defined on it) or the explained logit.
+    #[arg(long, value_enum, default_value = "probability")]
+    pub metric_score: MetricScore,
+
+    /// Deletion/insertion: the most intervals a curve is sampled in.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+
+    /// Deletion/insertion: what deleted pixels become.
+    #[arg(long, value_enum, default_value = "zeros")]
+    pub baseline: BaselineKind,
+
+    /// ROAD: the seed of the imputation noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Pointing game: a JSON object from image file names (or `<tensor>[i]`) to lists of boxes
+    /// [x0, y0, x1, y1] in the network input's pixels (end exclusive).
+    #[arg(long, value_name = "FILE")]
+    pub boxes: Option<PathBuf>,
+
+    /// Pointing game: how far outside a box the map's peak may lie, in pixels.
+    #[arg(long, default_value_t = 15.0)]
+    pub tolerance: f32,
+
+    /// Write the rows {method, rectifier, layer, metric, mean, values} as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Draw the mean deletion and insertion curves of every method and rectifier (SVG).
+    #[arg(long, value_name = "FILE.svg")]
+    pub chart: Option<PathBuf>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricScore {
+    /// The softmax probability of the explained class.
+    Probability,
+    /// The explained score (the logit, see --score).
+    Logit,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BaselineKind {
+    /// Zeros (in a normalised input, the dataset's mean colour).
+    Zeros,
+    /// Each channel's mean over the image.
+    Mean,
+    /// The image blurred (Gaussian, σ = 5 pixels).
+    Blur,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,13 +8,10 @@ use ember_core::{CamError, describe_dims, parse_class};
 use ember_vision::{Preprocess, read_npy};
 
 use crate::Failure;
-use crate::cli::{ExplainArgs, PreprocessKind};
+use crate::cli::{InputArgs, PreprocessKind};
 
-/// The checks of arguments that need no file: usage errors.
-pub fn check_arguments(args: &ExplainArgs) -> Result<(), Failure> {
-    if !(0.0..=1.0).contains(&args.image_weight) {
-        return Err(Failure::usage("--image-weight must lie in [0, 1]"));
-    }
+/// The checks of the input arguments that need no file: usage errors.
+pub fn check_arguments(args: &InputArgs) -> Result<(), Failure> {
     if args.batch_size == 0 {
         return Err(Failure::usage("--batch-size must be at least 1"));
     }
@@ -101,7 +98,7 @@ pub fn parse_size(text: &str) -> Result<[u32; 2], Failure> {
 
 /// The pre-processing chosen on the command line for images of `[height, width]` (arguments
 /// already checked by [`check_arguments`]).
-pub fn preprocess(args: &ExplainArgs, [h, w]: [u32; 2]) -> Result<Preprocess, Failure> {
+pub fn preprocess(args: &InputArgs, [h, w]: [u32; 2]) -> Result<Preprocess, Failure> {
     let mut recipe = match args.preprocess {
         PreprocessKind::Imagenet => {
             // torchvision's Resize(256) + CenterCrop(224), scaled to the input size; for a crop
@@ -130,7 +127,7 @@ pub fn preprocess(args: &ExplainArgs, [h, w]: [u32; 2]) -> Result<Preprocess, Fa
 const CONFIG_LIMIT: u64 = 1 << 20;
 
 /// The recipe of `--preprocess-config` (JSON), with the command line's overrides.
-pub fn preprocess_config(args: &ExplainArgs, path: &Path) -> Result<Preprocess, Failure> {
+pub fn preprocess_config(args: &InputArgs, path: &Path) -> Result<Preprocess, Failure> {
     let bytes = read_regular_file(path, "pre-processing config", CONFIG_LIMIT)?;
     let mut recipe: Preprocess = serde_json::from_slice(&bytes)
         .map_err(|e| Failure::Input(format!("{} is not a pre-processing config: {e}", path.display())))?;
@@ -145,7 +142,7 @@ pub fn preprocess_config(args: &ExplainArgs, path: &Path) -> Result<Preprocess, 
 }
 
 /// --mean, --std, --channel-order, --value-range and --resize-filter over a recipe.
-fn overrides(args: &ExplainArgs, recipe: &mut Preprocess) -> Result<(), Failure> {
+fn overrides(args: &InputArgs, recipe: &mut Preprocess) -> Result<(), Failure> {
     if let Some(mean) = &args.mean {
         recipe.mean = three(mean, "--mean")?;
     }

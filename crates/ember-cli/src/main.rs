@@ -6,11 +6,14 @@
 //! ember explain --model model.onnx --image photo.jpg --out overlay.png
 //! ember explain --model model.onnx --image photos/ --out-dir explanations/
 //! ember explain --model model.onnx --input-npy tensor.npy --save-npy map.npy
+//! ember evaluate --model model.onnx --image photos/ --method gradcam,scorecam --rectifier relu,abs
 //! ```
 
 mod batch;
 mod cli;
+mod evaluate;
 mod input;
+mod session;
 
 use std::process::ExitCode;
 use std::sync::Mutex;
@@ -92,6 +95,7 @@ fn main() -> ExitCode {
     }
     let result = std::panic::catch_unwind(|| match cli.command {
         Command::Explain(args) => batch::explain(*args),
+        Command::Evaluate(args) => evaluate::evaluate(*args),
         Command::Layers(args) => batch::layers(&args),
         Command::Ops => {
             for name in ember_runtime::supported_operators() {

@@ -803,3 +803,127 @@ fn eigen_and_aug_smoothing_are_the_library_s() {
         assert!(text.contains(&format!("\"{key}\": true")), "{text}");
     }
 }
+
+/// `ember evaluate`: every metric for two methods × two rectifiers on two images, the JSON rows
+/// equal to the library's metrics on the same maps, the table, the SVG chart; bad inputs are one
+/// clear error each.
+#[test]
+fn evaluate_reports_the_library_s_metrics_as_rows_table_and_chart() {
+    let file = std::fs::File::open(root().join("tests/fixtures/zoo/resnet.npz")).unwrap();
+    let mut npz = npyz::npz::NpzArchive::new(std::io::BufReader::new(file)).unwrap();
+    let input = npz.by_name("input").unwrap().unwrap().into_vec::<f32>().unwrap();
+    let tensor = scratch("evaluate-input.npy");
+    write_npy(&tensor, &input, &[2, 3, 64, 64]).unwrap();
+    let resnet = path("tests/fixtures/zoo/resnet.onnx");
+    let name = |i: usize| format!("{}[{i}]", tensor.display());
+    let boxes = scratch("evaluate-boxes.json");
+    std::fs::write(
+        &boxes,
+        format!(
+            "{{\"{}\": [[0, 0, 32, 32]], \"{}\": [[32, 32, 64, 64]]}}",
+            name(0),
+            name(1)
+        ),
+    )
+    .unwrap();
+    let json = scratch("evaluate-rows.json");
+    let chart = scratch("evaluate-curves.svg");
+    let metrics = "drop-in-confidence,increase-in-confidence,average-drop,deletion,insertion,road-morf,road-lerf,road-combined,pointing-game";
+    let run = |extra: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ember"));
+        command.args([
+            "evaluate",
+            "--device",
+            "flex",
+            "--model",
+            &resnet,
+            "--input-npy",
+            tensor.to_str().unwrap(),
+        ]);
+        command.args(extra);
+        command.output().unwrap()
+    };
+    let text = stdout(&run(&[
+        "--method",
+        "gradcam,hirescam",
+        "--rectifier",
+        "relu,abs",
+        "--metrics",
+        metrics,
+        "--boxes",
+        boxes.to_str().unwrap(),
+        "--steps",
+        "8",
+        "--json",
+        json.to_str().unwrap(),
+        "--chart",
+        chart.to_str().unwrap(),
+    ]));
+    assert!(text.contains("road-combined") && text.contains("hirescam"), "{text}");
+    let rows: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 9 * 2 * 2, "one row per metric, method and rectifier");
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("gradcam (abs)"),
+        "{}",
+        &svg[..200.min(svg.len())]
+    );
+
+    // The library, on the same input and the same maps.
+    let device = Device::flex();
+    let model = ember_runtime::OnnxModel::load(&resnet, &device).unwrap();
+    let x = burn::tensor::Tensor::<1>::from_data(input.as_slice(), &device).reshape([2, 3, 64, 64]);
+    let maps = Explainer::new(GradCam)
+        .rectifier(Rectifier::Abs)
+        .explain(&model, x.clone(), &ClassTarget::TopClass)
+        .unwrap()
+        .maps;
+    let target = ember_cam::ClassProbability(ClassTarget::TopClass);
+    let curves = ember_cam::metrics::DeletionInsertion {
+        steps: 8,
+        ..Default::default()
+    }
+    .evaluate(&model, &x, &maps, &target)
+    .unwrap();
+    let change = ember_cam::metrics::confidence_change(&model, &x, &maps, &target).unwrap();
+    let row = |metric: &str| {
+        rows.iter()
+            .find(|r| r["method"] == "gradcam" && r["rectifier"] == "abs" && r["metric"] == metric)
+            .unwrap_or_else(|| panic!("no {metric} row"))["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect::<Vec<f32>>()
+    };
+    for (metric, expected) in [
+        ("deletion", curves.deletion_auc.clone()),
+        ("insertion", curves.insertion_auc.clone()),
+        ("drop-in-confidence", ember_cam::metrics::drop_in_confidence(&change)),
+    ] {
+        let got = row(metric);
+        for (a, b) in got.iter().zip(&expected) {
+            assert!((a - b).abs() <= 1e-6, "{metric}: {got:?} vs {expected:?}");
+        }
+    }
+    assert!(row("pointing-game").iter().all(|v| *v == 0.0 || *v == 1.0));
+
+    // Bad input: a step count of 0, an unknown metric, boxes that do not match the inputs, the
+    // pointing game without boxes.
+    assert_clean_error(
+        &run(&["--metrics", "deletion", "--steps", "0"]),
+        "--steps must be at least 1",
+    );
+    assert_clean_error(&run(&["--metrics", "deletion,faithfulness"]), "faithfulness");
+    std::fs::write(
+        &boxes,
+        format!("{{\"{}\": [[0, 0, 32, 32]], \"cat.png\": [[0, 0, 1, 1]]}}", name(0)),
+    )
+    .unwrap();
+    assert_clean_error(
+        &run(&["--metrics", "pointing-game", "--boxes", boxes.to_str().unwrap()]),
+        "the boxes do not match the inputs",
+    );
+    assert_clean_error(&run(&["--metrics", "pointing-game"]), "needs --boxes");
+}

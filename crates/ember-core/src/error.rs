@@ -99,6 +99,10 @@ pub enum CamError {
     #[error("an explanation is already running on this thread; explanations cannot be nested")]
     NestedExplanation,
 
+    /// A faithfulness metric cannot be computed from what it was given.
+    #[error("{0}")]
+    MetricInput(String),
+
     /// The method cannot explain this layer.
     #[error("{method} cannot explain layer `{layer}`: {reason}")]
     LayerUnsuited {

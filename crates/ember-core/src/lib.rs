@@ -4,6 +4,7 @@
 //! * [`Explainer`] — the pipeline, the same for every method;
 //! * [`methods`] — one small file per CAM method;
 //! * [`Rectifier`], [`Target`] and [`CamModel`] — what to show, what to explain, what to run;
+//! * [`metrics`] — faithfulness metrics: confidence change, deletion/insertion, ROAD, pointing game;
 //! * [`limits`] — the memory budget and checked sizes every crate applies to untrusted input.
 //!
 //! The engine is backend-agnostic: tensors stay on the device of the input batch, and only the
@@ -17,6 +18,7 @@ mod explainer;
 mod guided;
 pub mod limits;
 pub mod methods;
+pub mod metrics;
 mod model;
 mod read;
 mod rectifier;
@@ -40,11 +42,12 @@ pub use methods::{
     AblationCam, CamMethod, EigenCam, EigenGradCam, GradCam, GradCamElementWise, GradCamPlusPlus, HiResCam, Kernel,
     KpcaCam, LayerCam, Method, MethodOutput, Perturbation, PerturbationSite, RandomCam, ScoreCam, XGradCam,
 };
+pub use metrics::Metric;
 pub use model::{CamModel, DetachedOutput, LayerInfo, check_input_chw, default_layer, describe_dims};
 pub use read::{ImageExplanation, Peak, maps_to_host, to_host};
 pub use rectifier::Rectifier;
 pub use resize::{resize_bilinear, resize_bilinear_aligned};
 pub use scores::{FinalActivation, ScoreSource, capture_scores, score_tap};
 pub use tap::{LayerTap, network_input, tap};
-pub use target::{ClassTarget, ScoreFn, Target, TargetScores, parse_class};
+pub use target::{ClassProbability, ClassTarget, ScoreFn, Target, TargetScores, parse_class};
 pub use vocabulary::{UnknownName, Vocabulary};

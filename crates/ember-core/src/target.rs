@@ -1,5 +1,6 @@
 //! What to explain: the score whose gradient drives the map.
 
+use burn::tensor::activation::softmax;
 use burn::tensor::{Int, Tensor};
 
 use crate::error::{CamError, Result};
@@ -90,6 +91,23 @@ impl Target<Tensor<2>> for ClassTarget {
             Some(class) => ClassTarget::Class(class).scores(output, copies).map(|s| s.scores),
             None => self.scores(output, copies).map(|s| s.scores),
         }
+    }
+}
+
+/// A class's probability: the softmax over a classifier's `[N, classes]` scores, then the class
+/// of [`ClassTarget`] (the same classes, as the softmax keeps the order) — pytorch-grad-cam's
+/// `ClassifierOutputSoftmaxTarget`. Faithfulness metrics defined on probabilities (Average Drop)
+/// use it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClassProbability(pub ClassTarget);
+
+impl Target<Tensor<2>> for ClassProbability {
+    fn scores(&self, output: &Tensor<2>, batch: usize) -> Result<TargetScores> {
+        self.0.scores(&softmax(output.clone(), 1), batch)
+    }
+
+    fn copy_scores(&self, output: &Tensor<2>, copies: usize, class: Option<usize>) -> Result<Tensor<1>> {
+        self.0.copy_scores(&softmax(output.clone(), 1), copies, class)
     }
 }
 

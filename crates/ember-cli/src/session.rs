@@ -1,0 +1,185 @@
+//! What `explain` and `evaluate` share: the device, the inputs listed before anything is
+//! written, the model and its classes, and the inputs decoded batch by batch.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Tensor};
+use ember_core::{Adapter, ClassTarget, DeviceError, open_device};
+use ember_runtime::{OnnxModel, ScoreSource};
+use ember_vision::{Preprocess, ReadPaths, load_rgb};
+use image::RgbImage;
+
+use crate::Failure;
+use crate::cli::{InputArgs, ScoreKind};
+use crate::input;
+
+/// One input to explain: a name, the picture the network sees (for overlays) and its tensor.
+pub struct Item {
+    pub source: PathBuf,
+    pub shown: Option<RgbImage>,
+    pub tensor: Tensor<4>,
+}
+
+/// An input before decoding.
+pub enum Source {
+    /// A photo, decoded and pre-processed when its batch comes.
+    Image(PathBuf),
+    /// One image of the pre-processed tensor.
+    Tensor { name: PathBuf, index: usize },
+}
+
+impl Source {
+    pub fn name(&self) -> &Path {
+        match self {
+            Source::Image(file) => file,
+            Source::Tensor { name, .. } => name,
+        }
+    }
+}
+
+/// The inputs listed (not decoded), so that every output can be checked against them before
+/// anything is read or written.
+pub struct Listed {
+    pub device: Device,
+    /// The wgpu adapter, reported with the results.
+    pub adapter: Option<Adapter>,
+    /// Every file and folder the run reads.
+    pub read: ReadPaths,
+    pub sources: Vec<Source>,
+    /// The pre-processed tensor of `--input-npy`.
+    tensor: Option<Tensor<4>>,
+    requested_size: Option<[u32; 2]>,
+}
+
+/// The model, its class names, the class target, and how inputs become tensors.
+pub struct Loaded {
+    pub model: OnnxModel,
+    pub labels: Vec<String>,
+    pub target: ClassTarget,
+    pub decoder: Decoder,
+}
+
+/// Turns sources into tensors.
+pub struct Decoder {
+    /// How photos become tensors (`None` for pre-processed tensors).
+    recipe: Option<Preprocess>,
+    tensor: Option<Tensor<4>>,
+    device: Device,
+}
+
+/// Checks the arguments (usage errors, exit 2), opens the device and lists the inputs (failed
+/// inputs, exit 1).
+pub fn list(args: &InputArgs) -> Result<Listed, Failure> {
+    input::check_arguments(args)?;
+    let opened = open_device(&args.device).map_err(|e| match e {
+        DeviceError::Unavailable { .. } => Failure::Input(e.to_string()),
+        _ => Failure::usage(e.to_string()),
+    })?;
+    let (device, adapter) = (opened.device, opened.adapter);
+    let requested_size = args.size.as_deref().map(input::parse_size).transpose()?;
+    let mut read = ReadPaths::default();
+    read.files.push(("model", args.model.clone()));
+    if let Some(config) = &args.preprocess_config {
+        read.files.push(("pre-processing config", config.clone()));
+    }
+    if let Some(labels) = &args.labels {
+        read.files.push(("labels", labels.clone()));
+    }
+    let mut tensor = None;
+    let sources: Vec<Source> = match &args.input_npy {
+        Some(path) => {
+            read.files.push(("tensor", path.clone()));
+            let loaded = input::tensor_from_npy(path, &device)?;
+            let batch = loaded.dims()[0];
+            tensor = Some(loaded);
+            (0..batch)
+                .map(|index| Source::Tensor {
+                    name: if batch == 1 {
+                        path.clone()
+                    } else {
+                        PathBuf::from(format!("{}[{index}]", path.display()))
+                    },
+                    index,
+                })
+                .collect()
+        }
+        None => {
+            let files = input::image_files(&args.image)?;
+            read.folders.extend(args.image.iter().filter(|p| p.is_dir()).cloned());
+            read.files.extend(files.iter().map(|f| ("input image", f.clone())));
+            files.into_iter().map(Source::Image).collect()
+        }
+    };
+    Ok(Listed {
+        device,
+        adapter,
+        read,
+        sources,
+        tensor,
+        requested_size,
+    })
+}
+
+impl Listed {
+    /// Loads the model and its class names, resolves `--class`, and settles the pre-processing.
+    pub fn load(&mut self, args: &InputArgs) -> Result<Loaded, Failure> {
+        let scores = match args.score {
+            ScoreKind::Logits => ScoreSource::Logits,
+            ScoreKind::Output => ScoreSource::Output,
+        };
+        let model = OnnxModel::load(&args.model, &self.device)?.with_scores(scores);
+        // Class names: --labels, or those the file's metadata carries.
+        let labels = match (&args.labels, model.class_names()) {
+            (None, Some(names)) => names.to_vec(),
+            (labels, _) => input::labels(labels.as_deref())?,
+        };
+        let target = match &args.class {
+            Some(text) => ClassTarget::Class(input::class_index(text, &labels)?),
+            None => ClassTarget::TopClass,
+        };
+        let tensor = self.tensor.take();
+        let recipe = match (&tensor, &args.preprocess_config) {
+            (Some(_), _) => None,
+            (None, Some(config)) => Some(input::preprocess_config(args, config)?),
+            (None, None) => {
+                let size = input::input_size(model.input_shape(), self.requested_size)?;
+                Some(input::preprocess(args, size)?)
+            }
+        };
+        Ok(Loaded {
+            model,
+            labels,
+            target,
+            decoder: Decoder {
+                recipe,
+                tensor,
+                device: self.device.clone(),
+            },
+        })
+    }
+}
+
+impl Decoder {
+    /// The decoded input, or why it cannot be read.
+    pub fn load(&self, source: Source) -> Result<Item, (PathBuf, String)> {
+        match (source, &self.recipe, &self.tensor) {
+            (Source::Image(file), Some(recipe), _) => {
+                let decoded = load_rgb(&file).and_then(|photo| recipe.apply(&photo, &self.device));
+                match decoded {
+                    Ok((tensor, shown)) => Ok(Item {
+                        source: file,
+                        shown: Some(shown),
+                        tensor,
+                    }),
+                    Err(error) => Err((file, error.to_string())),
+                }
+            }
+            (Source::Tensor { name, index }, _, Some(tensor)) => Ok(Item {
+                source: name,
+                shown: None,
+                tensor: tensor.clone().narrow(0, index, 1),
+            }),
+            (source, _, _) => Err((source.name().to_path_buf(), "no pre-processing for this input".into())),
+        }
+    }
+}

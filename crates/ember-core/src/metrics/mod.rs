@@ -1,0 +1,195 @@
+//! Faithfulness metrics: does the map point at what the model uses?
+//!
+//! Each metric perturbs the input according to the map, re-runs the model and compares the
+//! target's score with the unperturbed one; one file per family, with its definition and paper:
+//!
+//! * [`confidence`] — the image multiplied by the map: pytorch-grad-cam's `DropInConfidence` and
+//!   `IncreaseInConfidence`, Grad-CAM++'s Average Drop;
+//! * [`deletion`] — deletion and insertion curves and their areas (RISE, torch-cam's definition);
+//! * [`road`] — ROAD: the most or least relevant pixels removed by noisy linear imputation;
+//! * [`pointing`] — the pointing game: is the map's peak on the annotated object?
+//!
+//! Metrics take the model, the input batch `[N, C, H, W]`, the maps `[N, H, W]` at the input's
+//! resolution (an [`crate::Explanation`]'s `maps`), the target and the classes it explained (for
+//! class targets: the perturbed images are scored for the explained class, not their own top
+//! class). Perturbed copies run through the model in batches; values come back per image.
+
+pub mod confidence;
+pub mod deletion;
+pub mod pointing;
+pub mod road;
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::tensor::Tensor;
+
+use crate::error::{CamError, Result};
+use crate::model::CamModel;
+use crate::read::to_host;
+use crate::target::Target;
+use crate::vocabulary::{UnknownName, Vocabulary, write_name};
+
+pub use confidence::{ConfidenceChange, average_drop, confidence_change, drop_in_confidence, increase_in_confidence};
+pub use deletion::{Baseline, Curves, DeletionInsertion};
+pub use pointing::{PointingGame, pointing_game};
+pub use road::{NoisyLinearImputer, Road, RoadScores};
+
+/// The metrics by name, for command lines and reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Metric {
+    /// pytorch-grad-cam's `DropInConfidence`.
+    DropInConfidence,
+    /// pytorch-grad-cam's `IncreaseInConfidence`.
+    IncreaseInConfidence,
+    /// Grad-CAM++'s Average Drop.
+    AverageDrop,
+    /// Deletion area under the curve.
+    Deletion,
+    /// Insertion area under the curve.
+    Insertion,
+    /// ROAD, most relevant first.
+    RoadMorf,
+    /// ROAD, least relevant first.
+    RoadLerf,
+    /// ROAD combined.
+    RoadCombined,
+    /// The pointing game.
+    PointingGame,
+}
+
+impl Vocabulary for Metric {
+    const KIND: &'static str = "metric";
+    const ALL: &'static [Self] = &[
+        Metric::DropInConfidence,
+        Metric::IncreaseInConfidence,
+        Metric::AverageDrop,
+        Metric::Deletion,
+        Metric::Insertion,
+        Metric::RoadMorf,
+        Metric::RoadLerf,
+        Metric::RoadCombined,
+        Metric::PointingGame,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Metric::DropInConfidence => "drop-in-confidence",
+            Metric::IncreaseInConfidence => "increase-in-confidence",
+            Metric::AverageDrop => "average-drop",
+            Metric::Deletion => "deletion",
+            Metric::Insertion => "insertion",
+            Metric::RoadMorf => "road-morf",
+            Metric::RoadLerf => "road-lerf",
+            Metric::RoadCombined => "road-combined",
+            Metric::PointingGame => "pointing-game",
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            Metric::DropInConfidence => {
+                "max(0, score − score of the image times the map); lower is better (pytorch-grad-cam)"
+            }
+            Metric::IncreaseInConfidence => "1 where the image times the map scores higher; higher is better",
+            Metric::AverageDrop => {
+                "Grad-CAM++'s Average Drop: max(0, score − masked score) / score, in %; lower is better"
+            }
+            Metric::Deletion => {
+                "area under the score as the most relevant pixels are deleted first; lower is better (RISE)"
+            }
+            Metric::Insertion => {
+                "area under the score as the most relevant pixels are inserted first; higher is better (RISE)"
+            }
+            Metric::RoadMorf => "score change with the most relevant pixels imputed, 10–90 %; lower is better (ROAD)",
+            Metric::RoadLerf => "score change with the least relevant pixels imputed, 10–90 %; higher is better (ROAD)",
+            Metric::RoadCombined => "(road-lerf − road-morf) / 2; higher is better (ROAD)",
+            Metric::PointingGame => "1 where the map's peak lies on an annotated box; higher is better",
+        }
+    }
+}
+
+impl Metric {
+    /// Whether a higher value means a more faithful map.
+    pub fn higher_is_better(self) -> bool {
+        !matches!(
+            self,
+            Metric::DropInConfidence | Metric::AverageDrop | Metric::Deletion | Metric::RoadMorf
+        )
+    }
+}
+
+impl fmt::Display for Metric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_name(*self, f)
+    }
+}
+
+impl FromStr for Metric {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        Metric::parse_name(s)
+    }
+}
+
+/// Unless set, perturbed copies re-run at once: as many as fit in this many bytes of input.
+pub const METRIC_BATCH_BYTES: usize = 64 << 20;
+
+/// The unperturbed scores `[N]` of `input` and the classes the target resolved (for class
+/// targets), on the host.
+pub(crate) fn original_scores<M, T>(model: &M, input: &Tensor<4>, target: &T) -> Result<(Vec<f32>, Vec<Option<usize>>)>
+where
+    M: CamModel + ?Sized,
+    T: Target<M::Output> + ?Sized,
+{
+    let [batch, ..] = input.dims();
+    let output = model.forward(input.clone().inner())?;
+    let resolved = target.scores(&output, batch)?;
+    let classes = match &resolved.classes {
+        Some(classes) => crate::read::classes_to_host(classes)?.into_iter().map(Some).collect(),
+        None => vec![None; batch],
+    };
+    Ok((to_host(&resolved.scores)?, classes))
+}
+
+/// The target's scores of perturbed copies `[K, C, H, W]` of one image, explained for `class`,
+/// in batches of at most `batch` copies (by default [`METRIC_BATCH_BYTES`] of copies).
+pub(crate) fn copy_scores<M, T>(
+    model: &M,
+    target: &T,
+    copies: Tensor<4>,
+    class: Option<usize>,
+    batch: Option<usize>,
+) -> Result<Vec<f32>>
+where
+    M: CamModel + ?Sized,
+    T: Target<M::Output> + ?Sized,
+{
+    let [count, channels, height, width] = copies.dims();
+    let per_copy = (channels * height * width * size_of::<f32>()).max(1);
+    let batch = batch.unwrap_or(METRIC_BATCH_BYTES / per_copy).max(1);
+    let mut scores = Vec::with_capacity(count);
+    for start in (0..count).step_by(batch) {
+        let size = batch.min(count - start);
+        let output = model.forward(copies.clone().narrow(0, start, size))?;
+        scores.extend(to_host(&target.copy_scores(&output, size, class)?)?);
+    }
+    Ok(scores)
+}
+
+/// Checks that `maps` `[N, H, W]` go with `input` `[N, C, H, W]`.
+pub(crate) fn check_maps(input: &Tensor<4>, maps: &Tensor<3>) -> Result<()> {
+    let [batch, _, height, width] = input.dims();
+    if batch == 0 {
+        return Err(CamError::EmptyBatch);
+    }
+    if maps.dims() != [batch, height, width] {
+        return Err(CamError::MetricInput(format!(
+            "maps of shape {:?} do not go with an input of shape {:?}: one [H, W] map per image, at the input's size",
+            maps.dims(),
+            input.dims()
+        )));
+    }
+    Ok(())
+}
