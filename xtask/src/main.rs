@@ -102,6 +102,12 @@ struct StudyArgs {
     /// Deletion/insertion intervals.
     #[arg(long, default_value_t = 10)]
     steps: usize,
+    /// The photos whose mosaics are explained (file-name prefixes).
+    #[arg(long, value_delimiter = ',', default_value = "chelsea,coffee,rocket")]
+    photos: Vec<String>,
+    /// The `ember` binary to run (default: built with `cargo build --release -p ember-cli`).
+    #[arg(long)]
+    ember: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -141,7 +147,7 @@ fn main() -> ExitCode {
                 "grad-cam",
             ]),
         ),
-        Task::SignStudy(args) => study::sign_study(&args.methods, args.steps),
+        Task::SignStudy(args) => study::sign_study(&args.methods, args.steps, &args.photos, args.ember.as_deref()),
         Task::UserCrate(args) => user_crate(args),
         Task::Bench(args) => bench(args),
     };

@@ -148,32 +148,6 @@ pub fn heatmap(map: &[f32], height: u32, width: u32, colormap: &Colormap) -> Res
     }))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jet_runs_from_dark_blue_through_cyan_and_yellow_to_dark_red() {
-        let jet = Colormap::jet();
-        let close = |a: [f32; 3], b: [f32; 3]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 0.02);
-        assert!(close(jet.color(0.0), [0.0, 0.0, 0.498]));
-        assert!(close(jet.color(0.375), [0.0, 1.0, 1.0]));
-        assert!(close(jet.color(0.625), [1.0, 1.0, 0.0]));
-        assert!(close(jet.color(1.0), [0.498, 0.0, 0.0]));
-    }
-
-    #[test]
-    fn overlay_blends_like_show_cam_on_image_and_checks_sizes() {
-        let image = RgbImage::from_pixel(2, 1, Rgb([255, 255, 255]));
-        let blended = overlay(&image, &[0.0, 1.0], &Colormap::jet(), 0.5).unwrap();
-        // White + dark blue: (0.5·[0, 0, 0.498] + 0.5·1) / 0.749 → blue channel brightest.
-        assert_eq!(blended.get_pixel(0, 0)[2], 255);
-        assert!(blended.get_pixel(0, 0)[0] < blended.get_pixel(0, 0)[2]);
-        assert!(blended.get_pixel(1, 0)[0] > blended.get_pixel(1, 0)[2]);
-        assert!(overlay(&image, &[0.5], &Colormap::jet(), 0.5).is_err());
-    }
-}
-
 /// An input gradient (Guided Backpropagation, Guided Grad-CAM) `[C, H, W]` as a picture, as
 /// pytorch-grad-cam's `deprocess_image` shows it: standardised over all its values, scaled by
 /// 0.1 around mid-grey and clipped, `0.5 + 0.1·(x − mean)/(std + 10⁻⁵)`. Three channels are shown
@@ -198,4 +172,30 @@ pub fn gradient_image(chw: &[f32], channels: usize, height: u32, width: u32) -> 
         let channel = |c: usize| shown(chw[(c % channels) * plane + at]);
         Rgb([channel(0), channel(1), channel(2)])
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jet_runs_from_dark_blue_through_cyan_and_yellow_to_dark_red() {
+        let jet = Colormap::jet();
+        let close = |a: [f32; 3], b: [f32; 3]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 0.02);
+        assert!(close(jet.color(0.0), [0.0, 0.0, 0.498]));
+        assert!(close(jet.color(0.375), [0.0, 1.0, 1.0]));
+        assert!(close(jet.color(0.625), [1.0, 1.0, 0.0]));
+        assert!(close(jet.color(1.0), [0.498, 0.0, 0.0]));
+    }
+
+    #[test]
+    fn overlay_blends_like_show_cam_on_image_and_checks_sizes() {
+        let image = RgbImage::from_pixel(2, 1, Rgb([255, 255, 255]));
+        let blended = overlay(&image, &[0.0, 1.0], &Colormap::jet(), 0.5).unwrap();
+        // White + dark blue: (0.5·[0, 0, 0.498] + 0.5·1) / 0.749 → blue channel brightest.
+        assert_eq!(blended.get_pixel(0, 0)[2], 255);
+        assert!(blended.get_pixel(0, 0)[0] < blended.get_pixel(0, 0)[2]);
+        assert!(blended.get_pixel(1, 0)[0] > blended.get_pixel(1, 0)[2]);
+        assert!(overlay(&image, &[0.5], &Colormap::jet(), 0.5).is_err());
+    }
 }
