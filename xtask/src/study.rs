@@ -114,12 +114,13 @@ pub fn sign_study(methods: &str, steps: usize, photos: &[String], ember: Option<
             for row in parsed.as_array().cloned().unwrap_or_default() {
                 rows.push((layer_name.to_owned(), row));
             }
+            // After every run, so that an interrupted study still leaves its tables so far.
+            let report = tables(&rows, methods);
+            let path = root.join("docs/sign-study-results.md");
+            std::fs::write(&path, report).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            println!("{file} at {layer_name}: tables written to {}", path.display());
         }
     }
-    let report = tables(&rows, methods);
-    let path = root.join("docs/sign-study-results.md");
-    std::fs::write(&path, report).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    println!("tables written to {}", path.display());
     Ok(())
 }
 

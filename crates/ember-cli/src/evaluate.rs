@@ -10,6 +10,7 @@ use ember_core::metrics::{
     drop_in_confidence, increase_in_confidence, pointing_game,
 };
 use ember_core::{ClassProbability, Explainer, Method, Rectifier, Target, Vocabulary, to_host};
+use ember_runtime::{FinalActivation, ScoreSource};
 use ember_vision::{Written, check_outputs};
 use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::*;
@@ -64,9 +65,17 @@ pub fn evaluate(args: EvaluateArgs) -> Result<(), Failure> {
         model, target, decoder, ..
     } = listed.load(&args.input)?;
     let probability = ClassProbability(target.clone());
-    let scored: &dyn Target<Tensor<2>> = match args.metric_score {
-        MetricScore::Probability => &probability,
-        MetricScore::Logit => &target,
+    // Probabilities: a softmax of the logits, unless the model's output already is them.
+    let scored: &dyn Target<Tensor<2>> = match (args.metric_score, model.final_activation(), model.score_source()) {
+        (MetricScore::Logit, _, _) => &target,
+        (_, Some(FinalActivation::Softmax | FinalActivation::Sigmoid), ScoreSource::Output) => &target,
+        (_, Some(FinalActivation::Sigmoid), ScoreSource::Logits) => {
+            return Err(Failure::usage(
+                "this model ends in a sigmoid over one logit: score its probability with --score output, or the logit \
+                 with --metric-score logit",
+            ));
+        }
+        (MetricScore::Probability, _, _) => &probability,
     };
     let deletion = DeletionInsertion {
         steps: args.steps,
