@@ -23,10 +23,9 @@ import torch
 from pytorch_grad_cam import GradCAM, GuidedBackpropReLUModel
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from make_fixtures import SmallCnn
-from make_zoo import ROOT, ZOO, initialise, zoo
+from make_zoo import ZOO, initialise, zoo
+from reference_inputs import FIXTURES, small_cnn
 
-FIXTURES = ROOT / "tests" / "fixtures"
 
 
 def run(model, layer_of, x, other_class, prefix, out):
@@ -56,10 +55,7 @@ def main():
     torch.use_deterministic_algorithms(True)
     out = {}
     for head in ["gap", "flatten"]:
-        model = SmallCnn(head).eval()
-        weights = np.load(FIXTURES / f"small_cnn_{head}_weights.npz")
-        model.load_state_dict({k: torch.from_numpy(weights[k]) for k in weights.files})
-        x = torch.from_numpy(np.load(FIXTURES / f"reference_small_cnn_{head}.npz")["input"])
+        model, x = small_cnn(head)
         run(model, lambda m: m.relu2, x, 7, f"small_cnn_{head}", out)
     for name, model, layer_of, _ in zoo():
         if name not in ("resnet", "vgg"):

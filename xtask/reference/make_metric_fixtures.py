@@ -22,8 +22,6 @@ the stored maps. Rerunning gives byte-identical files.
 """
 
 import contextlib
-import pathlib
-import tempfile
 
 import numpy as np
 import torch
@@ -39,10 +37,8 @@ from pytorch_grad_cam.metrics.road import NoisyLinearImputer
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
 from torchcam.metrics import DeletionInsertionMetric
 
-from export_mobilenet import ROOT, fetch_weights, imagenet_preprocess, load_model
-from make_fixtures import SmallCnn
+from reference_inputs import FIXTURES, mobilenet_and_photos, small_cnn
 
-FIXTURES = ROOT / "tests" / "fixtures"
 TARGETS = {"logit": ClassifierOutputTarget, "softmax": ClassifierOutputSoftmaxTarget}
 
 
@@ -111,15 +107,9 @@ def run(model, layer, x, prefix, out, with_road):
 def main():
     torch.use_deterministic_algorithms(True)
     out = {}
-    model = SmallCnn("gap").eval()
-    weights = np.load(FIXTURES / "small_cnn_gap_weights.npz")
-    model.load_state_dict({k: torch.from_numpy(weights[k]) for k in weights.files})
-    x = torch.from_numpy(np.load(FIXTURES / "reference_small_cnn_gap.npz")["input"])
+    model, x = small_cnn("gap")
     run(model, model.relu2, x, "small_cnn_gap", out, with_road=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        mobilenet = load_model(fetch_weights(pathlib.Path(tmp)))
-    photos = ROOT / "examples" / "images"
-    batch = torch.cat([imagenet_preprocess(photos / "chelsea.png"), imagenet_preprocess(photos / "coffee.png")])
+    mobilenet, batch = mobilenet_and_photos()
     run(mobilenet, mobilenet.features[18], batch, "mobilenet_7x7", out, with_road=False)
     np.savez_compressed(FIXTURES / "reference_metrics.npz", **out)
     print(f"wrote reference_metrics.npz ({len(out)} arrays)")

@@ -13,18 +13,14 @@ with pytorch-grad-cam's defaults (batches of 16 masked images). Rerunning gives 
 files.
 """
 
-import pathlib
-import tempfile
 
 import numpy as np
 import torch
 from pytorch_grad_cam import ScoreCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from export_mobilenet import ROOT, fetch_weights, imagenet_preprocess, load_model
-from make_fixtures import SmallCnn
+from reference_inputs import FIXTURES, mobilenet_and_photos, small_cnn
 
-FIXTURES = ROOT / "tests" / "fixtures"
 
 
 def run(model, layer, x, other_class, prefix, out):
@@ -46,15 +42,9 @@ def main():
     torch.use_deterministic_algorithms(True)
     out = {}
     for head in ["gap", "flatten"]:
-        model = SmallCnn(head).eval()
-        weights = np.load(FIXTURES / f"small_cnn_{head}_weights.npz")
-        model.load_state_dict({k: torch.from_numpy(weights[k]) for k in weights.files})
-        x = torch.from_numpy(np.load(FIXTURES / f"reference_small_cnn_{head}.npz")["input"])
+        model, x = small_cnn(head)
         run(model, model.relu2, x, 7, f"small_cnn_{head}", out)
-    with tempfile.TemporaryDirectory() as tmp:
-        mobilenet = load_model(fetch_weights(pathlib.Path(tmp)))
-    photos = ROOT / "examples" / "images"
-    batch = torch.cat([imagenet_preprocess(photos / "chelsea.png"), imagenet_preprocess(photos / "coffee.png")])
+    mobilenet, batch = mobilenet_and_photos()
     run(mobilenet, mobilenet.features[3], batch, 281, "mobilenet_block3", out)
     np.savez_compressed(FIXTURES / "reference_score.npz", **out)
     print(f"wrote reference_score.npz ({len(out)} arrays)")
