@@ -669,14 +669,19 @@ fn pre_processing_is_a_typed_config_with_channel_order_range_and_filter() {
     );
 }
 
+/// The input batch `[2, 3, 64, 64]` of the zoo's ResNet fixture, flattened.
+fn resnet_input() -> Vec<f32> {
+    let file = std::fs::File::open(root().join("tests/fixtures/zoo/resnet.npz")).unwrap();
+    let mut npz = npyz::npz::NpzArchive::new(std::io::BufReader::new(file)).unwrap();
+    npz.by_name("input").unwrap().unwrap().into_vec::<f32>().unwrap()
+}
+
 /// `--save-guided-backprop` / `--save-guided-gradcam`: [C, H, W] float32 files equal to the
 /// library's Guided Backpropagation, Guided Grad-CAM equal to it times the map of `--save-npy`,
 /// PNGs next to the overlay, the files in the summary; a model without ReLUs is one clear error.
 #[test]
 fn guided_backprop_and_guided_gradcam_are_written_as_npy_and_png() {
-    let file = std::fs::File::open(root().join("tests/fixtures/zoo/resnet.npz")).unwrap();
-    let mut npz = npyz::npz::NpzArchive::new(std::io::BufReader::new(file)).unwrap();
-    let input = npz.by_name("input").unwrap().unwrap().into_vec::<f32>().unwrap();
+    let input = resnet_input();
     let tensor = scratch("guided-input.npy");
     write_npy(&tensor, &input[..3 * 64 * 64], &[1, 3, 64, 64]).unwrap();
     let out = scratch("guided.png");
@@ -742,9 +747,7 @@ fn guided_backprop_and_guided_gradcam_are_written_as_npy_and_png() {
 /// summary.
 #[test]
 fn eigen_and_aug_smoothing_are_the_library_s() {
-    let file = std::fs::File::open(root().join("tests/fixtures/zoo/resnet.npz")).unwrap();
-    let mut npz = npyz::npz::NpzArchive::new(std::io::BufReader::new(file)).unwrap();
-    let input = npz.by_name("input").unwrap().unwrap().into_vec::<f32>().unwrap();
+    let input = resnet_input();
     let tensor = scratch("smooth-input.npy");
     write_npy(&tensor, &input[..3 * 64 * 64], &[1, 3, 64, 64]).unwrap();
     let resnet = path("tests/fixtures/zoo/resnet.onnx");
@@ -809,9 +812,7 @@ fn eigen_and_aug_smoothing_are_the_library_s() {
 /// clear error each.
 #[test]
 fn evaluate_reports_the_library_s_metrics_as_rows_table_and_chart() {
-    let file = std::fs::File::open(root().join("tests/fixtures/zoo/resnet.npz")).unwrap();
-    let mut npz = npyz::npz::NpzArchive::new(std::io::BufReader::new(file)).unwrap();
-    let input = npz.by_name("input").unwrap().unwrap().into_vec::<f32>().unwrap();
+    let input = resnet_input();
     let tensor = scratch("evaluate-input.npy");
     write_npy(&tensor, &input, &[2, 3, 64, 64]).unwrap();
     let resnet = path("tests/fixtures/zoo/resnet.onnx");

@@ -1,4 +1,4 @@
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 
 use super::principal::{top_eigenvector, with_fixed_sign};
 use super::{CamMethod, MethodOutput};
@@ -99,7 +99,9 @@ impl CamMethod for KpcaCam {
         // its largest magnitude: shifted by the most negative one where that dominates.
         let first = top_eigenvector(centred.clone());
         let dominant = rayleigh(&centred, &first);
-        let identity = identity(batch, positions, &centred.device());
+        let identity = Tensor::<2>::eye(positions, &centred.device())
+            .reshape([1, positions, positions])
+            .expand([batch, positions, positions]);
         let shift = dominant.neg().clamp_min(0.0);
         let vector = top_eigenvector(centred.clone() + identity * shift);
         let eigenvalue = rayleigh(&centred, &vector).clamp_min(0.0);
@@ -118,15 +120,4 @@ fn rayleigh(matrix: &Tensor<3>, vector: &Tensor<3>) -> Tensor<3> {
         .clone()
         .swap_dims(1, 2)
         .matmul(matrix.clone().matmul(vector.clone()))
-}
-
-/// `[N, d, d]` identity matrices.
-fn identity(batch: usize, size: usize, device: &burn::tensor::Device) -> Tensor<3> {
-    let mut values = vec![0.0f32; size * size];
-    for i in 0..size {
-        values[i * size + i] = 1.0;
-    }
-    Tensor::<1>::from_data(TensorData::new(values, [size * size]), device)
-        .reshape([1, size, size])
-        .expand([batch, size, size])
 }
