@@ -23,19 +23,21 @@ from reference_inputs import FIXTURES, mobilenet_and_photos, small_cnn
 
 
 
-def run(model, layer, x, other_class, prefix, out):
+def run(model, layer, x, other_class, prefix, out, method=AblationCAM):
+    """`method`'s final maps and channel weights for the top class and `other_class` (ScoreCAM's
+    fixtures come from here too)."""
     with torch.no_grad():
         top = model(x).argmax(dim=1).tolist()
     for target_name, classes in [("top", top), ("other", [other_class] * x.shape[0])]:
         targets = [ClassifierOutputTarget(c) for c in classes]
-        cam = AblationCAM(model=model, target_layers=[layer])
+        cam = method(model=model, target_layers=[layer])
         final = cam(input_tensor=x, targets=targets)
         activations = cam.activations_and_grads.activations[0].numpy()
         weights = cam.get_cam_weights(x, layer, targets, activations, None)
         cam.activations_and_grads.release()
         out[f"{prefix}/{target_name}/weights"] = np.float32(weights)
         out[f"{prefix}/{target_name}/final"] = np.float32(final)
-        print(f"{prefix}/{target_name}: {weights.shape[1]} channels ablated")
+        print(f"{prefix}/{target_name}: {method.__name__}, {weights.shape[1]} channels")
 
 
 def main():

@@ -13,29 +13,12 @@ with pytorch-grad-cam's defaults (batches of 16 masked images). Rerunning gives 
 files.
 """
 
-
 import numpy as np
 import torch
 from pytorch_grad_cam import ScoreCAM
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+from make_ablation_fixtures import run
 from reference_inputs import FIXTURES, mobilenet_and_photos, small_cnn
-
-
-
-def run(model, layer, x, other_class, prefix, out):
-    with torch.no_grad():
-        top = model(x).argmax(dim=1).tolist()
-    for target_name, classes in [("top", top), ("other", [other_class] * x.shape[0])]:
-        targets = [ClassifierOutputTarget(c) for c in classes]
-        cam = ScoreCAM(model=model, target_layers=[layer])
-        final = cam(input_tensor=x, targets=targets)
-        activations = cam.activations_and_grads.activations[0].numpy()
-        weights = cam.get_cam_weights(x, layer, targets, activations, None)
-        cam.activations_and_grads.release()
-        out[f"{prefix}/{target_name}/weights"] = np.float32(weights)
-        out[f"{prefix}/{target_name}/final"] = np.float32(final)
-        print(f"{prefix}/{target_name}: {weights.shape[1]} masked images per image")
 
 
 def main():
@@ -43,9 +26,9 @@ def main():
     out = {}
     for head in ["gap", "flatten"]:
         model, x = small_cnn(head)
-        run(model, model.relu2, x, 7, f"small_cnn_{head}", out)
+        run(model, model.relu2, x, 7, f"small_cnn_{head}", out, ScoreCAM)
     mobilenet, batch = mobilenet_and_photos()
-    run(mobilenet, mobilenet.features[3], batch, 281, "mobilenet_block3", out)
+    run(mobilenet, mobilenet.features[3], batch, 281, "mobilenet_block3", out, ScoreCAM)
     np.savez_compressed(FIXTURES / "reference_score.npz", **out)
     print(f"wrote reference_score.npz ({len(out)} arrays)")
 
