@@ -12,7 +12,9 @@ use std::process::ExitCode;
 use burn::tensor::activation::softmax;
 use clap::Parser;
 use ember_cam::models::{imagenet_classes, mobilenet_v2};
-use ember_cam::vision::{Colormap, Preprocess, ReadPaths, Written, check_outputs, load_rgb, overlay, write_npy};
+use ember_cam::vision::{
+    Colormap, Preprocess, ReadPaths, Written, check_outputs, load_rgb, overlay, save_picture, write_npy,
+};
 use ember_cam::vocabulary::value_parser;
 use ember_cam::{
     CamModel, ClassTarget, DEFAULT_DEVICE, Explainer, Method, Rectifier, burn, describe_dims, maps_to_host,
@@ -41,6 +43,9 @@ struct Args {
     /// Where to write the overlay PNG.
     #[arg(long, default_value = "explanation.png")]
     out: PathBuf,
+    /// Draw the overlay on the network input (the 224×224 crop) instead of the whole photo.
+    #[arg(long)]
+    on_input: bool,
     /// Also write the final map (float32, 224×224) as a .npy file.
     #[arg(long)]
     save_npy: Option<PathBuf>,
@@ -107,7 +112,8 @@ fn run(args: Args) -> Result<(), String> {
         }
         None => Preprocess::imagenet(),
     };
-    let (input, shown) = recipe.apply(&photo, &device).map_err(|e| e.to_string())?;
+    let prepared = recipe.prepare(&photo).map_err(|e| e.to_string())?;
+    let input = prepared.tensor(&device);
     let mut explainer = Explainer::from(args.method).rectifier(args.rectifier);
     if let Some(layer) = &args.layer {
         explainer = explainer.layer(layer.clone());
@@ -136,13 +142,25 @@ fn run(args: Args) -> Result<(), String> {
 
     let map = maps_to_host(&explanation.maps).map_err(|e| e.to_string())?;
     let display = args.rectifier.display_values(&map);
-    let blended = overlay(&shown, &display, &Colormap::jet(), 0.5).map_err(|e| e.to_string())?;
-    blended
-        .save(&args.out)
-        .map_err(|e| format!("cannot write {}: {e}", args.out.display()))?;
-    println!("overlay written to {}", args.out.display());
+    let [_, h, w] = explanation.maps.dims();
+    // The map goes back through the crop and resize onto the photo; what the network never saw
+    // is dimmed.
+    let blended = if args.on_input {
+        overlay(&prepared.shown, &display, &Colormap::jet(), 0.5)
+    } else {
+        prepared
+            .placement
+            .overlay(&photo, &display, h, w, &Colormap::jet(), 0.5)
+    }
+    .map_err(|e| e.to_string())?;
+    save_picture(&blended, &args.out).map_err(|e| e.to_string())?;
+    println!(
+        "overlay ({}×{}) written to {}",
+        blended.width(),
+        blended.height(),
+        args.out.display()
+    );
     if let Some(path) = &args.save_npy {
-        let [_, h, w] = explanation.maps.dims();
         write_npy(path, &map, &[h as u64, w as u64]).map_err(|e| e.to_string())?;
         println!("map written to {}", path.display());
     }

@@ -58,9 +58,24 @@ fn the_default_run_explains_the_cat_and_writes_an_overlay() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("Egyptian cat"), "{stdout}");
-    assert!(stdout.contains(&format!("overlay written to {}", out.display())));
-    let overlay = image::open(&out).unwrap();
-    assert_eq!((overlay.width(), overlay.height()), (224, 224));
+    assert!(stdout.contains(&format!("overlay (451×300) written to {}", out.display())));
+    // On the whole photo (451×300), with the heat on the cat's face: the reddest pixel lies
+    // around the nose, in the lower middle of the 262×262 window the network saw.
+    let overlay = image::open(&out).unwrap().to_rgb8();
+    assert_eq!(overlay.dimensions(), (451, 300));
+    let (x, y, _) = overlay
+        .enumerate_pixels()
+        .map(|(x, y, p)| (x, y, i32::from(p[0]) - i32::from(p[2])))
+        .max_by_key(|&(_, _, redness)| redness)
+        .unwrap();
+    assert!(
+        (150..330).contains(&x) && (150..285).contains(&y),
+        "reddest at ({x}, {y})"
+    );
+    let on_input = scratch("on-input.png");
+    let output = run(&["--out", on_input.to_str().unwrap(), "--on-input"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(image::open(&on_input).unwrap().to_rgb8().dimensions(), (224, 224));
     let npy_bytes = std::fs::read(&npy).unwrap();
     assert!(npy_bytes.starts_with(b"\x93NUMPY"));
     assert_eq!(

@@ -1,22 +1,36 @@
-//! The two commands: explain inputs in batches, list layers.
+//! `ember explain` (one input, or many in batches: overlays or comparison sheets, maps,
+//! summary.json, report.html, shards and resumption) and `ember layers`.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::{Device, Tensor};
-use ember_core::{Adapter, CamModel, ClassTarget, Explainer, Explanation, describe_dims, maps_to_host, to_host};
+use ember_core::{
+    Adapter, CamModel, ClassTarget, Explainer, Explanation, Method, Rectifier, describe_dims, maps_to_host, to_host,
+};
 use ember_runtime::{FinalActivation, OnnxModel, ScoreSource};
-use ember_vision::{Colormap, Written, check_outputs, gradient_image, heatmap, overlay, write_npy};
+use ember_vision::{
+    Colormap, Sheet, Written, check_outputs, gradient_image, heatmap, overlay, save_picture, write_npy,
+};
+use image::RgbImage;
+use image::imageops::{self, FilterType};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
 use crate::Failure;
-use crate::cli::{ExplainArgs, LayersArgs, ScoreKind};
+use crate::cli::{ExplainArgs, LayersArgs, OverlayOn, ScoreKind};
 use crate::input;
+use crate::jobs::{self, shown_path};
 use crate::session::{self, Decoder, Item, Loaded, Source};
+
+/// How often a batch run rewrites its summary, so that an interrupted run can be resumed.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
+
+/// The longest side of the input thumbnails in report.html.
+const THUMBNAIL_SIDE: u32 = 320;
 
 /// `ember layers`: the tappable layers of a model.
 pub fn layers(args: &LayersArgs) -> Result<(), Failure> {
@@ -54,14 +68,118 @@ pub fn layers(args: &LayersArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Where one explanation's files go.
+/// One explanation asked for: a method with a rectifier at a set of layers (aggregated; empty:
+/// the model's default layer).
+#[derive(Debug, Clone)]
+struct Variant {
+    method: Method,
+    rectifier: Rectifier,
+    layers: Vec<String>,
+}
+
+impl Variant {
+    /// `_gradcam_relu` (and `_<layer>` when layers are compared), for file names.
+    fn suffix(&self, with_layers: bool) -> String {
+        let mut suffix = format!("_{}_{}", self.method, self.rectifier);
+        if with_layers {
+            for layer in &self.layers {
+                suffix.push('_');
+                suffix.extend(layer.chars().map(|c| {
+                    if c.is_ascii_alphanumeric() || "-.".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                }));
+            }
+        }
+        suffix
+    }
+}
+
+/// A sheet row: one method at one set of layers, explained once and rectified each way.
+struct Row {
+    method: Method,
+    layers: Vec<String>,
+    explainer: Explainer,
+}
+
+/// Every (method, layers) row in the order of the arguments.
+fn rows(args: &ExplainArgs) -> Vec<Row> {
+    let layer_sets: Vec<Vec<String>> = if args.compare_layers.is_empty() {
+        vec![args.input.layer.clone()]
+    } else {
+        args.compare_layers.iter().map(|l| vec![l.clone()]).collect()
+    };
+    let mut rows = Vec::new();
+    for &method in &args.methods {
+        for layers in &layer_sets {
+            let mut explainer = Explainer::from(method)
+                .eigen_smooth(args.eigen_smooth)
+                .aug_smooth(args.aug_smooth);
+            if let Some(copies) = args.input.perturbation_batch_size {
+                explainer = explainer.perturbation_batch(copies);
+            }
+            for layer in layers {
+                explainer = explainer.layer(layer.clone());
+            }
+            rows.push(Row {
+                method,
+                layers: layers.clone(),
+                explainer,
+            });
+        }
+    }
+    // Guided Backpropagation does not depend on the method: the first row computes it.
+    if let Some(first) = rows.first_mut() {
+        let guided = args.save_guided_backprop.is_some() || args.save_guided_gradcam.is_some();
+        first.explainer = first.explainer.clone().guided_backprop(guided);
+    }
+    rows
+}
+
+/// Every variant: rows × rectifiers, rectifiers fastest.
+fn variants(args: &ExplainArgs, rows: &[Row]) -> Vec<Variant> {
+    rows.iter()
+        .flat_map(|row| {
+            args.rectifiers.iter().map(|&rectifier| Variant {
+                method: row.method,
+                rectifier,
+                layers: row.layers.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Where one input's files go.
 struct Outputs {
+    /// The overlay, or the comparison sheet when there are several variants.
     picture: PathBuf,
-    map: Option<PathBuf>,
+    /// The map of each variant as .npy, when asked for.
+    maps: Vec<PathBuf>,
     /// Guided Backpropagation's files, when asked for.
     guided_backprop: Option<GradientFiles>,
     /// Guided Grad-CAM's files, when asked for.
     guided_grad_cam: Option<GradientFiles>,
+    /// The input's thumbnail for report.html.
+    thumbnail: Option<PathBuf>,
+}
+
+impl Outputs {
+    /// Every file, for the collision checks and for `--resume`.
+    fn written(&self) -> Vec<Written> {
+        let mut written = vec![Written::new("--out", &self.picture)];
+        written.extend(self.maps.iter().map(|m| Written::new("--save-npy", m)));
+        let flags = ["--save-guided-backprop", "--save-guided-gradcam"];
+        for (files, flag) in [&self.guided_backprop, &self.guided_grad_cam].into_iter().zip(flags) {
+            if let Some(files) = files {
+                written.push(Written::new(flag, &files.npy));
+                written.push(Written::new(flag, &files.png));
+            }
+        }
+        written.extend(self.thumbnail.iter().map(|t| Written::new("--report", t)));
+        written
+    }
 }
 
 /// An input gradient's raw values and its picture.
@@ -91,14 +209,36 @@ pub fn explain(args: ExplainArgs) -> Result<(), Failure> {
     if !(0.0..=1.0).contains(&args.image_weight) {
         return Err(Failure::usage("--image-weight must lie in [0, 1]"));
     }
+    let rows = rows(&args);
+    let variants = variants(&args, &rows);
+    if variants.len() > 1 && args.save_guided_gradcam.is_some() {
+        return Err(Failure::usage(format!(
+            "--save-guided-gradcam multiplies one map with Guided Backpropagation, but {} maps are asked for \
+             (--method × --rectifier × --compare-layers); give one of each",
+            variants.len()
+        )));
+    }
     let mut listed = session::list(&args.input)?;
     let sources = std::mem::take(&mut listed.sources);
     // A folder is a batch job even when it holds one image: its output goes to --out-dir.
     let one_file = sources.len() == 1 && !args.input.image.iter().any(|p| p.is_dir());
+    if one_file {
+        for (flag, set) in [
+            ("--report", args.report),
+            ("--shard", args.shard.is_some()),
+            ("--resume", args.resume),
+        ] {
+            if set {
+                return Err(Failure::usage(format!(
+                    "{flag} is for runs over several images or a folder; this run explains one"
+                )));
+            }
+        }
+    }
     let plan = if one_file {
-        single_plan(&args)?
+        single_plan(&args, &variants)?
     } else {
-        many_plan(&args, &sources)?
+        many_plan(&args, &variants, &sources)?
     };
     check_outputs(&listed.read, &plan.written, &plan.folders).map_err(|e| Failure::usage(e.to_string()))?;
 
@@ -108,17 +248,6 @@ pub fn explain(args: ExplainArgs) -> Result<(), Failure> {
         target,
         decoder,
     } = listed.load(&args.input)?;
-    let mut explainer = Explainer::from(args.method)
-        .rectifier(args.rectifier)
-        .eigen_smooth(args.eigen_smooth)
-        .aug_smooth(args.aug_smooth)
-        .guided_backprop(args.save_guided_backprop.is_some() || args.save_guided_gradcam.is_some());
-    if let Some(copies) = args.input.perturbation_batch_size {
-        explainer = explainer.perturbation_batch(copies);
-    }
-    for layer in &args.input.layer {
-        explainer = explainer.layer(layer.clone());
-    }
     // What the reported probabilities are, given the scores the explanation returns.
     let probabilities = match (model.final_activation(), model.score_source()) {
         (Some(FinalActivation::Softmax | FinalActivation::Sigmoid), ScoreSource::Output) => Probabilities::Scores,
@@ -128,7 +257,8 @@ pub fn explain(args: ExplainArgs) -> Result<(), Failure> {
     let run = Run {
         args: &args,
         model: &model,
-        explainer,
+        rows,
+        variants,
         target,
         labels,
         colormap: Colormap::named(args.colormap),
@@ -153,9 +283,9 @@ struct Plan {
     folders: Vec<Written>,
 }
 
-/// One input: the overlay at --out, the map at --save-npy (default: --out as .npy), the
-/// summary where --summary says.
-fn single_plan(args: &ExplainArgs) -> Result<Plan, Failure> {
+/// One input: the overlay (or sheet) at --out, the maps at --save-npy (default: --out as
+/// .npy; one per variant), the summary where --summary says.
+fn single_plan(args: &ExplainArgs, variants: &[Variant]) -> Result<Plan, Failure> {
     input::check_picture_path(&args.out, "--out")?;
     let [backprop, grad_cam] = gradient_outputs(args).map(|(_, suffix, flag)| {
         flag.as_ref().map(|path| GradientFiles {
@@ -163,18 +293,35 @@ fn single_plan(args: &ExplainArgs) -> Result<Plan, Failure> {
             png: beside(&args.out, suffix, "png"),
         })
     });
+    let maps = match (&args.save_npy, variants) {
+        (None, _) => Vec::new(),
+        (Some(Some(path)), [_]) => vec![path.clone()],
+        (Some(None), [_]) => vec![args.out.with_extension("npy")],
+        (Some(Some(path)), _) => {
+            return Err(Failure::usage(format!(
+                "--save-npy {} names one file, but {} maps are asked for (--method × --rectifier × \
+                 --compare-layers); give --save-npy without a file name to get one <out>_<method>_<rectifier>.npy \
+                 each",
+                path.display(),
+                variants.len()
+            )));
+        }
+        (Some(None), _) => {
+            let with_layers = !args.compare_layers.is_empty();
+            variants
+                .iter()
+                .map(|v| beside(&args.out, &v.suffix(with_layers), "npy"))
+                .collect()
+        }
+    };
     let outputs = Outputs {
         picture: args.out.clone(),
-        map: args
-            .save_npy
-            .as_ref()
-            .map(|path| path.clone().unwrap_or_else(|| args.out.with_extension("npy"))),
+        maps,
         guided_backprop: backprop,
         guided_grad_cam: grad_cam,
+        thumbnail: None,
     };
-    let mut written = vec![Written::new("--out", &outputs.picture)];
-    written.extend(outputs.map.iter().map(|m| Written::new("--save-npy", m)));
-    written.extend(gradient_written(&outputs));
+    let mut written = outputs.written();
     written.extend(args.summary.iter().map(|s| Written::new("--summary", s)));
     Ok(Plan {
         outputs: vec![outputs],
@@ -184,59 +331,67 @@ fn single_plan(args: &ExplainArgs) -> Result<Plan, Failure> {
     })
 }
 
-/// The input-gradient files of `outputs`, for the collision checks.
-fn gradient_written(outputs: &Outputs) -> Vec<Written> {
-    let flags = ["--save-guided-backprop", "--save-guided-gradcam"];
-    [&outputs.guided_backprop, &outputs.guided_grad_cam]
-        .into_iter()
-        .zip(flags)
-        .filter_map(|(files, flag)| files.as_ref().map(|files| (files, flag)))
-        .flat_map(|(files, flag)| [Written::new(flag, &files.npy), Written::new(flag, &files.png)])
-        .collect()
-}
-
-/// Several inputs: `<stem>.png` in --out-dir, `<stem>.npy` in the --save-npy folder (default
-/// --out-dir), summary.json in --out-dir unless --summary says otherwise. Stems keep the file
-/// names' bytes (non-UTF-8 ones included) and are made unique.
-fn many_plan(args: &ExplainArgs, sources: &[Source]) -> Result<Plan, Failure> {
+/// Several inputs: `<stem>.png` in --out-dir, `<stem>.npy` (or one
+/// `<stem>_<method>_<rectifier>.npy` per variant) in the --save-npy folder (default --out-dir),
+/// the summary in --out-dir unless --summary says otherwise. Stems keep the file names' bytes
+/// (non-UTF-8 ones included) and are made unique over all inputs, shards or not.
+fn many_plan(args: &ExplainArgs, variants: &[Variant], sources: &[Source]) -> Result<Plan, Failure> {
     let out_dir = &args.out_dir;
     let map_dir = match &args.save_npy {
         Some(Some(dir)) => Some(dir.clone()),
         Some(None) => Some(out_dir.clone()),
         None => None,
     };
+    let with_layers = !args.compare_layers.is_empty();
+    let map_suffixes: Vec<String> = match variants {
+        [_] => vec![String::new()],
+        _ => variants.iter().map(|v| v.suffix(with_layers)).collect(),
+    };
     let mut taken = HashSet::new();
     let outputs: Vec<Outputs> = sources
         .iter()
         .map(|source| {
             let stem = unique_stem(source.name(), &mut taken);
-            let with = |extension: &str| {
+            let with = |suffix: &str, extension: &str| {
                 let mut name = stem.clone();
-                name.push(extension);
+                name.push(format!("{suffix}.{extension}"));
                 name
             };
             let [backprop, grad_cam] = gradient_outputs(args).map(|(_, suffix, flag)| {
                 flag.as_ref().map(|dir| GradientFiles {
-                    npy: dir.as_ref().unwrap_or(out_dir).join(with(&format!("{suffix}.npy"))),
-                    png: out_dir.join(with(&format!("{suffix}.png"))),
+                    npy: dir.as_ref().unwrap_or(out_dir).join(with(suffix, "npy")),
+                    png: out_dir.join(with(suffix, "png")),
                 })
             });
+            let photo = matches!(source, Source::Image(_));
             Outputs {
-                picture: out_dir.join(with(".png")),
-                map: map_dir.as_ref().map(|dir| dir.join(with(".npy"))),
+                picture: out_dir.join(with("", "png")),
+                maps: map_dir
+                    .iter()
+                    .flat_map(|dir| map_suffixes.iter().map(|suffix| dir.join(with(suffix, "npy"))))
+                    .collect(),
                 guided_backprop: backprop,
                 guided_grad_cam: grad_cam,
+                thumbnail: (args.report && photo).then(|| out_dir.join(with("_input", "jpg"))),
             }
         })
         .collect();
-    let summary = args.summary.clone().unwrap_or_else(|| out_dir.join("summary.json"));
-    let mut written: Vec<Written> = Vec::with_capacity(2 * outputs.len() + 1);
-    for output in &outputs {
-        written.push(Written::new("--out-dir", &output.picture));
-        written.extend(output.map.iter().map(|m| Written::new("--save-npy", m)));
-        written.extend(gradient_written(output));
+    let summary = args.summary.clone().unwrap_or_else(|| {
+        out_dir.join(match args.shard {
+            Some(shard) => format!("summary-{}-of-{}.json", shard.index, shard.count),
+            None => "summary.json".into(),
+        })
+    });
+    let mut written: Vec<Written> = outputs.iter().flat_map(Outputs::written).collect();
+    for written in &mut written {
+        if written.flag == "--out" {
+            written.flag = "--out-dir";
+        }
     }
     written.push(Written::new("--summary", &summary));
+    if args.report {
+        written.push(Written::new("--report", jobs::report_path(&summary)));
+    }
     let mut folders = vec![Written::new("--out-dir", out_dir)];
     folders.extend(map_dir.iter().map(|d| Written::new("--save-npy", d)));
     for (flag, _, value) in gradient_outputs(args) {
@@ -264,7 +419,8 @@ enum Probabilities {
 struct Run<'a> {
     args: &'a ExplainArgs,
     model: &'a OnnxModel,
-    explainer: Explainer,
+    rows: Vec<Row>,
+    variants: Vec<Variant>,
     target: ClassTarget,
     labels: Vec<String>,
     colormap: Colormap,
@@ -280,24 +436,41 @@ struct Report {
     score: f32,
     probability: f32,
     top5: Vec<(usize, f32)>,
-    peak: (usize, usize, f32),
-    map: Vec<f32>,
+    /// The final map of each variant, `size`, row-major.
+    maps: Vec<Vec<f32>>,
+    /// The peak (x, y, value) of each variant's map.
+    peaks: Vec<(usize, usize, f32)>,
     size: [usize; 2],
+    /// The layers each variant explained (resolved names).
+    layers: Vec<Vec<String>>,
     /// Guided Backpropagation and Guided Grad-CAM `[C, H, W]` and C, when asked for.
     guided: Option<(Vec<f32>, Vec<f32>, usize)>,
 }
 
 impl Run<'_> {
-    /// One input: overlay to --out, map to --save-npy, a short report on stdout.
+    /// Every variant's explanation of a batch, in variant order.
+    fn explain(&self, input: Tensor<4>) -> Result<Vec<Explanation<Tensor<2>>>, String> {
+        let mut explanations = Vec::with_capacity(self.variants.len());
+        for row in &self.rows {
+            let each = row
+                .explainer
+                .explain_each_rectifier(self.model, input.clone(), &self.target, &self.args.rectifiers)
+                .map_err(|e| e.to_string())?;
+            explanations.extend(each);
+        }
+        Ok(explanations)
+    }
+
+    /// One input: overlay (or sheet) to --out, maps to --save-npy, a short report on stdout.
     fn single(&self, source: Source, outputs: Outputs) -> Result<(), Failure> {
         let item = self
             .decoder
             .load(source)
             .map_err(|(_, message)| Failure::Input(message))?;
         let started = Instant::now();
-        let explanation = self.explainer.explain(self.model, item.tensor.clone(), &self.target)?;
+        let explanations = self.explain(item.tensor.clone()).map_err(Failure::Input)?;
         let seconds = started.elapsed().as_secs_f64();
-        let report = self.reports(&explanation)?.remove(0)?;
+        let report = self.reports(&explanations)?.remove(0)?;
         self.write(&item, &report, &outputs)?;
 
         println!(
@@ -309,18 +482,29 @@ impl Run<'_> {
         for (class, p) in &report.top5 {
             println!("  {:>5.1}%  {:>4}  {}", 100.0 * p, class, self.label(*class));
         }
+        let how = match &self.variants[..] {
+            [variant] => format!(
+                "with {} ({}) at {}",
+                variant.method,
+                variant.rectifier,
+                report.layers[0].join(" + ")
+            ),
+            several => format!("{} ways", several.len()),
+        };
         println!(
-            "explained class {} {} (score {:.4}) with {} ({}) at {} in {:.2} s",
+            "explained class {} {} (score {:.4}) {how} in {:.2} s",
             report.class,
             self.label(report.class),
             report.score,
-            self.args.method,
-            self.args.rectifier,
-            layer_names(&explanation),
             seconds
         );
-        println!("overlay written to {}", outputs.picture.display());
-        if let Some(map) = &outputs.map {
+        let what = if self.variants.len() > 1 {
+            "comparison sheet"
+        } else {
+            "overlay"
+        };
+        println!("{what} written to {}", outputs.picture.display());
+        for map in &outputs.maps {
             println!("map written to {}", map.display());
         }
         for (what, files) in [
@@ -333,16 +517,17 @@ impl Run<'_> {
         }
         self.software_note();
         if let Some(summary) = &self.args.summary {
-            let entry = self.entry(&item.source, &report, &outputs, seconds, &explanation);
-            self.write_summary(summary, vec![entry], seconds)?;
+            let entry = self.entry(0, &item.source, &report, &outputs, seconds);
+            self.write_summary(summary, 1, vec![entry], seconds)?;
             println!("summary written to {}", summary.display());
         }
         Ok(())
     }
 
-    /// Several inputs: batches with a progress bar, one overlay each, summary.json. Every input
-    /// gets a row in the summary, with its error if it failed, and the summary is written
-    /// whatever failed before it.
+    /// Several inputs: batches with a progress bar, one overlay (or sheet) each, the summary
+    /// (rewritten every few seconds, so that `--resume` can pick up an interrupted run), and
+    /// report.html. Every input of the run's slice gets a row in the summary, with its error if
+    /// it failed, and the summary is written whatever failed before it.
     fn many(&self, work: Vec<(Source, Outputs)>, summary: Option<PathBuf>) -> Result<(), Failure> {
         let summary = summary.expect("a batch run has a summary");
         let out_dir = &self.args.out_dir;
@@ -355,30 +540,54 @@ impl Run<'_> {
         for dir in folders.into_iter().flatten().flatten() {
             std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
+        let inputs = work.len();
+        // This run's slice, each input with its index among all inputs.
+        let mut work: Vec<(usize, Source, Outputs)> = work
+            .into_iter()
+            .enumerate()
+            .filter(|(index, _)| self.args.shard.is_none_or(|s| index % s.count == s.index))
+            .map(|(index, (source, outputs))| (index, source, outputs))
+            .collect();
         let total = work.len();
-        let progress = ProgressBar::new(total as u64);
+        // Rows of an earlier run with the same settings whose files are all present.
+        let mut entries: BTreeMap<usize, Value> = BTreeMap::new();
+        if self.args.resume {
+            let names: Vec<(usize, String, Vec<PathBuf>)> = work
+                .iter()
+                .map(|(index, source, outputs)| {
+                    let files = outputs.written().into_iter().map(|w| w.path).collect();
+                    (*index, shown_path(source.name()), files)
+                })
+                .collect();
+            entries = jobs::resumable(&summary, &self.settings(), &names)?;
+            work.retain(|(index, _, _)| !entries.contains_key(index));
+            println!(
+                "resuming: {} of {total} inputs were done by an earlier run ({})",
+                entries.len(),
+                summary.display()
+            );
+        }
+        let progress = ProgressBar::new(work.len() as u64);
         progress.set_style(
             ProgressStyle::with_template("{bar:40} {pos}/{len} images  {elapsed} (eta {eta})  {msg}")
                 .map_err(|e| e.to_string())?,
         );
         let started = Instant::now();
-        let mut entries = Vec::with_capacity(total);
-        let mut failures = 0;
+        let mut checkpoint = Instant::now();
         let failed = |source: &Path, message: &str| json!({ "image": shown_path(source), "error": message });
         let mut pending = work.into_iter().peekable();
         // A model exported with a fixed batch size takes batches of exactly that size.
         let batch_size = self.model.fixed_batch().unwrap_or(self.args.input.batch_size);
         while pending.peek().is_some() {
-            let chunk: Vec<(Source, Outputs)> = pending.by_ref().take(batch_size).collect();
+            let chunk: Vec<(usize, Source, Outputs)> = pending.by_ref().take(batch_size).collect();
             let mut batch = Vec::with_capacity(chunk.len());
-            for (source, outputs) in chunk {
+            for (index, source, outputs) in chunk {
                 progress.set_message(shown_path(source.name()));
                 match self.decoder.load(source) {
-                    Ok(item) => batch.push((item, outputs)),
+                    Ok(item) => batch.push((index, item, outputs)),
                     Err((source, message)) => {
-                        failures += 1;
                         progress.inc(1);
-                        entries.push(failed(&source, &message));
+                        entries.insert(index, with_index(failed(&source, &message), index));
                     }
                 }
             }
@@ -386,51 +595,59 @@ impl Run<'_> {
                 continue;
             }
             let batch_started = Instant::now();
-            let input = Tensor::cat(batch.iter().map(|(item, _)| item.tensor.clone()).collect(), 0);
-            let result = self
-                .explainer
-                .explain(self.model, input, &self.target)
-                .map_err(|e| e.to_string())
-                .and_then(|explanation| {
-                    let reports = self.reports(&explanation)?;
-                    Ok((explanation, reports))
-                });
+            let input = Tensor::cat(batch.iter().map(|(_, item, _)| item.tensor.clone()).collect(), 0);
+            let result = self.explain(input).and_then(|explanations| self.reports(&explanations));
             let seconds = batch_started.elapsed().as_secs_f64() / batch.len() as f64;
             match result {
-                Ok((explanation, reports)) => {
-                    for ((item, outputs), report) in batch.iter().zip(reports) {
+                Ok(reports) => {
+                    for ((index, item, outputs), report) in batch.iter().zip(reports) {
                         let written = report.and_then(|report| {
                             self.write(item, &report, outputs)?;
-                            Ok(self.entry(&item.source, &report, outputs, seconds, &explanation))
+                            Ok(self.entry(*index, &item.source, &report, outputs, seconds))
                         });
-                        match written {
-                            Ok(entry) => entries.push(entry),
-                            Err(message) => {
-                                failures += 1;
-                                entries.push(failed(&item.source, &message));
-                            }
-                        }
+                        let entry =
+                            written.unwrap_or_else(|message| with_index(failed(&item.source, &message), *index));
+                        entries.insert(*index, entry);
                     }
                 }
                 Err(message) => {
-                    failures += batch.len();
-                    for (item, _) in &batch {
-                        entries.push(failed(&item.source, &message));
+                    for (index, item, _) in &batch {
+                        entries.insert(*index, with_index(failed(&item.source, &message), *index));
                     }
                 }
             }
             progress.inc(batch.len() as u64);
+            if checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                let so_far = entries.values().cloned().collect();
+                self.write_summary(&summary, inputs, so_far, started.elapsed().as_secs_f64())?;
+                checkpoint = Instant::now();
+            }
         }
         progress.finish_and_clear();
         let elapsed = started.elapsed().as_secs_f64();
-        self.write_summary(&summary, entries, elapsed)?;
+        let failures = entries.values().filter(|e| e.get("error").is_some()).count();
+        let entries: Vec<Value> = entries.into_values().collect();
+        self.write_summary(&summary, inputs, entries, elapsed)?;
+        let slice = match self.args.shard {
+            Some(shard) => format!(" (slice {}/{} of {inputs})", shard.index, shard.count),
+            None => String::new(),
+        };
         println!(
-            "explained {} of {total} inputs in {elapsed:.2} s on {}; overlays in {}, summary in {}",
+            "explained {} of {total} inputs{slice} in {elapsed:.2} s on {}; {} in {}, summary in {}",
             total - failures,
             self.device_label(),
+            if self.variants.len() > 1 {
+                "comparison sheets"
+            } else {
+                "overlays"
+            },
             out_dir.display(),
             summary.display()
         );
+        if self.args.report {
+            let report = jobs::write_report(&summary)?;
+            println!("report written to {}", report.display());
+        }
         self.software_note();
         if failures > 0 {
             return Err(Failure::Input(format!(
@@ -441,21 +658,23 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Class, scores and map of every image of an explanation, read back to the host: one
-    /// report per image, or why it cannot be reported (scores or map not finite).
-    fn reports(&self, explanation: &Explanation<Tensor<2>>) -> Result<Vec<Result<Report, String>>, String> {
+    /// Class, scores and maps of every image of a batch's explanations (one per variant), read
+    /// back to the host: one report per image, or why it cannot be reported (scores or maps not
+    /// finite).
+    fn reports(&self, explanations: &[Explanation<Tensor<2>>]) -> Result<Vec<Result<Report, String>>, String> {
         let read = |t: Tensor<2>| to_host(&t).map_err(|e| e.to_string());
-        let [batch, classes] = explanation.output.dims();
+        let first = explanations.first().ok_or("no explanation was asked for")?;
+        let [batch, classes] = first.output.dims();
         if classes == 0 {
             return Err("the model outputs no class scores".into());
         }
-        let scores = read(explanation.output.clone())?;
+        let scores = read(first.output.clone())?;
         let probabilities = match self.probabilities {
             Probabilities::Scores => scores.clone(),
-            Probabilities::Softmax => read(softmax(explanation.output.clone().inner(), 1))?,
-            Probabilities::Sigmoid => read(sigmoid(explanation.output.clone().inner()))?,
+            Probabilities::Softmax => read(softmax(first.output.clone().inner(), 1))?,
+            Probabilities::Sigmoid => read(sigmoid(first.output.clone().inner()))?,
         };
-        let explained: Vec<usize> = match &explanation.classes {
+        let explained: Vec<usize> = match &first.classes {
             Some(c) => c
                 .clone()
                 .try_into_vec_as::<i64>()
@@ -465,9 +684,17 @@ impl Run<'_> {
                 .collect(),
             None => vec![0; batch],
         };
-        let [_, height, width] = explanation.maps.dims();
-        let maps = maps_to_host(&explanation.maps).map_err(|e| e.to_string())?;
-        let guided = match (&explanation.guided_backprop, explanation.guided_grad_cam()) {
+        let [_, height, width] = first.maps.dims();
+        let plane = height * width;
+        let maps = explanations
+            .iter()
+            .map(|e| maps_to_host(&e.maps).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let layers: Vec<Vec<String>> = explanations
+            .iter()
+            .map(|e| e.layers.iter().map(|l| l.layer.clone()).collect())
+            .collect();
+        let guided = match (&first.guided_backprop, first.guided_grad_cam()) {
             (Some(backprop), Some(grad_cam)) => Some((
                 backprop.dims()[1],
                 to_host(backprop).map_err(|e| e.to_string())?,
@@ -479,30 +706,36 @@ impl Run<'_> {
             .map(|i| {
                 let row_scores = &scores[i * classes..(i + 1) * classes];
                 let row = &probabilities[i * classes..(i + 1) * classes];
-                let map = maps[i * height * width..(i + 1) * height * width].to_vec();
                 // NaN or infinite numbers are never reported as results.
                 if let Some(bad) = row_scores.iter().chain(row).find(|v| !v.is_finite()) {
                     return Err(format!(
                         "the model's class scores are not finite ({bad}); check the input and the model"
                     ));
                 }
-                if let Some(bad) = map.iter().find(|v| !v.is_finite()) {
+                let image_maps: Vec<Vec<f32>> = maps.iter().map(|m| m[i * plane..(i + 1) * plane].to_vec()).collect();
+                if let Some(bad) = image_maps.iter().flatten().find(|v| !v.is_finite()) {
                     return Err(format!("the map is not finite ({bad}); check the input and the model"));
                 }
                 let mut ranked: Vec<(usize, f32)> = row.iter().copied().enumerate().collect();
                 ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
                 ranked.truncate(5);
-                let (index, value) = map
+                let peaks = image_maps
                     .iter()
-                    .copied()
-                    .enumerate()
-                    .fold(
-                        (0, f32::NEG_INFINITY),
-                        |best, (k, v)| if v > best.1 { (k, v) } else { best },
-                    );
+                    .map(|map| {
+                        let (index, value) =
+                            map.iter()
+                                .copied()
+                                .enumerate()
+                                .fold(
+                                    (0, f32::NEG_INFINITY),
+                                    |best, (k, v)| if v > best.1 { (k, v) } else { best },
+                                );
+                        (index % width, index / width, value)
+                    })
+                    .collect();
                 let class = explained[i];
                 let guided = guided.as_ref().map(|(channels, backprop, grad_cam)| {
-                    let per_image = channels * height * width;
+                    let per_image = channels * plane;
                     let image = i * per_image..(i + 1) * per_image;
                     (backprop[image.clone()].to_vec(), grad_cam[image].to_vec(), *channels)
                 });
@@ -520,28 +753,59 @@ impl Run<'_> {
                     score: row_scores[class],
                     probability: row[class],
                     top5: ranked,
-                    peak: (index % width, index / width, value),
-                    map,
+                    maps: image_maps,
+                    peaks,
                     size: [height, width],
+                    layers: layers.clone(),
                     guided,
                 })
             })
             .collect())
     }
 
+    /// One variant's map drawn for people: over the original photo, the network's view, or on
+    /// its own for tensors.
+    fn picture(
+        &self,
+        item: &Item,
+        rectifier: Rectifier,
+        map: &[f32],
+        [height, width]: [usize; 2],
+    ) -> Result<RgbImage, String> {
+        let display = rectifier.display_values(map);
+        match (&item.picture, self.args.overlay_on) {
+            (Some(picture), OverlayOn::Original) => picture.placement.overlay(
+                &picture.photo,
+                &display,
+                height,
+                width,
+                &self.colormap,
+                self.args.image_weight,
+            ),
+            (Some(picture), OverlayOn::Input) => {
+                overlay(&picture.shown, &display, &self.colormap, self.args.image_weight)
+            }
+            (None, _) => heatmap(&display, height as u32, width as u32, &self.colormap),
+        }
+        .map_err(|e| e.to_string())
+    }
+
     fn write(&self, item: &Item, report: &Report, outputs: &Outputs) -> Result<(), String> {
         let [height, width] = report.size;
-        let display = self.args.rectifier.display_values(&report.map);
-        let picture = match &item.shown {
-            Some(shown) => overlay(shown, &display, &self.colormap, self.args.image_weight),
-            None => heatmap(&display, height as u32, width as u32, &self.colormap),
-        }
-        .map_err(|e| e.to_string())?;
-        picture
-            .save(&outputs.picture)
-            .map_err(|e| format!("cannot write {}: {e}", outputs.picture.display()))?;
-        if let Some(path) = &outputs.map {
-            write_npy(path, &report.map, &[height as u64, width as u64]).map_err(|e| e.to_string())?;
+        let pictures = self
+            .variants
+            .iter()
+            .zip(&report.maps)
+            .map(|(variant, map)| self.picture(item, variant.rectifier, map, report.size))
+            .collect::<Result<Vec<_>, _>>()?;
+        let picture = if pictures.len() == 1 {
+            pictures.into_iter().next().expect("one picture")
+        } else {
+            self.sheet(item, report, pictures)?
+        };
+        save_picture(&picture, &outputs.picture).map_err(|e| e.to_string())?;
+        for (path, map) in outputs.maps.iter().zip(&report.maps) {
+            write_npy(path, map, &[height as u64, width as u64]).map_err(|e| e.to_string())?;
         }
         if let Some((backprop, grad_cam, channels)) = &report.guided {
             for (files, values) in [
@@ -551,59 +815,126 @@ impl Run<'_> {
                 let Some(files) = files else { continue };
                 let shape = [*channels as u64, height as u64, width as u64];
                 write_npy(&files.npy, values, &shape).map_err(|e| e.to_string())?;
-                gradient_image(values, *channels, height as u32, width as u32)
-                    .map_err(|e| e.to_string())?
-                    .save(&files.png)
-                    .map_err(|e| format!("cannot write {}: {e}", files.png.display()))?;
+                let picture =
+                    gradient_image(values, *channels, height as u32, width as u32).map_err(|e| e.to_string())?;
+                save_picture(&picture, &files.png).map_err(|e| e.to_string())?;
             }
+        }
+        if let (Some(path), Some(picture)) = (&outputs.thumbnail, &item.picture) {
+            let (w, h) = picture.photo.dimensions();
+            let scale = (f64::from(THUMBNAIL_SIDE) / f64::from(w.max(h))).min(1.0);
+            let side = |s: u32| ((f64::from(s) * scale).round() as u32).max(1);
+            let thumbnail = imageops::resize(&picture.photo, side(w), side(h), FilterType::Triangle);
+            save_picture(&thumbnail, path).map_err(|e| e.to_string())?;
         }
         Ok(())
     }
 
-    fn entry(
-        &self,
-        source: &Path,
-        report: &Report,
-        outputs: &Outputs,
-        seconds: f64,
-        explanation: &Explanation<Tensor<2>>,
-    ) -> Value {
-        let label = self.labels.get(report.class).cloned();
+    /// The comparison sheet of one image: a row per method (and compared layer), a column per
+    /// rectifier, the class and score in the header.
+    fn sheet(&self, item: &Item, report: &Report, pictures: Vec<RgbImage>) -> Result<RgbImage, String> {
+        let name = item.source.file_name().unwrap_or_else(|| item.source.as_os_str());
+        let title = format!(
+            "{}: class {} {} (score {:.3}, p {:.1}%)",
+            shown_path(Path::new(name)),
+            report.class,
+            self.label(report.class),
+            report.score,
+            100.0 * report.probability
+        );
+        let columns = self.args.rectifiers.iter().map(|r| r.to_string()).collect();
+        let mut sheet = Sheet::new(title, columns);
+        let mut pictures = pictures.into_iter();
+        for (index, row) in self.rows.iter().enumerate() {
+            let cells: Vec<RgbImage> = pictures.by_ref().take(self.args.rectifiers.len()).collect();
+            let label = if self.args.compare_layers.is_empty() {
+                row.method.to_string()
+            } else {
+                let resolved = &report.layers[index * self.args.rectifiers.len()];
+                format!("{} · {}", row.method, resolved.join(" + "))
+            };
+            sheet.row(label, cells).map_err(|e| e.to_string())?;
+        }
+        sheet.render().map_err(|e| e.to_string())
+    }
+
+    fn entry(&self, index: usize, source: &Path, report: &Report, outputs: &Outputs, seconds: f64) -> Value {
+        let label = |class: usize| self.labels.get(class).cloned();
+        let peak = |(x, y, value): (usize, usize, f32)| json!({ "x": x, "y": y, "value": value });
+        let variants: Vec<Value> = self
+            .variants
+            .iter()
+            .enumerate()
+            .map(|(k, variant)| {
+                json!({
+                    "method": variant.method,
+                    "rectifier": variant.rectifier,
+                    "layers": report.layers[k],
+                    "peak": peak(report.peaks[k]),
+                    "map": outputs.maps.get(k).map(|m| shown_path(m)),
+                })
+            })
+            .collect();
         json!({
+            "input_index": index,
             "image": shown_path(source),
             "class": report.class,
-            "label": label,
+            "label": label(report.class),
             "score": report.score,
             "probability": report.probability,
-            "peak": { "x": report.peak.0, "y": report.peak.1, "value": report.peak.2 },
+            "top5": report.top5.iter().map(|&(class, p)| json!({
+                "class": class, "label": label(class), "probability": p,
+            })).collect::<Vec<_>>(),
+            "peak": peak(report.peaks[0]),
             "map_size": report.size,
-            "layers": explanation.layers.iter().map(|l| l.layer.clone()).collect::<Vec<_>>(),
+            "layers": report.layers[0],
             "overlay": shown_path(&outputs.picture),
-            "map": outputs.map.as_deref().map(shown_path),
+            "map": outputs.maps.first().map(|m| shown_path(m)),
+            "variants": variants,
             "guided_backprop": outputs.guided_backprop.as_ref().map(GradientFiles::shown),
             "guided_gradcam": outputs.guided_grad_cam.as_ref().map(GradientFiles::shown),
+            "thumbnail": outputs.thumbnail.as_deref().map(shown_path),
             "seconds": seconds,
         })
     }
 
-    fn write_summary(&self, path: &Path, images: Vec<Value>, seconds: f64) -> Result<(), String> {
+    /// What must be the same for two runs' results to belong together (`--resume`,
+    /// `merge-summaries`).
+    fn settings(&self) -> Value {
+        let args = self.args;
+        json!({
+            "model": shown_path(&args.input.model),
+            "methods": args.methods,
+            "rectifiers": args.rectifiers,
+            "layers": args.input.layer,
+            "compare_layers": args.compare_layers,
+            "class": args.input.class,
+            "score": match args.input.score { ScoreKind::Logits => "logits", ScoreKind::Output => "output" },
+            "preprocess": self.decoder.recipe(),
+            "eigen_smooth": args.eigen_smooth,
+            "aug_smooth": args.aug_smooth,
+            "overlay_on": match args.overlay_on { OverlayOn::Original => "original", OverlayOn::Input => "input" },
+            "colormap": args.colormap.to_string(),
+            "image_weight": args.image_weight,
+            "save_npy": args.save_npy.is_some(),
+            "report": args.report,
+        })
+    }
+
+    fn write_summary(&self, path: &Path, inputs: usize, images: Vec<Value>, seconds: f64) -> Result<(), String> {
         let summary = json!({
-            "model": shown_path(&self.args.input.model),
+            "settings": self.settings(),
             "device": self.args.input.device,
             "adapter": self.adapter.as_ref().map(|a| json!({
                 "name": a.name, "graphics_api": a.graphics_api, "software": a.software,
             })),
-            "method": self.args.method,
-            "rectifier": self.args.rectifier,
-            "eigen_smooth": self.args.eigen_smooth,
-            "aug_smooth": self.args.aug_smooth,
-            "score": match self.args.input.score { ScoreKind::Logits => "logits", ScoreKind::Output => "output" },
             "batch_size": self.model.fixed_batch().unwrap_or(self.args.input.batch_size),
+            "shard": self.args.shard.map(|s| json!({ "index": s.index, "count": s.count })),
+            "inputs": inputs,
             "seconds": seconds,
             "images": images,
         });
-        let text = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
-        std::fs::write(path, text + "\n").map_err(|e| format!("cannot write {}: {e}", path.display()))
+        jobs::write_json(path, &summary)
     }
 
     /// `flex`, or `wgpu: NVIDIA H200 via Vulkan`.
@@ -626,21 +957,16 @@ impl Run<'_> {
     }
 }
 
+/// A failed input's row with its index among all inputs.
+fn with_index(mut entry: Value, index: usize) -> Value {
+    entry["input_index"] = json!(index);
+    entry
+}
+
 impl GradientFiles {
     fn shown(&self) -> Value {
         json!({ "npy": shown_path(&self.npy), "png": shown_path(&self.png) })
     }
-}
-
-/// A path as text for the summary and messages (JSON strings are UTF-8: other bytes of a file
-/// name are shown as U+FFFD).
-fn shown_path(path: &Path) -> String {
-    path.to_string_lossy().into_owned()
-}
-
-fn layer_names(explanation: &Explanation<Tensor<2>>) -> String {
-    let names: Vec<&str> = explanation.layers.iter().map(|l| l.layer.as_str()).collect();
-    names.join(" + ")
 }
 
 /// The file stem of `source`, with its bytes as they are, made unique among the outputs of this

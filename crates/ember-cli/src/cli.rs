@@ -54,6 +54,8 @@ pub enum Command {
     Evaluate(Box<EvaluateArgs>),
     /// List the layers that can be explained, with their operators and shapes.
     Layers(LayersArgs),
+    /// Join the summaries of a sharded run (`explain --shard K/N`) into the summary of the whole.
+    MergeSummaries(MergeArgs),
     /// List the ONNX operators the executor runs, one per line.
     Ops,
 }
@@ -163,13 +165,27 @@ pub struct ExplainArgs {
     #[command(flatten)]
     pub input: InputArgs,
 
-    /// CAM method.
-    #[arg(long, default_value = "gradcam", value_parser = value_parser::<Method>())]
-    pub method: Method,
+    /// CAM method; several, comma-separated, give one comparison sheet per image (rows).
+    #[arg(long = "method", value_delimiter = ',', default_value = "gradcam", value_parser = value_parser::<Method>())]
+    pub methods: Vec<Method>,
 
-    /// What to do with negative evidence.
-    #[arg(long, default_value = "relu", value_parser = value_parser::<Rectifier>())]
-    pub rectifier: Rectifier,
+    /// What to do with negative evidence; several, comma-separated, give one comparison sheet
+    /// per image (columns).
+    #[arg(long = "rectifier", value_delimiter = ',', default_value = "relu", value_parser = value_parser::<Rectifier>())]
+    pub rectifiers: Vec<Rectifier>,
+
+    /// Compare layers side by side: each of these layers (comma-separated) explained on its
+    /// own, one sheet row per method and layer. (Repeating --layer aggregates layers into one
+    /// map instead.)
+    #[arg(long, value_delimiter = ',', conflicts_with = "layer")]
+    pub compare_layers: Vec<String>,
+
+    /// What overlays are drawn on: the original photo at its own size (the map placed back
+    /// through the pre-processing's resize and crop; what the network never saw is dimmed), or
+    /// the network input (the resized, cropped image). Maps in .npy stay at the network input's
+    /// size either way.
+    #[arg(long, value_enum, default_value = "original")]
+    pub overlay_on: OverlayOn,
 
     /// The overlay PNG when one image file (or a one-image tensor) is explained.
     #[arg(long, default_value = "explanation.png")]
@@ -221,6 +237,65 @@ pub struct ExplainArgs {
     /// Weight of the image in the overlay (0 = heat map only, 1 = image only).
     #[arg(long, default_value_t = 0.5)]
     pub image_weight: f32,
+
+    /// Several images: also write report.html into --out-dir, one card per image (input,
+    /// overlay, top-5 classes, score, peak, time), sortable and filterable, with every picture it
+    /// shows written next to it.
+    #[arg(long)]
+    pub report: bool,
+
+    /// Several images: explain only slice K of N (0 ≤ K < N; input i belongs to slice i mod N of
+    /// the sorted inputs), for spreading one job over N machines (Slurm array jobs, Kubernetes
+    /// indexed jobs, GNU parallel). The summary defaults to summary-K-of-N.json; join the
+    /// slices' summaries with `ember merge-summaries`.
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
+    pub shard: Option<Shard>,
+
+    /// Several images: keep the results of an earlier, interrupted run with the same settings
+    /// (read from its summary) whose files are all present, and explain only the rest.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+/// A slice of the inputs: `index` of `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+fn parse_shard(text: &str) -> Result<Shard, String> {
+    let usage = || format!("{text:?} is not K/N with 0 ≤ K < N (e.g. 0/4 … 3/4)");
+    let (index, count) = text.split_once('/').ok_or_else(usage)?;
+    let index: usize = index.trim().parse().map_err(|_| usage())?;
+    let count: usize = count.trim().parse().map_err(|_| usage())?;
+    if count == 0 || index >= count {
+        return Err(usage());
+    }
+    Ok(Shard { index, count })
+}
+
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// The summaries of the slices of one sharded run (`summary-K-of-N.json`), in any order.
+    #[arg(required = true, num_args = 1..)]
+    pub summaries: Vec<PathBuf>,
+
+    /// The merged summary, as an unsharded run writes it.
+    #[arg(long, default_value = "summary.json")]
+    pub out: PathBuf,
+
+    /// Also write report.html next to the merged summary.
+    #[arg(long)]
+    pub report: bool,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverlayOn {
+    /// The original photo, at its own size.
+    Original,
+    /// The network input (resized and cropped).
+    Input,
 }
 
 #[derive(Args, Debug)]

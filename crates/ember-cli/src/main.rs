@@ -6,6 +6,8 @@
 //! ember explain --model model.onnx --image photo.jpg --out overlay.png
 //! ember explain --model model.onnx --image photos/ --out-dir explanations/
 //! ember explain --model model.onnx --input-npy tensor.npy --save-npy map.npy
+//! ember explain --model model.onnx --image cat.jpg --method gradcam,scorecam --rectifier relu,abs
+//! ember explain --model model.onnx --image photos/ --report --shard 0/4 && ember merge-summaries …
 //! ember evaluate --model model.onnx --image photos/ --method gradcam,scorecam --rectifier relu,abs
 //! ```
 
@@ -13,6 +15,7 @@ mod batch;
 mod cli;
 mod evaluate;
 mod input;
+mod jobs;
 mod session;
 
 use std::process::ExitCode;
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
         Command::Explain(args) => batch::explain(*args),
         Command::Evaluate(args) => evaluate::evaluate(*args),
         Command::Layers(args) => batch::layers(&args),
+        Command::MergeSummaries(args) => jobs::merge(&args),
         Command::Ops => {
             for name in ember_runtime::supported_operators() {
                 println!("{name}");

@@ -6,18 +6,28 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Device, Tensor};
 use ember_core::{Adapter, ClassTarget, DeviceError, open_device};
 use ember_runtime::{OnnxModel, ScoreSource};
-use ember_vision::{Preprocess, ReadPaths, load_rgb};
+use ember_vision::{Placement, Preprocess, ReadPaths, load_rgb};
 use image::RgbImage;
 
 use crate::Failure;
 use crate::cli::{InputArgs, ScoreKind};
 use crate::input;
 
-/// One input to explain: a name, the picture the network sees (for overlays) and its tensor.
+/// One input to explain: a name, its pictures (photos only) and its tensor.
 pub struct Item {
     pub source: PathBuf,
-    pub shown: Option<RgbImage>,
+    pub picture: Option<Picture>,
     pub tensor: Tensor<4>,
+}
+
+/// What a photo looks like before and after pre-processing, for overlays.
+pub struct Picture {
+    /// The photo as decoded.
+    pub photo: RgbImage,
+    /// The resized and cropped image the network sees.
+    pub shown: RgbImage,
+    /// Where `shown` sits in `photo`.
+    pub placement: Placement,
 }
 
 /// An input before decoding.
@@ -160,23 +170,32 @@ impl Listed {
 }
 
 impl Decoder {
+    /// How photos become tensors (`None` for pre-processed tensors).
+    pub fn recipe(&self) -> Option<&Preprocess> {
+        self.recipe.as_ref()
+    }
+
     /// The decoded input, or why it cannot be read.
     pub fn load(&self, source: Source) -> Result<Item, (PathBuf, String)> {
         match (source, &self.recipe, &self.tensor) {
             (Source::Image(file), Some(recipe), _) => {
-                let decoded = load_rgb(&file).and_then(|photo| recipe.apply(&photo, &self.device));
+                let decoded = load_rgb(&file).and_then(|photo| Ok((recipe.prepare(&photo)?, photo)));
                 match decoded {
-                    Ok((tensor, shown)) => Ok(Item {
+                    Ok((prepared, photo)) => Ok(Item {
                         source: file,
-                        shown: Some(shown),
-                        tensor,
+                        tensor: prepared.tensor(&self.device),
+                        picture: Some(Picture {
+                            photo,
+                            shown: prepared.shown,
+                            placement: prepared.placement,
+                        }),
                     }),
                     Err(error) => Err((file, error.to_string())),
                 }
             }
             (Source::Tensor { name, index }, _, Some(tensor)) => Ok(Item {
                 source: name,
-                shown: None,
+                picture: None,
                 tensor: tensor.clone().narrow(0, index, 1),
             }),
             (source, _, _) => Err((source.name().to_path_buf(), "no pre-processing for this input".into())),

@@ -1,76 +1,25 @@
 //! The `ember` binary as a user runs it.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use burn::tensor::Device;
+use common::*;
 use ember_cam::models::mobilenet_v2;
 use ember_cam::vision::ColormapName;
 use ember_cam::vision::{Preprocess, load_rgb, write_npy};
 use ember_cam::{ClassTarget, Explainer, GradCam, Method, Rectifier, Vocabulary, burn, maps_to_host};
 use onnx_ir::{Message, ModelProto};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn path(relative: &str) -> String {
-    root().join(relative).to_str().unwrap().to_owned()
-}
-
-/// Runs `ember`; `explain` on flex unless a device is chosen (with `--features wgpu` the default
-/// is wgpu; backend parity is tested elsewhere).
-fn ember(args: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ember"));
-    command.args(args);
-    if args.first() == Some(&"explain") && !args.contains(&"--device") {
-        command.args(["--device", "flex"]);
-    }
-    command.output().expect("ember runs")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ember-cli-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
-
-fn stdout(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "ember failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// Non-zero exit, one line on stderr starting with `error:`, no panic.
-fn assert_clean_error(output: &Output, expected: &str) {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "expected failure, stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "more than one line: {stderr}");
-    assert!(
-        stderr.starts_with("error: ") && stderr.contains(expected),
-        "expected `{expected}` in: {stderr}"
-    );
-}
-
-fn mobilenet_path() -> String {
-    path("models/mobilenet_v2.onnx")
-}
-
-fn read_npy(path: &Path) -> (Vec<f32>, Vec<u64>) {
-    let bytes = std::fs::read(path).unwrap();
-    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
-    let shape = npy.shape().to_vec();
-    (npy.into_vec::<f32>().unwrap(), shape)
-}
-
 #[test]
 fn help_documents_every_option() {
     let top = stdout(&ember(&["--help"]));
-    assert!(top.contains("explain") && top.contains("layers"), "{top}");
+    assert!(
+        top.contains("explain") && top.contains("layers") && top.contains("merge-summaries"),
+        "{top}"
+    );
     let help = stdout(&ember(&["explain", "--help"]));
     for option in [
         "--model",
@@ -99,6 +48,11 @@ fn help_documents_every_option() {
         "--perturbation-batch-size",
         "--eigen-smooth",
         "--aug-smooth",
+        "--compare-layers",
+        "--overlay-on",
+        "--report",
+        "--shard",
+        "--resume",
     ] {
         assert!(help.contains(option), "`ember explain --help` lacks {option}");
     }
@@ -163,7 +117,8 @@ fn the_map_is_the_build_time_example_s_map() {
     );
     let text = stdout(&output);
     assert!(text.contains("Egyptian cat"), "{text}");
-    assert_eq!(image::open(&out).unwrap().width(), 224);
+    // The overlay covers the photo (451×300); the map stays at the network input's size.
+    assert_eq!(image::open(&out).unwrap().width(), 451);
     let (map, shape) = read_npy(&npy);
     assert_eq!(shape, vec![224, 224]);
 
@@ -212,7 +167,7 @@ fn a_folder_is_explained_in_batches_with_a_summary() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     let images = summary["images"].as_array().unwrap();
     assert_eq!(images.len(), 3);
-    assert_eq!(summary["method"], "gradcam++");
+    assert_eq!(summary["settings"]["methods"][0], "gradcam++");
     for entry in images {
         assert!(Path::new(entry["overlay"].as_str().unwrap()).exists(), "{entry}");
         // The maps are in the folder --save-npy named, one per image.

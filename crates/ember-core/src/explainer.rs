@@ -41,7 +41,8 @@ pub struct LayerMap {
     /// The activations `[N, K, h, w]`, when [`Explainer::keep_tensors`] is set.
     pub activations: Option<Tensor<4>>,
     /// ∂score/∂activations `[N, K, h, w]` (not negated), when [`Explainer::keep_tensors`] is set
-    /// and the method uses gradients.
+    /// and the method uses gradients; for perturbation methods, the measured channel weights
+    /// broadcast to that shape.
     pub gradients: Option<Tensor<4>>,
 }
 
@@ -85,9 +86,10 @@ pub struct Explanation<O> {
 /// let explainer = Explainer::new(HiResCam).layer("features").rectifier(Rectifier::Abs);
 /// # let _ = explainer;
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Explainer {
-    method: Box<dyn CamMethod>,
+    /// Shared, so that an explainer can be copied with other settings.
+    method: std::sync::Arc<dyn CamMethod>,
     layers: Vec<String>,
     rectifier: Rectifier,
     keep_tensors: bool,
@@ -118,7 +120,7 @@ impl Explainer {
     /// An explainer using a boxed method (see [`Method::build`]).
     pub fn boxed(method: Box<dyn CamMethod>) -> Self {
         Self {
-            method,
+            method: method.into(),
             layers: Vec::new(),
             rectifier: Rectifier::default(),
             keep_tensors: false,
@@ -418,6 +420,69 @@ impl Explainer {
         (layer_maps, maps)
     }
 
+    /// One explanation per rectifier, in order, from one capture: the rectifier acts after the
+    /// evidence (activations and gradients, or measured channel weights) is gathered, so every
+    /// method runs the model once (perturbation methods: once their re-runs) and rectifies the
+    /// same evidence each way. With `aug_smooth` (a mean over six inputs) each rectifier runs on
+    /// its own. The explainer's own rectifier is not used.
+    pub fn explain_each_rectifier<M, T>(
+        &self,
+        model: &M,
+        input: Tensor<4>,
+        target: &T,
+        rectifiers: &[Rectifier],
+    ) -> Result<Vec<Explanation<M::Output>>>
+    where
+        M: CamModel + ?Sized,
+        M::Output: DetachedOutput + Clone,
+        T: Target<M::Output> + ?Sized,
+    {
+        let [_, _, height, width] = input.dims();
+        let reuse = !self.aug_smooth && rectifiers.len() > 1;
+        let mut explanations: Vec<Explanation<M::Output>> = Vec::with_capacity(rectifiers.len());
+        for &rectifier in rectifiers {
+            let explainer = Explainer {
+                rectifier,
+                keep_tensors: self.keep_tensors || reuse,
+                ..self.clone()
+            };
+            let explanation = match explanations.first() {
+                Some(first) if reuse => {
+                    let tensors = first
+                        .layers
+                        .iter()
+                        .filter_map(|l| {
+                            let activations = l.activations.clone()?;
+                            Some(LayerTensors {
+                                layer: l.layer.clone(),
+                                gradients: l.gradients.clone().unwrap_or_else(|| activations.zeros_like()),
+                                activations,
+                            })
+                        })
+                        .collect();
+                    let (layers, maps) = explainer.explain_tensors(tensors, height, width);
+                    Explanation {
+                        maps,
+                        layers,
+                        scores: first.scores.clone(),
+                        classes: first.classes.clone(),
+                        guided_backprop: first.guided_backprop.clone(),
+                        output: first.output.clone(),
+                    }
+                }
+                _ => explainer.explain(model, input.clone(), target)?,
+            };
+            explanations.push(explanation);
+        }
+        if !self.keep_tensors {
+            for layer in explanations.iter_mut().flat_map(|e| e.layers.iter_mut()) {
+                layer.activations = None;
+                layer.gradients = None;
+            }
+        }
+        Ok(explanations)
+    }
+
     /// Method → rectifier → per-image normalisation → upsampling, for one layer.
     fn layer_map(
         &self,
@@ -437,7 +502,8 @@ impl Explainer {
         }
         let normalised = self.rectifier.normalise(self.rectifier.rectify(output.map.clone()));
         let (activations, gradients) = if self.keep_tensors {
-            (Some(activations), self.method.uses_gradients().then_some(gradients))
+            let measured = self.method.uses_gradients() || self.method.perturbation().is_some();
+            (Some(activations), measured.then_some(gradients))
         } else {
             (None, None)
         };

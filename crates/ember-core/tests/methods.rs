@@ -38,6 +38,35 @@ fn every_method_with_every_rectifier_gives_normalised_finite_maps() {
     }
 }
 
+#[test]
+fn one_capture_rectified_each_way_equals_one_run_per_rectifier() {
+    // explain_each_rectifier reuses the evidence of one run (gradients, or the perturbation
+    // methods' measured weights): every map and score must be the separate run's.
+    let model = DeepNet::new(22);
+    let x = input(2, 32);
+    for &method in Method::ALL {
+        let explainer = Explainer::from(method).layer("block1");
+        let each = explainer
+            .explain_each_rectifier(&model, x.clone(), &ClassTarget::TopClass, Rectifier::ALL)
+            .unwrap_or_else(|e| panic!("{method}: {e}"));
+        assert_eq!(each.len(), Rectifier::ALL.len());
+        for (explanation, &rectifier) in each.into_iter().zip(Rectifier::ALL) {
+            let alone = explainer
+                .clone()
+                .rectifier(rectifier)
+                .explain(&model, x.clone(), &ClassTarget::TopClass)
+                .unwrap();
+            let difference = max_abs_diff(&to_vec(explanation.maps), &to_vec(alone.maps));
+            assert!(difference < 1e-6, "{method}/{rectifier}: maps differ by {difference}");
+            assert_eq!(to_vec(explanation.scores), to_vec(alone.scores), "{method}/{rectifier}");
+            assert!(
+                explanation.layers[0].activations.is_none(),
+                "tensors are dropped unless kept"
+            );
+        }
+    }
+}
+
 /// What the pipeline's ReLU/abs and min–max normalisation do to a raw `[h, w]` map, by hand:
 /// `(r − min r) / (max(r − min r) + 1e-7)` after rectifying.
 fn normalised(raw: &[f32], rectify: impl Fn(f32) -> f32) -> Vec<f32> {

@@ -1,13 +1,20 @@
 //! Images in and out of Ember: decoding and ImageNet pre-processing into Burn tensors, colour
-//! maps, overlays and `.npy` export of maps, and the check that outputs never overwrite inputs.
+//! maps, overlays (on the network's view or placed back on the original photo), comparison
+//! sheets with labels, `.npy` export of maps, and the check that outputs never overwrite inputs.
 
 pub mod outputs;
 mod overlay;
+mod placement;
 mod preprocess;
+pub mod report;
+mod sheet;
 
-pub use outputs::{OutputConflict, ReadPaths, Written, check_outputs};
+pub use outputs::{OutputConflict, ReadPaths, Written, check_outputs, save_picture, write_atomically};
 pub use overlay::{Colormap, ColormapName, gradient_image, heatmap, overlay};
-pub use preprocess::{ChannelOrder, Preprocess, ResizeFilter, ValueRange, load_rgb};
+pub use placement::{CROPPED_BRIGHTNESS, Placement};
+pub use preprocess::{ChannelOrder, Prepared, Preprocess, ResizeFilter, ValueRange, load_rgb};
+pub use report::{Card, relative_href, relative_to, report_html};
+pub use sheet::{Sheet, TextStyle, draw_text, text_width};
 
 use std::path::{Path, PathBuf};
 
@@ -59,7 +66,7 @@ pub enum VisionError {
     File(#[from] ember_core::FileError),
 }
 
-/// Writes a float32 `.npy` array of the given shape (C order).
+/// Writes a float32 `.npy` array of the given shape (C order), atomically.
 pub fn write_npy(path: &Path, values: &[f32], shape: &[u64]) -> Result<(), VisionError> {
     let error = |source| VisionError::Npy {
         path: path.to_path_buf(),
@@ -72,15 +79,16 @@ pub fn write_npy(path: &Path, values: &[f32], shape: &[u64]) -> Result<(), Visio
             values.len()
         )));
     }
-    let file = std::io::BufWriter::new(std::fs::File::create(path).map_err(error)?);
-    let mut writer = npyz::WriteOptions::<f32>::new()
-        .default_dtype()
-        .shape(shape)
-        .writer(file)
-        .begin_nd()
-        .map_err(error)?;
-    writer.extend(values.iter().copied()).map_err(error)?;
-    writer.finish().map_err(error)
+    write_atomically(path, |file| {
+        let mut writer = npyz::WriteOptions::<f32>::new()
+            .default_dtype()
+            .shape(shape)
+            .writer(file)
+            .begin_nd()?;
+        writer.extend(values.iter().copied())?;
+        writer.finish()
+    })
+    .map_err(error)
 }
 
 /// Reads a float32 or float64 `.npy` array (C order): its values as `f32` and its shape.

@@ -1,8 +1,18 @@
 //! Inputs are never outputs: every path a run would write is checked against every path it
-//! reads, and against the other outputs, before anything is written.
+//! reads, and against the other outputs, before anything is written. Outputs are written whole
+//! or not at all.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::BufWriter;
 use std::path::{Component, Path, PathBuf};
+
+use image::codecs::jpeg::JpegEncoder;
+use image::codecs::png::{CompressionType, FilterType as PngFilter, PngEncoder};
+use image::{ImageError, ImageFormat, RgbImage};
+
+use crate::VisionError;
 
 /// Why a set of outputs cannot be written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -211,6 +221,66 @@ fn file_id(_: &Path) -> Option<(u64, u64)> {
     None
 }
 
+/// Writes `path` whole or not at all: the bytes go to a temporary file beside it, which is then
+/// renamed over `path`. An interrupted run never leaves a truncated output that a later
+/// `--resume` would take for a finished one, and an existing file at `path` is replaced, never
+/// written through (a hard link to it keeps its old content).
+pub fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let name = path.file_name().map_or_else(OsString::new, OsString::from);
+    let mut temporary = OsString::from(".");
+    temporary.push(&name);
+    temporary.push(format!(".{}.partial", std::process::id()));
+    let temporary = path.with_file_name(temporary);
+    let written = File::create(&temporary).and_then(|file| {
+        let mut writer = BufWriter::new(file);
+        write(&mut writer)?;
+        writer.into_inner().map_err(|e| e.into_error())?.sync_data()
+    });
+    match written.and_then(|()| std::fs::rename(&temporary, path)) {
+        Ok(()) => Ok(()),
+        Err(error) => {
+            let _ = std::fs::remove_file(&temporary);
+            Err(error)
+        }
+    }
+}
+
+/// Saves a picture atomically (see [`write_atomically`]) in the format its extension names
+/// (PNG with fast compression, JPEG at quality 90).
+pub fn save_picture(picture: &RgbImage, path: &Path) -> Result<(), VisionError> {
+    let format = ImageFormat::from_path(path).map_err(|source| VisionError::Write {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut encoded = Ok(());
+    let written = write_atomically(path, |writer| {
+        encoded = match format {
+            ImageFormat::Png => picture.write_with_encoder(PngEncoder::new_with_quality(
+                writer,
+                CompressionType::Fast,
+                PngFilter::Adaptive,
+            )),
+            ImageFormat::Jpeg => picture.write_with_encoder(JpegEncoder::new_with_quality(writer, 90)),
+            other => picture.write_to(writer, other),
+        };
+        match &encoded {
+            Ok(()) => Ok(()),
+            Err(error) => Err(std::io::Error::other(error.to_string())),
+        }
+    });
+    encoded.map_err(|source| VisionError::Write {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    written.map_err(|source| VisionError::Write {
+        path: path.to_path_buf(),
+        source: ImageError::IoError(source),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,5 +348,23 @@ mod tests {
         ];
         let text = message(check_outputs(&ReadPaths::default(), &outputs, &[]));
         assert!(text.contains("--out and --summary are the same file"), "{text}");
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_old_file_and_no_partial_one() {
+        let dir = std::env::temp_dir().join(format!("ember-atomic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("out.json");
+        std::fs::write(&path, "old").unwrap();
+        let failed = write_atomically(&path, |file| {
+            std::io::Write::write_all(file, b"half")?;
+            Err(std::io::Error::other("interrupted"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "old");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no partial file is left");
+        write_atomically(&path, |file| std::io::Write::write_all(file, b"new")).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
     }
 }

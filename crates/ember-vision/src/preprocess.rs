@@ -13,7 +13,7 @@ use ember_core::{Vocabulary, checked_bytes, memory_budget};
 use image::imageops::{self, FilterType};
 use image::{ImageError, RgbImage};
 
-use crate::VisionError;
+use crate::{Placement, VisionError};
 
 /// Opens any image the `image` crate decodes and converts it to 8-bit RGB (grayscale, alpha and
 /// 16-bit images included). Only regular files are read; decoding may allocate no more than
@@ -240,6 +240,28 @@ pub struct Preprocess {
     pub std: [f32; 3],
 }
 
+/// A photo made ready for the network, on the host: see [`Preprocess::prepare`].
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The network input's values `[3, H, W]`, C order.
+    pub values: Vec<f32>,
+    /// The resized and cropped image the network sees.
+    pub shown: RgbImage,
+    /// Where `shown` sits in the original photo.
+    pub placement: Placement,
+}
+
+impl Prepared {
+    /// The network input `[1, 3, H, W]` on `device`.
+    pub fn tensor(&self, device: &Device) -> Tensor<4> {
+        let (width, height) = self.shown.dimensions();
+        Tensor::from_data(
+            TensorData::new(self.values.clone(), [1, 3, height as usize, width as usize]),
+            device,
+        )
+    }
+}
+
 impl Default for Preprocess {
     fn default() -> Self {
         Self::imagenet()
@@ -277,11 +299,11 @@ impl Preprocess {
         }
     }
 
-    /// The resized and cropped image the network sees, before normalisation.
-    pub fn geometry(&self, image: &RgbImage) -> Result<RgbImage, VisionError> {
-        let mut image = image.clone();
+    /// The sizes `(width, height)` the image is resized to, step by step, from `width × height`.
+    fn resize_steps(&self, width: u32, height: u32) -> Result<Vec<(u32, u32)>, VisionError> {
+        let (mut w, mut h) = (width, height);
+        let mut steps = Vec::new();
         if let Some(shorter) = self.resize_shorter {
-            let (w, h) = image.dimensions();
             // torchvision: the shorter side becomes `shorter`, the other int(shorter · long / short).
             let longer = |long: u32, short: u32| {
                 u32::try_from(shorter as u64 * long as u64 / short.max(1) as u64).map_err(|_| {
@@ -291,15 +313,14 @@ impl Preprocess {
                     ))
                 })
             };
-            let (new_w, new_h) = if w <= h {
+            (w, h) = if w <= h {
                 (shorter, longer(h, w)?)
             } else {
                 (longer(w, h)?, shorter)
             };
-            image = resize(&image, new_w, new_h, self.filter)?;
+            steps.push((w, h));
         }
         if let Some([height, width]) = self.resize_to_cover {
-            let (w, h) = image.dimensions();
             // The side whose ratio is larger sets the scale; the other is scaled with it
             // (rounded down as torchvision does) and never below its target.
             let scaled = |target: u32, along: u32, across: u32| {
@@ -310,33 +331,76 @@ impl Preprocess {
                     ))
                 })
             };
-            let (new_w, new_h) = if height as u64 * w as u64 >= width as u64 * h as u64 {
+            (w, h) = if height as u64 * w as u64 >= width as u64 * h as u64 {
                 (scaled(height, h, w)?, height)
             } else {
                 (width, scaled(width, w, h)?)
             };
-            image = resize(&image, new_w, new_h, self.filter)?;
+            steps.push((w, h));
         }
         if let Some([height, width]) = self.resize_exact {
-            image = resize(&image, width, height, self.filter)?;
+            (w, h) = (width, height);
+            steps.push((w, h));
         }
-        if let Some([height, width]) = self.center_crop {
-            let (w, h) = image.dimensions();
-            if width > w || height > h {
-                return Err(VisionError::Size(format!(
-                    "the resized image is {w}×{h}, smaller than the {width}×{height} crop"
-                )));
+        Ok(steps)
+    }
+
+    /// Where the network input of a `width × height` image sits in it: the size after every
+    /// resize and the centre crop's window. Nothing is resized or allocated.
+    pub fn placement(&self, width: u32, height: u32) -> Result<Placement, VisionError> {
+        let (w, h) = self
+            .resize_steps(width, height)?
+            .last()
+            .copied()
+            .unwrap_or((width, height));
+        let crop = match self.center_crop {
+            Some([crop_height, crop_width]) => {
+                if crop_width > w || crop_height > h {
+                    return Err(VisionError::Size(format!(
+                        "the resized image is {w}×{h}, smaller than the {crop_width}×{crop_height} crop"
+                    )));
+                }
+                // torchvision rounds the offsets: int(round((size − crop) / 2)).
+                let left = ((w - crop_width) as f64 / 2.0).round() as u32;
+                let top = ((h - crop_height) as f64 / 2.0).round() as u32;
+                [top, left, crop_height, crop_width]
             }
-            // torchvision rounds the offsets: int(round((size − crop) / 2)).
-            let left = ((w - width) as f64 / 2.0).round() as u32;
-            let top = ((h - height) as f64 / 2.0).round() as u32;
-            image = imageops::crop_imm(&image, left, top, width, height).to_image();
+            None => [0, 0, h, w],
+        };
+        Ok(Placement {
+            original: [height, width],
+            scaled: [h, w],
+            crop,
+        })
+    }
+
+    /// The resized and cropped image the network sees, before normalisation.
+    pub fn geometry(&self, image: &RgbImage) -> Result<RgbImage, VisionError> {
+        let (width, height) = image.dimensions();
+        let placement = self.placement(width, height)?;
+        let mut image = image.clone();
+        for (w, h) in self.resize_steps(width, height)? {
+            image = resize(&image, w, h, self.filter)?;
+        }
+        if self.center_crop.is_some() {
+            let [top, left, crop_height, crop_width] = placement.crop;
+            image = imageops::crop_imm(&image, left, top, crop_width, crop_height).to_image();
         }
         Ok(image)
     }
 
     /// Normalises an image that already has the network's geometry into `[1, 3, H, W]`.
     pub fn normalise(&self, image: &RgbImage, device: &Device) -> Result<Tensor<4>, VisionError> {
+        let (width, height) = image.dimensions();
+        let values = self.normalised_values(image)?;
+        Ok(Tensor::from_data(
+            TensorData::new(values, [1, 3, height as usize, width as usize]),
+            device,
+        ))
+    }
+
+    /// The normalised values `[3, H, W]` (C order) of an image that has the network's geometry.
+    fn normalised_values(&self, image: &RgbImage) -> Result<Vec<f32>, VisionError> {
         let (width, height) = image.dimensions();
         checked_bytes("the network input", &[3, height, width], 4)?;
         let (width, height) = (width as usize, height as usize);
@@ -357,16 +421,27 @@ impl Preprocess {
                     (value - self.mean[channel]) / self.std[channel];
             }
         }
-        Ok(Tensor::from_data(
-            TensorData::new(values, [1, 3, height, width]),
-            device,
-        ))
+        Ok(values)
     }
 
     /// Geometry then normalisation: the network input and the image it shows.
     pub fn apply(&self, image: &RgbImage, device: &Device) -> Result<(Tensor<4>, RgbImage), VisionError> {
         let shown = self.geometry(image)?;
         Ok((self.normalise(&shown, device)?, shown))
+    }
+
+    /// [`Preprocess::apply`] without the device: the network input's values `[3, H, W]` (C
+    /// order), the image it shows, and where that sits in `image`. For decoding on one thread
+    /// and computing on another.
+    pub fn prepare(&self, image: &RgbImage) -> Result<Prepared, VisionError> {
+        let placement = self.placement(image.width(), image.height())?;
+        let shown = self.geometry(image)?;
+        let values = self.normalised_values(&shown)?;
+        Ok(Prepared {
+            values,
+            shown,
+            placement,
+        })
     }
 }
 
