@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use serde_json::Value;
 
 mod study;
+mod throughput;
 
 #[derive(Parser)]
 #[command(about = "Ember's project tasks")]
@@ -56,6 +57,26 @@ enum Task {
     /// Time explanations against forward passes, side by side with pytorch-grad-cam when
     /// `--python` points at a Python with torch and grad-cam (e.g. target/reference-venv/bin/python).
     Bench(BenchArgs),
+    /// A folder of photos explained end to end (decoding, Grad-CAM, overlays on the photos,
+    /// summary) by a release `ember explain` on flex, side by side with pytorch-grad-cam's batch
+    /// loop doing the same work when `--python` (or target/reference-venv) has torch and grad-cam.
+    Throughput(ThroughputArgs),
+}
+
+#[derive(clap::Args)]
+struct ThroughputArgs {
+    /// Photos in the folder (JPEGs made from the bundled ones, 432–720 pixels wide).
+    #[arg(long, default_value_t = 100)]
+    photos: usize,
+    /// Alternating runs of each tool; the medians are reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Images per batch, for both tools.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// A Python with torch and grad-cam (default: target/reference-venv/bin/python).
+    #[arg(long)]
+    python: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -150,6 +171,7 @@ fn main() -> ExitCode {
         Task::SignStudy(args) => study::sign_study(&args.methods, args.steps, &args.photos, args.ember.as_deref()),
         Task::UserCrate(args) => user_crate(args),
         Task::Bench(args) => bench(args),
+        Task::Throughput(args) => throughput::throughput(args.photos, args.runs, args.batch, args.python),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

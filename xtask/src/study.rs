@@ -157,7 +157,7 @@ fn photo_classes(root: &Path, ember: &Path, photos: &[String]) -> Result<Vec<usi
 }
 
 /// `cargo build --release -p ember-cli`, and the binary it made.
-fn build_ember(root: &Path) -> Result<std::path::PathBuf, String> {
+pub fn build_ember(root: &Path) -> Result<std::path::PathBuf, String> {
     let status = Command::new(env!("CARGO"))
         .current_dir(root)
         .args(["build", "--quiet", "--release", "-p", "ember-cli", "--bin", "ember"])

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use burn::tensor::activation::{sigmoid, softmax};
@@ -24,7 +25,7 @@ use crate::Failure;
 use crate::cli::{ExplainArgs, LayersArgs, OverlayOn, ScoreKind};
 use crate::input;
 use crate::jobs::{self, shown_path};
-use crate::session::{self, Decoder, Item, Loaded, Source};
+use crate::session::{self, Decoded, Decoder, Loaded, Shown, Source};
 
 /// How often a batch run rewrites its summary, so that an interrupted run can be resumed.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
@@ -471,6 +472,7 @@ impl Run<'_> {
         let explanations = self.explain(item.tensor.clone()).map_err(Failure::Input)?;
         let seconds = started.elapsed().as_secs_f64();
         let report = self.reports(&explanations)?.remove(0)?;
+        let item = item.into_pictures();
         self.write(&item, &report, &outputs)?;
 
         println!(
@@ -573,56 +575,91 @@ impl Run<'_> {
                 .map_err(|e| e.to_string())?,
         );
         let started = Instant::now();
-        let mut checkpoint = Instant::now();
-        let failed = |source: &Path, message: &str| json!({ "image": shown_path(source), "error": message });
-        let mut pending = work.into_iter().peekable();
-        // A model exported with a fixed batch size takes batches of exactly that size.
+        // Three stages at once: a thread reads and pre-processes the next batch, this thread
+        // explains the current one on the device, a thread draws and writes the previous one.
+        // The channels hold one batch each, which bounds the memory in flight.
         let batch_size = self.model.fixed_batch().unwrap_or(self.args.input.batch_size);
-        while pending.peek().is_some() {
-            let chunk: Vec<(usize, Source, Outputs)> = pending.by_ref().take(batch_size).collect();
-            let mut batch = Vec::with_capacity(chunk.len());
-            for (index, source, outputs) in chunk {
-                progress.set_message(shown_path(source.name()));
-                match self.decoder.load(source) {
-                    Ok(item) => batch.push((index, item, outputs)),
-                    Err((source, message)) => {
-                        progress.inc(1);
-                        entries.insert(index, with_index(failed(&source, &message), index));
+        let host = self.decoder.host();
+        let (decoded_send, decoded) =
+            mpsc::sync_channel::<Vec<(usize, Result<Decoded, (PathBuf, String)>, Outputs)>>(1);
+        let (explained_send, explained) = mpsc::sync_channel::<Explained>(1);
+        let (written_send, written) = mpsc::channel::<(usize, Value)>();
+        std::thread::scope(|scope| -> Result<(), Failure> {
+            scope.spawn(move || {
+                let mut pending = work.into_iter().peekable();
+                while pending.peek().is_some() {
+                    let chunk: Vec<_> = pending
+                        .by_ref()
+                        .take(batch_size)
+                        .map(|(index, source, outputs)| (index, host.decode(source), outputs))
+                        .collect();
+                    if decoded_send.send(chunk).is_err() {
+                        return;
                     }
                 }
-            }
-            if batch.is_empty() {
-                continue;
-            }
-            let batch_started = Instant::now();
-            let input = Tensor::cat(batch.iter().map(|(_, item, _)| item.tensor.clone()).collect(), 0);
-            let result = self.explain(input).and_then(|explanations| self.reports(&explanations));
-            let seconds = batch_started.elapsed().as_secs_f64() / batch.len() as f64;
-            match result {
-                Ok(reports) => {
-                    for ((index, item, outputs), report) in batch.iter().zip(reports) {
-                        let written = report.and_then(|report| {
-                            self.write(item, &report, outputs)?;
-                            Ok(self.entry(*index, &item.source, &report, outputs, seconds))
-                        });
-                        let entry =
-                            written.unwrap_or_else(|message| with_index(failed(&item.source, &message), *index));
-                        entries.insert(*index, entry);
+            });
+            let writer_progress = progress.clone();
+            scope.spawn(move || {
+                for batch in explained {
+                    for (index, item, outputs, report) in batch.images {
+                        writer_progress.set_message(shown_path(&item.source));
+                        let entry = report
+                            .and_then(|report| {
+                                self.write(&item, &report, &outputs)?;
+                                Ok(self.entry(index, &item.source, &report, &outputs, batch.seconds))
+                            })
+                            .unwrap_or_else(|message| failed_row(&item.source, &message, index));
+                        writer_progress.inc(1);
+                        if written_send.send((index, entry)).is_err() {
+                            return;
+                        }
                     }
                 }
-                Err(message) => {
-                    for (index, item, _) in &batch {
-                        entries.insert(*index, with_index(failed(&item.source, &message), *index));
+            });
+            let mut checkpoint = Instant::now();
+            for chunk in decoded {
+                let mut batch = Vec::with_capacity(chunk.len());
+                for (index, decoded, outputs) in chunk {
+                    match decoded.and_then(|decoded| self.decoder.finish(decoded)) {
+                        Ok(item) => batch.push((index, item, outputs)),
+                        Err((source, message)) => {
+                            progress.inc(1);
+                            entries.insert(index, failed_row(&source, &message, index));
+                        }
                     }
                 }
+                entries.extend(written.try_iter());
+                if checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                    let so_far = entries.values().cloned().collect();
+                    self.write_summary(&summary, inputs, so_far, started.elapsed().as_secs_f64())?;
+                    checkpoint = Instant::now();
+                }
+                if batch.is_empty() {
+                    continue;
+                }
+                let batch_started = Instant::now();
+                let input = Tensor::cat(batch.iter().map(|(_, item, _)| item.tensor.clone()).collect(), 0);
+                let result = self.explain(input).and_then(|explanations| self.reports(&explanations));
+                let seconds = batch_started.elapsed().as_secs_f64() / batch.len() as f64;
+                let images = match result {
+                    Ok(reports) => batch
+                        .into_iter()
+                        .zip(reports)
+                        .map(|((index, item, outputs), report)| (index, item.into_pictures(), outputs, report))
+                        .collect(),
+                    Err(message) => batch
+                        .into_iter()
+                        .map(|(index, item, outputs)| (index, item.into_pictures(), outputs, Err(message.clone())))
+                        .collect(),
+                };
+                if explained_send.send(Explained { images, seconds }).is_err() {
+                    break;
+                }
             }
-            progress.inc(batch.len() as u64);
-            if checkpoint.elapsed() >= CHECKPOINT_EVERY {
-                let so_far = entries.values().cloned().collect();
-                self.write_summary(&summary, inputs, so_far, started.elapsed().as_secs_f64())?;
-                checkpoint = Instant::now();
-            }
-        }
+            drop(explained_send);
+            Ok(())
+        })?;
+        entries.extend(written.try_iter());
         progress.finish_and_clear();
         let elapsed = started.elapsed().as_secs_f64();
         let failures = entries.values().filter(|e| e.get("error").is_some()).count();
@@ -767,7 +804,7 @@ impl Run<'_> {
     /// its own for tensors.
     fn picture(
         &self,
-        item: &Item,
+        item: &Shown,
         rectifier: Rectifier,
         map: &[f32],
         [height, width]: [usize; 2],
@@ -790,7 +827,7 @@ impl Run<'_> {
         .map_err(|e| e.to_string())
     }
 
-    fn write(&self, item: &Item, report: &Report, outputs: &Outputs) -> Result<(), String> {
+    fn write(&self, item: &Shown, report: &Report, outputs: &Outputs) -> Result<(), String> {
         let [height, width] = report.size;
         let pictures = self
             .variants
@@ -832,7 +869,7 @@ impl Run<'_> {
 
     /// The comparison sheet of one image: a row per method (and compared layer), a column per
     /// rectifier, the class and score in the header.
-    fn sheet(&self, item: &Item, report: &Report, pictures: Vec<RgbImage>) -> Result<RgbImage, String> {
+    fn sheet(&self, item: &Shown, report: &Report, pictures: Vec<RgbImage>) -> Result<RgbImage, String> {
         let name = item.source.file_name().unwrap_or_else(|| item.source.as_os_str());
         let title = format!(
             "{}: class {} {} (score {:.3}, p {:.1}%)",
@@ -957,10 +994,16 @@ impl Run<'_> {
     }
 }
 
-/// A failed input's row with its index among all inputs.
-fn with_index(mut entry: Value, index: usize) -> Value {
-    entry["input_index"] = json!(index);
-    entry
+/// The row of an input that failed, with its index among all inputs.
+fn failed_row(source: &Path, message: &str, index: usize) -> Value {
+    json!({ "input_index": index, "image": shown_path(source), "error": message })
+}
+
+/// A batch explained, on its way to be drawn and written: each image's index, name and
+/// pictures, files, and report (or why it has none), and the seconds per image.
+struct Explained {
+    images: Vec<(usize, Shown, Outputs, Result<Report, String>)>,
+    seconds: f64,
 }
 
 impl GradientFiles {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Device, Tensor};
 use ember_core::{Adapter, ClassTarget, DeviceError, open_device};
 use ember_runtime::{OnnxModel, ScoreSource};
-use ember_vision::{Placement, Preprocess, ReadPaths, load_rgb};
+use ember_vision::{Placement, Prepared, Preprocess, ReadPaths, load_rgb};
 use image::RgbImage;
 
 use crate::Failure;
@@ -18,6 +18,22 @@ pub struct Item {
     pub source: PathBuf,
     pub picture: Option<Picture>,
     pub tensor: Tensor<4>,
+}
+
+impl Item {
+    /// The input without its tensor: what is drawn once it is explained.
+    pub fn into_pictures(self) -> Shown {
+        Shown {
+            source: self.source,
+            picture: self.picture,
+        }
+    }
+}
+
+/// An input's name and pictures (photos only).
+pub struct Shown {
+    pub source: PathBuf,
+    pub picture: Option<Picture>,
 }
 
 /// What a photo looks like before and after pre-processing, for overlays.
@@ -177,28 +193,80 @@ impl Decoder {
 
     /// The decoded input, or why it cannot be read.
     pub fn load(&self, source: Source) -> Result<Item, (PathBuf, String)> {
-        match (source, &self.recipe, &self.tensor) {
-            (Source::Image(file), Some(recipe), _) => {
-                let decoded = load_rgb(&file).and_then(|photo| Ok((recipe.prepare(&photo)?, photo)));
-                match decoded {
-                    Ok((prepared, photo)) => Ok(Item {
-                        source: file,
-                        tensor: prepared.tensor(&self.device),
-                        picture: Some(Picture {
-                            photo,
-                            shown: prepared.shown,
-                            placement: prepared.placement,
-                        }),
-                    }),
-                    Err(error) => Err((file, error.to_string())),
-                }
-            }
-            (Source::Tensor { name, index }, _, Some(tensor)) => Ok(Item {
+        self.finish(self.host().decode(source)?)
+    }
+
+    /// The part of decoding that needs no device (reading, pre-processing), to run on another
+    /// thread while the device works.
+    pub fn host(&self) -> HostDecoder {
+        HostDecoder {
+            recipe: self.recipe.clone(),
+        }
+    }
+
+    /// The input's tensor on the device.
+    pub fn finish(&self, decoded: Decoded) -> Result<Item, (PathBuf, String)> {
+        match (decoded, &self.tensor) {
+            (
+                Decoded::Photo {
+                    source,
+                    prepared,
+                    photo,
+                },
+                _,
+            ) => Ok(Item {
+                source,
+                tensor: prepared.tensor(&self.device),
+                picture: Some(Picture {
+                    photo,
+                    shown: prepared.shown,
+                    placement: prepared.placement,
+                }),
+            }),
+            (Decoded::Tensor { name, index }, Some(tensor)) => Ok(Item {
                 source: name,
                 picture: None,
                 tensor: tensor.clone().narrow(0, index, 1),
             }),
-            (source, _, _) => Err((source.name().to_path_buf(), "no pre-processing for this input".into())),
+            (Decoded::Tensor { name, .. }, None) => Err((name, "no tensor for this input".into())),
+        }
+    }
+}
+
+/// An input read and pre-processed on the host, before its tensor is made.
+pub enum Decoded {
+    /// A photo, its network input and pictures.
+    Photo {
+        source: PathBuf,
+        prepared: Prepared,
+        photo: RgbImage,
+    },
+    /// One image of the pre-processed tensor (already on the device).
+    Tensor { name: PathBuf, index: usize },
+}
+
+/// Decodes photos on the host: what [`Decoder`] does before the device.
+#[derive(Clone)]
+pub struct HostDecoder {
+    recipe: Option<Preprocess>,
+}
+
+impl HostDecoder {
+    /// The decoded input, or why it cannot be read.
+    pub fn decode(&self, source: Source) -> Result<Decoded, (PathBuf, String)> {
+        match (source, &self.recipe) {
+            (Source::Image(file), Some(recipe)) => {
+                match load_rgb(&file).and_then(|photo| Ok((recipe.prepare(&photo)?, photo))) {
+                    Ok((prepared, photo)) => Ok(Decoded::Photo {
+                        source: file,
+                        prepared,
+                        photo,
+                    }),
+                    Err(error) => Err((file, error.to_string())),
+                }
+            }
+            (Source::Tensor { name, index }, _) => Ok(Decoded::Tensor { name, index }),
+            (Source::Image(file), None) => Err((file, "no pre-processing for this input".into())),
         }
     }
 }

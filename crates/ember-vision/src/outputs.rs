@@ -3,10 +3,10 @@
 //! or not at all.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::{CompressionType, FilterType as PngFilter, PngEncoder};
@@ -229,11 +229,14 @@ pub fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    let name = path.file_name().map_or_else(OsString::new, OsString::from);
-    let mut temporary = OsString::from(".");
-    temporary.push(&name);
-    temporary.push(format!(".{}.partial", std::process::id()));
-    let temporary = path.with_file_name(temporary);
+    // A short name (the output's own may already be near the file system's limit), unique in
+    // this process and among processes.
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let temporary = path.with_file_name(format!(
+        ".ember-{}-{}.partial",
+        std::process::id(),
+        WRITES.fetch_add(1, Ordering::Relaxed)
+    ));
     let written = File::create(&temporary).and_then(|file| {
         let mut writer = BufWriter::new(file);
         write(&mut writer)?;
