@@ -238,9 +238,9 @@ pub struct ExplainArgs {
     #[arg(long, default_value_t = 0.5)]
     pub image_weight: f32,
 
-    /// Several images: also write report.html into --out-dir, one card per image (input,
-    /// overlay, top-5 classes, score, peak, time), sortable and filterable, with every picture it
-    /// shows written next to it.
+    /// Several images: also write report.html beside the summary (report-K-of-N.html for a
+    /// slice): one card per image (input, overlay, top-5 classes, score, peak, time), sortable
+    /// and filterable, with every picture it shows written next to it.
     #[arg(long)]
     pub report: bool,
 

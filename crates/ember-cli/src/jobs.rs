@@ -99,9 +99,19 @@ fn differences(old: &Value, new: &Value) -> String {
     changed.join(", ")
 }
 
-/// Where report.html goes for a summary: beside it.
+/// Where the report of a summary goes: beside it, named after it (`summary.json` →
+/// `report.html`, a slice's `summary-K-of-N.json` → `report-K-of-N.html`, `x.json` → `x.html`),
+/// so that the slices of a sharded run never write the same page.
 pub fn report_path(summary: &Path) -> PathBuf {
-    summary.with_file_name("report.html")
+    let stem = summary
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match stem.strip_prefix("summary") {
+        Some(rest) => format!("report{rest}.html"),
+        None => format!("{stem}.html"),
+    };
+    summary.with_file_name(name)
 }
 
 /// Writes report.html beside the summary at `path`, from the summary alone.

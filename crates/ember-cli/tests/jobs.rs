@@ -349,12 +349,18 @@ fn explain_folder(photos: &Path, out: &Path, extra: &[&str]) -> String {
 fn shards_merged_equal_an_unsharded_run() {
     let photos = photo_folder("shard-photos");
     let whole = scratch("shard-whole");
-    explain_folder(&photos, &whole, &[]);
+    explain_folder(&photos, &whole, &["--report"]);
     // Three slices into one folder (as machines sharing a file system would), in any order.
     let sliced = scratch("shard-sliced");
     for shard in ["2/3", "0/3", "1/3"] {
-        let text = explain_folder(&photos, &sliced, &["--shard", shard]);
+        let text = explain_folder(&photos, &sliced, &["--shard", shard, "--report"]);
         assert!(text.contains(&format!("(slice {shard} of 5)")), "{text}");
+    }
+    // Each slice's report is its own page.
+    for k in 0..3 {
+        let page = std::fs::read_to_string(sliced.join(format!("report-{k}-of-3.html"))).unwrap();
+        let cards = page.matches("<article").count();
+        assert_eq!(cards, if k == 2 { 1 } else { 2 }, "slice {k}");
     }
     let slice_summaries: Vec<String> = (0..3)
         .map(|k| {
