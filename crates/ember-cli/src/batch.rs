@@ -210,6 +210,22 @@ pub fn explain(args: ExplainArgs) -> Result<(), Failure> {
     if !(0.0..=1.0).contains(&args.image_weight) {
         return Err(Failure::usage("--image-weight must lie in [0, 1]"));
     }
+    // A value listed twice would write two maps to one file.
+    let methods: Vec<String> = args.methods.iter().map(Method::to_string).collect();
+    let rectifiers: Vec<String> = args.rectifiers.iter().map(Rectifier::to_string).collect();
+    for (flag, values) in [
+        ("--method", &methods),
+        ("--rectifier", &rectifiers),
+        ("--compare-layers", &args.compare_layers),
+    ] {
+        if let Some(twice) = values
+            .iter()
+            .enumerate()
+            .find_map(|(k, v)| values[..k].contains(v).then_some(v))
+        {
+            return Err(Failure::usage(format!("{flag} lists {twice} twice")));
+        }
+    }
     let rows = rows(&args);
     let variants = variants(&args, &rows);
     if variants.len() > 1 && args.save_guided_gradcam.is_some() {

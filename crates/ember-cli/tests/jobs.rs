@@ -548,6 +548,11 @@ fn shards_and_sheets_refuse_what_they_cannot_do() {
         (vec!["--report"], "--report is for runs over several images"),
         (vec!["--shard", "0/2"], "--shard is for runs over several images"),
         (vec!["--layer", "a", "--compare-layers", "b"], "cannot be used with"),
+        (
+            vec!["--method", "gradcam,hirescam,gradcam"],
+            "--method lists gradcam twice",
+        ),
+        (vec!["--rectifier", "abs,relu,abs"], "--rectifier lists abs twice"),
     ] {
         let mut args = vec![
             "explain",
