@@ -21,6 +21,7 @@ use burn::tensor::{Tensor, TensorData};
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand_distr::{Distribution, StandardNormal};
+use rayon::prelude::*;
 use sprs::prod;
 use sprs::{CsMat, TriMat};
 
@@ -125,10 +126,17 @@ impl Road {
             let map = &map_values[image * positions..(image + 1) * positions];
             let reversed: Vec<f32> = map.iter().map(|v| 1.0 - v).collect();
             let pixels = &images[image * channels * positions..(image + 1) * channels * positions];
-            let mut copies = Vec::with_capacity(2 * self.percentiles.len() * channels * positions);
-            for (order, ranking) in [map, reversed.as_slice()].into_iter().enumerate() {
-                for (index, &percentile) in self.percentiles.iter().enumerate() {
-                    let threshold = percentile_of(ranking, percentile);
+            // Every (order, percentile) is its own sparse solve: they run in parallel, and their
+            // seeds do not depend on which runs first.
+            let rankings = [map, reversed.as_slice()];
+            let jobs: Vec<(usize, usize)> = (0..2)
+                .flat_map(|order| (0..self.percentiles.len()).map(move |index| (order, index)))
+                .collect();
+            let imputed: Vec<Result<Vec<f32>>> = jobs
+                .par_iter()
+                .map(|&(order, index)| {
+                    let ranking = rankings[order];
+                    let threshold = percentile_of(ranking, self.percentiles[index]);
                     let keep: Vec<bool> = ranking.iter().map(|&v| v < threshold).collect();
                     // A seed per image, order and percentile: any subset of a run repeats it.
                     let seed = self
@@ -136,8 +144,12 @@ impl Road {
                         .seed
                         .wrapping_add((image as u64) << 32)
                         .wrapping_add((order * self.percentiles.len() + index) as u64);
-                    copies.extend(self.imputer.impute(pixels, &keep, [channels, height, width], seed)?);
-                }
+                    self.imputer.impute(pixels, &keep, [channels, height, width], seed)
+                })
+                .collect();
+            let mut copies = Vec::with_capacity(2 * self.percentiles.len() * channels * positions);
+            for values in imputed {
+                copies.extend(values?);
             }
             let count = 2 * self.percentiles.len();
             let copies = Tensor::<1>::from_data(TensorData::new(copies, [count * channels * positions]), &device)
