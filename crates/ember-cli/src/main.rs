@@ -25,6 +25,13 @@ use clap::Parser;
 
 use crate::cli::{Cli, Command};
 
+/// mimalloc keeps freed memory for reuse. With the system allocator every large tensor buffer
+/// was mapped and unmapped again (glibc's `mmap` threshold), and the page faults and TLB
+/// shootdowns took a quarter of a folder run's time (perf: 100 photos, 6.9 s → 5.1 s when glibc
+/// was told to keep its memory).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Why a command failed, which decides the exit status (documented in `ember --help`).
 #[derive(Debug)]
 pub enum Failure {

@@ -101,7 +101,8 @@ impl Colormap {
     /// The colour of `value` in [0, 1] (clamped), as RGB in [0, 1].
     pub fn color(&self, value: f32) -> [f32; 3] {
         let last = self.table.len() - 1;
-        let index = (value.clamp(0.0, 1.0) * last as f32).round() as usize;
+        // Rounded to the nearest level (halves up; the value is not negative).
+        let index = (value.clamp(0.0, 1.0) * last as f32 + 0.5) as usize;
         self.table[index]
     }
 }

@@ -96,37 +96,54 @@ impl Placement {
             )));
         }
         checked_bytes("the overlay on the original image", &[height, width, 3], 1)?;
+        checked_bytes("the map on the original image", &[height, width], 4)?;
         let [top, left, window_height, window_width] = self.crop;
         let rows = Axis::new(height, self.scaled[0], top, window_height, map_height);
         let columns = Axis::new(width, self.scaled[1], left, window_width, map_width);
-        let heat = |x: u32, y: u32| -> Option<f32> {
-            let (y0, y1, wy) = rows.taps[y as usize]?;
-            let (x0, x1, wx) = columns.taps[x as usize]?;
-            let at = |row: usize, column: usize| map[row * map_width + column];
-            let top = at(y0, x0) + wx * (at(y0, x1) - at(y0, x0));
-            let bottom = at(y1, x0) + wx * (at(y1, x1) - at(y1, x0));
-            Some(top + wy * (bottom - top))
-        };
+        // The map at the photo's resolution (NaN outside the window), a row at a time: the two
+        // map rows blended once, then each pixel between two of its columns.
+        let mut heat = vec![f32::NAN; (width as usize) * (height as usize)];
+        let mut line = vec![0.0f32; map_width];
+        for (y, taps) in rows.taps.iter().enumerate() {
+            let Some((y0, y1, wy)) = *taps else { continue };
+            let (upper, lower) = (&map[y0 * map_width..][..map_width], &map[y1 * map_width..][..map_width]);
+            for ((value, a), b) in line.iter_mut().zip(upper).zip(lower) {
+                *value = a + wy * (b - a);
+            }
+            let row = &mut heat[y * width as usize..][..width as usize];
+            for (value, taps) in row.iter_mut().zip(&columns.taps) {
+                if let Some((x0, x1, wx)) = *taps {
+                    *value = line[x0] + wx * (line[x1] - line[x0]);
+                }
+            }
+        }
         let blend = |pixel: &Rgb<u8>, value: f32| -> [f32; 3] {
             let colour = colormap.color(value);
             std::array::from_fn(|c| (1.0 - image_weight) * colour[c] + image_weight * f32::from(pixel[c]) / 255.0)
         };
-        // Two passes instead of a float copy of a possibly large photo: the brightest blended
-        // channel inside the window first, then the pixels.
+        // The brightest blended channel inside the window, then the pixels.
         let mut peak = f32::MIN_POSITIVE;
-        for (x, y, pixel) in photo.enumerate_pixels() {
-            if let Some(value) = heat(x, y) {
+        for (pixel, &value) in photo.pixels().zip(&heat) {
+            if !value.is_nan() {
                 peak = blend(pixel, value).into_iter().fold(peak, f32::max);
             }
         }
-        Ok(RgbImage::from_fn(width, height, |x, y| {
-            let pixel = photo.get_pixel(x, y);
-            match heat(x, y) {
-                Some(value) => Rgb(blend(pixel, value).map(|v| (255.0 * v / peak).round().clamp(0.0, 255.0) as u8)),
-                None => Rgb(pixel.0.map(|v| (f32::from(v) * CROPPED_BRIGHTNESS).round() as u8)),
-            }
-        }))
+        let scale = 255.0 / peak;
+        let mut drawn = RgbImage::new(width, height);
+        for ((out, pixel), &value) in drawn.pixels_mut().zip(photo.pixels()).zip(&heat) {
+            *out = if value.is_nan() {
+                Rgb(pixel.0.map(|v| to_byte(f32::from(v) * CROPPED_BRIGHTNESS)))
+            } else {
+                Rgb(blend(pixel, value).map(|v| to_byte(v * scale)))
+            };
+        }
+        Ok(drawn)
     }
+}
+
+/// A value in [0, 255] rounded to the nearest byte (halves up), clamped.
+fn to_byte(value: f32) -> u8 {
+    (value.clamp(0.0, 255.0) + 0.5) as u8
 }
 
 #[cfg(test)]
