@@ -113,7 +113,7 @@ fn rows(args: &ExplainArgs) -> Vec<Row> {
         args.compare_layers.iter().map(|l| vec![l.clone()]).collect()
     };
     let mut rows = Vec::new();
-    for &method in &args.methods {
+    for &method in &args.variants.methods {
         for layers in &layer_sets {
             let mut explainer = Explainer::from(method)
                 .eigen_smooth(args.eigen_smooth)
@@ -143,7 +143,7 @@ fn rows(args: &ExplainArgs) -> Vec<Row> {
 fn variants(args: &ExplainArgs, rows: &[Row]) -> Vec<Variant> {
     rows.iter()
         .flat_map(|row| {
-            args.rectifiers.iter().map(|&rectifier| Variant {
+            args.variants.rectifiers.iter().map(|&rectifier| Variant {
                 method: row.method,
                 rectifier,
                 layers: row.layers.clone(),
@@ -211,8 +211,8 @@ pub fn explain(args: ExplainArgs) -> Result<(), Failure> {
         return Err(Failure::usage("--image-weight must lie in [0, 1]"));
     }
     // A value listed twice would write two maps to one file.
-    let methods: Vec<String> = args.methods.iter().map(Method::to_string).collect();
-    let rectifiers: Vec<String> = args.rectifiers.iter().map(Rectifier::to_string).collect();
+    let methods: Vec<String> = args.variants.methods.iter().map(Method::to_string).collect();
+    let rectifiers: Vec<String> = args.variants.rectifiers.iter().map(Rectifier::to_string).collect();
     for (flag, values) in [
         ("--method", &methods),
         ("--rectifier", &rectifiers),
@@ -471,7 +471,7 @@ impl Run<'_> {
         for row in &self.rows {
             let each = row
                 .explainer
-                .explain_each_rectifier(self.model, input.clone(), &self.target, &self.args.rectifiers)
+                .explain_each_rectifier(self.model, input.clone(), &self.target, &self.args.variants.rectifiers)
                 .map_err(|e| e.to_string())?;
             explanations.extend(each);
         }
@@ -895,15 +895,15 @@ impl Run<'_> {
             report.score,
             100.0 * report.probability
         );
-        let columns = self.args.rectifiers.iter().map(|r| r.to_string()).collect();
+        let columns = self.args.variants.rectifiers.iter().map(|r| r.to_string()).collect();
         let mut sheet = Sheet::new(title, columns);
         let mut pictures = pictures.into_iter();
         for (index, row) in self.rows.iter().enumerate() {
-            let cells: Vec<RgbImage> = pictures.by_ref().take(self.args.rectifiers.len()).collect();
+            let cells: Vec<RgbImage> = pictures.by_ref().take(self.args.variants.rectifiers.len()).collect();
             let label = if self.args.compare_layers.is_empty() {
                 row.method.to_string()
             } else {
-                let resolved = &report.layers[index * self.args.rectifiers.len()];
+                let resolved = &report.layers[index * self.args.variants.rectifiers.len()];
                 format!("{} · {}", row.method, resolved.join(" + "))
             };
             sheet.row(label, cells).map_err(|e| e.to_string())?;
@@ -957,8 +957,8 @@ impl Run<'_> {
         let args = self.args;
         json!({
             "model": shown_path(&args.input.model),
-            "methods": args.methods,
-            "rectifiers": args.rectifiers,
+            "methods": args.variants.methods,
+            "rectifiers": args.variants.rectifiers,
             "layers": args.input.layer,
             "compare_layers": args.compare_layers,
             "class": args.input.class,

@@ -160,19 +160,27 @@ pub struct InputArgs {
     pub perturbation_batch_size: Option<usize>,
 }
 
+/// The methods and rectifiers of a run: each method with each rectifier (`explain`: one
+/// comparison sheet per image, a row per method and a column per rectifier, when there are
+/// several; `evaluate`: every combination scored).
+#[derive(Args, Debug)]
+pub struct VariantArgs {
+    /// CAM methods, comma-separated.
+    #[arg(long = "method", value_delimiter = ',', default_value = "gradcam", value_parser = value_parser::<Method>())]
+    pub methods: Vec<Method>,
+
+    /// What to do with negative evidence: rectifiers, comma-separated (each method with each).
+    #[arg(long = "rectifier", value_delimiter = ',', default_value = "relu", value_parser = value_parser::<Rectifier>())]
+    pub rectifiers: Vec<Rectifier>,
+}
+
 #[derive(Args, Debug)]
 pub struct ExplainArgs {
     #[command(flatten)]
     pub input: InputArgs,
 
-    /// CAM method; several, comma-separated, give one comparison sheet per image (rows).
-    #[arg(long = "method", value_delimiter = ',', default_value = "gradcam", value_parser = value_parser::<Method>())]
-    pub methods: Vec<Method>,
-
-    /// What to do with negative evidence; several, comma-separated, give one comparison sheet
-    /// per image (columns).
-    #[arg(long = "rectifier", value_delimiter = ',', default_value = "relu", value_parser = value_parser::<Rectifier>())]
-    pub rectifiers: Vec<Rectifier>,
+    #[command(flatten)]
+    pub variants: VariantArgs,
 
     /// Compare layers side by side: each of these layers (comma-separated) explained on its
     /// own, one sheet row per method and layer. (Repeating --layer aggregates layers into one
@@ -303,13 +311,8 @@ pub struct EvaluateArgs {
     #[command(flatten)]
     pub input: InputArgs,
 
-    /// CAM methods to evaluate, comma-separated.
-    #[arg(long = "method", value_delimiter = ',', default_value = "gradcam", value_parser = value_parser::<Method>())]
-    pub methods: Vec<Method>,
-
-    /// Rectifiers to evaluate, comma-separated (each method with each rectifier).
-    #[arg(long = "rectifier", value_delimiter = ',', default_value = "relu", value_parser = value_parser::<Rectifier>())]
-    pub rectifiers: Vec<Rectifier>,
+    #[command(flatten)]
+    pub variants: VariantArgs,
 
     /// Metrics, comma-separated (pointing-game needs --boxes).
     #[arg(

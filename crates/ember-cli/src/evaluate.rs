@@ -95,9 +95,10 @@ pub fn evaluate(args: EvaluateArgs) -> Result<(), Failure> {
     };
 
     let combinations: Vec<(Method, Rectifier)> = args
+        .variants
         .methods
         .iter()
-        .flat_map(|&m| args.rectifiers.iter().map(move |&r| (m, r)))
+        .flat_map(|&m| args.variants.rectifiers.iter().map(move |&r| (m, r)))
         .collect();
     let batch_size = model.fixed_batch().unwrap_or(args.input.batch_size);
     let batches = sources.len().div_ceil(batch_size);
