@@ -113,7 +113,7 @@ fn run(args: Args) -> Result<(), String> {
         None => Preprocess::imagenet(),
     };
     let prepared = recipe.prepare(&photo).map_err(|e| e.to_string())?;
-    let input = prepared.tensor(&device);
+    let (input, shown, placement) = prepared.into_input(&device);
     let mut explainer = Explainer::from(args.method).rectifier(args.rectifier);
     if let Some(layer) = &args.layer {
         explainer = explainer.layer(layer.clone());
@@ -146,11 +146,9 @@ fn run(args: Args) -> Result<(), String> {
     // The map goes back through the crop and resize onto the photo; what the network never saw
     // is dimmed.
     let blended = if args.on_input {
-        overlay(&prepared.shown, &display, &Colormap::jet(), 0.5)
+        overlay(&shown, &display, &Colormap::jet(), 0.5)
     } else {
-        prepared
-            .placement
-            .overlay(&photo, &display, h, w, &Colormap::jet(), 0.5)
+        placement.overlay(&photo, &display, h, w, &Colormap::jet(), 0.5)
     }
     .map_err(|e| e.to_string())?;
     save_picture(&blended, &args.out).map_err(|e| e.to_string())?;

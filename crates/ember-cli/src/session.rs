@@ -214,15 +214,18 @@ impl Decoder {
                     photo,
                 },
                 _,
-            ) => Ok(Item {
-                source,
-                tensor: prepared.tensor(&self.device),
-                picture: Some(Picture {
-                    photo,
-                    shown: prepared.shown,
-                    placement: prepared.placement,
-                }),
-            }),
+            ) => {
+                let (tensor, shown, placement) = prepared.into_input(&self.device);
+                Ok(Item {
+                    source,
+                    tensor,
+                    picture: Some(Picture {
+                        photo,
+                        shown,
+                        placement,
+                    }),
+                })
+            }
             (Decoded::Tensor { name, index }, Some(tensor)) => Ok(Item {
                 source: name,
                 picture: None,

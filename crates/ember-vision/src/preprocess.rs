@@ -252,13 +252,15 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// The network input `[1, 3, H, W]` on `device`.
-    pub fn tensor(&self, device: &Device) -> Tensor<4> {
+    /// The network input `[1, 3, H, W]` on `device` (the values move there, uncopied), the
+    /// image it shows, and where that sits in the photo.
+    pub fn into_input(self, device: &Device) -> (Tensor<4>, RgbImage, Placement) {
         let (width, height) = self.shown.dimensions();
-        Tensor::from_data(
-            TensorData::new(self.values.clone(), [1, 3, height as usize, width as usize]),
+        let input = Tensor::from_data(
+            TensorData::new(self.values, [1, 3, height as usize, width as usize]),
             device,
-        )
+        );
+        (input, self.shown, self.placement)
     }
 }
 
