@@ -9,6 +9,11 @@ pub use ember_vision as vision;
 #[cfg(feature = "runtime")]
 pub use ember_runtime as runtime;
 
+/// Explanations during training: per-epoch sheets from burn-train's Learner or a hand-written
+/// loop (the `train` feature).
+#[cfg(feature = "train")]
+pub use ember_train as train;
+
 /// Re-exported so users need no direct burn dependency: the code `ember-onnx` generates reaches
 /// Burn through it.
 pub use burn;

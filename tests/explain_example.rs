@@ -3,17 +3,13 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use examples_support::assert_clean_error;
 use image::{DynamicImage, ImageBuffer, Luma, Rgba};
 
-/// `target/<profile>/examples/explain`, built by `cargo test` next to the test binaries.
+mod examples_support;
+
 fn example() -> PathBuf {
-    let mut path = std::env::current_exe().unwrap();
-    path.pop();
-    if path.ends_with("deps") {
-        path.pop();
-    }
-    path.join("examples")
-        .join(format!("explain{}", std::env::consts::EXE_SUFFIX))
+    examples_support::example("explain")
 }
 
 /// Runs the example on flex unless `args` choose a device (with `--features wgpu` the example's
@@ -35,19 +31,6 @@ fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("ember-example-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
-}
-
-/// The error case: non-zero exit, exactly one line on stderr starting with `error:`, no panic.
-fn assert_clean_error(output: &Output, expected: &str) -> String {
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(!output.status.success(), "expected failure, stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "more than one line: {stderr}");
-    assert!(
-        stderr.starts_with("error: ") && stderr.contains(expected),
-        "unexpected message: {stderr}"
-    );
-    stderr
 }
 
 #[test]

@@ -396,7 +396,7 @@ fn user_crate(args: UserCrateArgs) -> Result<(), String> {
         "--quiet",
         "--workspace",
         "--features",
-        "ndarray,wgpu",
+        "ndarray,wgpu,train",
     ]))?;
     let ember_map = scratch.join("ember.npy");
     run(Command::new(

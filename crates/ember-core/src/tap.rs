@@ -7,7 +7,10 @@
 //! the operations downstream of the earliest armed tap: the layers before it run on the plain
 //! backend and parameters never receive gradients. For a model whose parameters live on an
 //! autodiff device, the tap cuts the activation from the graph before adding the probe, so the
-//! layers before it are not differentiated either.
+//! layers before it are not differentiated either. (Burn's autodiff still records those layers,
+//! their parameters being tracked, and keeps that record until the next backward pass through
+//! the parameters — the next training step. Explain `model.valid()` when none follows, as
+//! `ember-train` does.)
 //!
 //! Unarmed, a tap costs one thread-local lookup. The session is a guard: when it is dropped
 //! (normally, on an error or in a panic) every capture is released, so no state survives an

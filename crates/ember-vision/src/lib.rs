@@ -13,7 +13,7 @@ pub use outputs::{OutputConflict, ReadPaths, Written, check_outputs, save_pictur
 pub use overlay::{Colormap, ColormapName, gradient_image, heatmap, overlay};
 pub use placement::{CROPPED_BRIGHTNESS, Placement};
 pub use preprocess::{ChannelOrder, Prepared, Preprocess, ResizeFilter, ValueRange, load_rgb};
-pub use report::{Card, relative_href, relative_to, report_html};
+pub use report::{Card, escape_html, relative_href, relative_to, report_html};
 pub use sheet::{Sheet, TextStyle, draw_text, text_width};
 
 use std::path::{Path, PathBuf};

@@ -27,7 +27,7 @@ pub struct Card {
 }
 
 /// Text made safe for HTML content and attribute values.
-fn escape(text: &str) -> String {
+pub fn escape_html(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -152,8 +152,8 @@ pub fn report_html(title: &str, facts: &str, cards: &[Card]) -> String {
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <title>{title}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<header><h1>{title}</h1>\
          <span>{facts}</span></header>\n",
-        title = escape(title),
-        facts = escape(facts)
+        title = escape_html(title),
+        facts = escape_html(facts)
     );
     page.push_str("<div class=\"controls\"><label>Sort <select id=\"sort\">");
     for (value, text) in [
@@ -170,7 +170,7 @@ pub fn report_html(title: &str, facts: &str, cards: &[Card]) -> String {
         let _ = write!(
             page,
             "<option value=\"{class}\">{class} {} ({count})</option>",
-            escape(label)
+            escape_html(label)
         );
     }
     page.push_str(
@@ -199,26 +199,26 @@ fn write_card(page: &mut String, index: usize, card: &Card) {
             " one"
         },
         failed = if card.error.is_some() { " failed" } else { "" },
-        label = escape(&label),
-        name = escape(&card.name),
+        label = escape_html(&label),
+        name = escape_html(&card.name),
     );
     if let Some(thumbnail) = &card.thumbnail {
         let _ = write!(
             page,
             "<a href=\"{href}\"><img class=\"thumb\" src=\"{href}\" alt=\"input\"></a>",
-            href = escape(&relative_href(thumbnail))
+            href = escape_html(&relative_href(thumbnail))
         );
     }
     if let Some(overlay) = &card.overlay {
         let _ = write!(
             page,
             "<a href=\"{href}\"><img class=\"overlay\" src=\"{href}\" alt=\"explanation\"></a>",
-            href = escape(&relative_href(overlay))
+            href = escape_html(&relative_href(overlay))
         );
     }
     page.push_str("</div>\n");
     if let Some(error) = &card.error {
-        let _ = writeln!(page, "<div class=\"error\">{}</div>", escape(error));
+        let _ = writeln!(page, "<div class=\"error\">{}</div>", escape_html(error));
     }
     if !card.top.is_empty() {
         page.push_str("<table>");
@@ -227,7 +227,7 @@ fn write_card(page: &mut String, index: usize, card: &Card) {
                 page,
                 "<tr><td class=\"p\">{:.1}%</td><td>{class}</td><td>{}</td></tr>",
                 100.0 * probability,
-                escape(label)
+                escape_html(label)
             );
         }
         page.push_str("</table>\n");
@@ -236,7 +236,7 @@ fn write_card(page: &mut String, index: usize, card: &Card) {
     if let Some((class, label, score, probability)) = &card.class {
         facts.push(format!(
             "explained {class} {} · score {score:.4} · p {:.1}%",
-            escape(label),
+            escape_html(label),
             100.0 * probability
         ));
     }
