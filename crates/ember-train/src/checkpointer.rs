@@ -17,7 +17,7 @@ use crate::{ImageClassifier, Stage, TrainingExplanations};
 /// A [`Checkpointer`] of model records that explains the validation images with each epoch's
 /// model, then hands the record to the checkpointer it wraps.
 ///
-/// ```ignore
+/// ```text
 /// let explanations = Arc::new(TrainingExplanations::new(dir, classes, inputs, pictures, labels)?);
 /// SupervisedTraining::new(artifacts, train, valid).with_custom_checkpointers(
 ///     ExplainingCheckpointer::new(FileCheckpointer::new(artifacts.join("checkpoint"), "model"), model.valid(), explanations),

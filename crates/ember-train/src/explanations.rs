@@ -95,8 +95,7 @@ impl TrainingExplanations {
     /// Explanations of `inputs` (`[N, C, H, W]`, as the network takes them), shown over
     /// `pictures` (one per input, of the inputs' height and width), whose true classes are
     /// `labels` (indices into `class_names`), written into `out_dir` (created if missing).
-    /// Columns are added with [`column`](Self::column); without any, Grad-CAM at the model's
-    /// default layer is shown.
+    /// Columns are added with [`column`](Self::column); at least one is needed.
     pub fn new(
         out_dir: impl Into<PathBuf>,
         class_names: Vec<String>,
@@ -225,13 +224,14 @@ impl TrainingExplanations {
         let inputs = Tensor::<4>::from_data(self.inputs.clone(), &device);
         let forward = |x: Tensor<4>| model.classify(x);
 
-        let mut maps = Vec::with_capacity(self.columns.len());
-        let default_column = [("Grad-CAM".to_owned(), Explainer::default())];
-        let columns = if self.columns.is_empty() {
-            &default_column[..]
-        } else {
-            &self.columns[..]
-        };
+        if self.columns.is_empty() {
+            return Err(TrainError::Setup(
+                "no explainer to show: add a column, e.g. .column(\"gradcam\", Explainer::new(GradCam).layer(\"…\"))"
+                    .into(),
+            ));
+        }
+        let columns = &self.columns[..];
+        let mut maps = Vec::with_capacity(columns.len());
         let mut output = None;
         for (label, explainer) in columns {
             let explanation = explainer

@@ -30,7 +30,7 @@ pub use renderer::SilentRenderer;
 /// A Burn image classifier: the module and its forward pass from an image batch
 /// `[N, C, H, W]` to class scores `[N, classes]`. Place [`ember_core::LayerTap`]s in the forward
 /// pass where maps may be taken.
-pub trait ImageClassifier: Module + Sync {
+pub trait ImageClassifier: Module {
     /// The class scores (logits) of `images`.
     fn classify(&self, images: Tensor<4>) -> Tensor<2>;
 }
