@@ -176,8 +176,8 @@ impl TrainingExplanations {
         self.history().records.clone()
     }
 
-    /// Records a fact about `stage` (`test accuracy` = `0.8123`), shown in the index and on the
-    /// stage's sheet; facts may come before or after the stage is explained.
+    /// Records a fact about `stage` (`test accuracy` = `0.8123`), shown in the index (and in the
+    /// sheet's title when recorded before the stage is explained, as burn-train's metrics are).
     pub fn record_fact(
         &self,
         stage: Stage,
@@ -270,12 +270,17 @@ impl TrainingExplanations {
         let correct = predictions.iter().zip(&self.labels).filter(|(p, l)| p == l).count();
 
         let mut history = self.history();
-        let facts: Vec<(String, String)> = history
-            .pending
+        // A stage explained again keeps the facts recorded for it before.
+        let mut facts: Vec<(String, String)> = history
+            .records
             .iter()
-            .filter(|(s, _, _)| *s == stage)
-            .map(|(_, n, v)| (n.clone(), v.clone()))
-            .collect();
+            .find(|r| r.stage == stage)
+            .map(|r| r.facts.clone())
+            .unwrap_or_default();
+        for (_, name, value) in history.pending.iter().filter(|(s, _, _)| *s == stage) {
+            facts.retain(|(n, _)| n != name);
+            facts.push((name.clone(), value.clone()));
+        }
         history.pending.retain(|(s, _, _)| *s != stage);
         drop(history);
 

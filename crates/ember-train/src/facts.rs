@@ -22,13 +22,24 @@ pub type EpochCallback = Box<dyn FnMut(usize, &[(String, f64)]) + Send>;
 pub struct ExplanationFacts {
     explanations: Arc<TrainingExplanations>,
     names: HashMap<MetricId, String>,
-    /// Every numeric entry by metric name, epoch and split: burn-train's checkpointing and
-    /// early-stopping strategies read them back, and a logger given to
-    /// `with_metric_logger` replaces burn-train's file logger, which would otherwise answer.
-    history: HashMap<(String, usize, Split), Vec<NumericEntry>>,
+    /// The numeric entries by metric name, epoch and split, summed: burn-train's checkpointing
+    /// and early-stopping strategies read them back (a logger given to `with_metric_logger`
+    /// replaces burn-train's file logger, which would otherwise answer). A sum per epoch, not
+    /// every entry, so that memory does not grow with the number of steps.
+    history: HashMap<(String, usize, Split), EpochEntries>,
     /// The latest running (epoch-mean) value of each metric in the current validation epoch.
     current: Vec<(MetricId, f64)>,
     on_epoch: Option<EpochCallback>,
+}
+
+/// One metric's entries in one epoch and split.
+#[derive(Debug, Default, Clone, Copy)]
+struct EpochEntries {
+    /// Σ value × count of the per-step entries.
+    sum: f64,
+    count: usize,
+    /// The epoch's final value, when the metric logs one.
+    last: Option<f64>,
 }
 
 impl ExplanationFacts {
@@ -71,20 +82,36 @@ impl MetricLogger for ExplanationFacts {
                 }
             }
             if let Some(entry) = numeric.numeric_entry {
-                self.history
-                    .entry((name, epoch, split.clone()))
-                    .or_default()
-                    .push(entry);
+                let summed = self.history.entry((name, epoch, split.clone())).or_default();
+                match entry {
+                    NumericEntry::Value(value) => {
+                        summed.sum += value;
+                        summed.count += 1;
+                    }
+                    NumericEntry::Aggregated {
+                        aggregated_value,
+                        count,
+                    } => {
+                        summed.sum += aggregated_value * count as f64;
+                        summed.count += count;
+                    }
+                    NumericEntry::Final(value) => summed.last = Some(value),
+                }
             }
         }
     }
 
     fn read_numeric(&mut self, name: &str, epoch: usize, split: &Split) -> Result<Vec<NumericEntry>, String> {
-        Ok(self
-            .history
-            .get(&(name.to_owned(), epoch, split.clone()))
-            .cloned()
-            .unwrap_or_default())
+        // What burn-train's aggregation makes of every entry: the final value if one was
+        // logged, else the mean weighted by counts.
+        Ok(match self.history.get(&(name.to_owned(), epoch, split.clone())) {
+            Some(EpochEntries { last: Some(value), .. }) => vec![NumericEntry::Final(*value)],
+            Some(summed) if summed.count > 0 => vec![NumericEntry::Aggregated {
+                aggregated_value: summed.sum / summed.count as f64,
+                count: summed.count,
+            }],
+            _ => Vec::new(),
+        })
     }
 
     fn log_metric_definition(&mut self, definition: MetricDefinition) {

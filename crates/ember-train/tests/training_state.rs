@@ -21,14 +21,13 @@ fn explanations(name: &str) -> TrainingExplanations {
         .column("gradcam", Explainer::new(GradCam).layer("features"))
 }
 
-/// Trains two steps from the same start, with `between` run after the first.
-fn two_steps(between: impl Fn(&SmallNet)) -> Vec<Vec<f32>> {
-    let device = Device::flex().autodiff();
-    device.seed(7);
-    let mut model = SmallNet::new(&device);
+/// Trains two steps from `start` on `batches`, with `between` run after the first. Everything
+/// random is made before (tests share the device's generator across threads).
+fn two_steps(start: &SmallNet, batches: &[(Tensor<4>, Tensor<1, Int>)], between: impl Fn(&SmallNet)) -> Vec<Vec<f32>> {
+    let mut model = start.clone();
     let mut optimizer = AdamConfig::new().init();
-    let (first, first_targets) = images(8, 1, &device);
-    let (second, second_targets) = images(8, 2, &device);
+    let (first, first_targets) = batches[0].clone();
+    let (second, second_targets) = batches[1].clone();
     model = step(model, &mut optimizer, first, first_targets);
     between(&model);
     model = step(model, &mut optimizer, second, second_targets);
@@ -38,8 +37,12 @@ fn two_steps(between: impl Fn(&SmallNet)) -> Vec<Vec<f32>> {
 #[test]
 fn the_next_optimizer_step_is_bit_identical_with_an_explanation_in_between() {
     let explanations = explanations("bit-identical");
-    let untouched = two_steps(|_| {});
-    let explained = two_steps(|model| {
+    let device = Device::flex().autodiff();
+    let start = SmallNet::new(&device);
+    let batches = [images(8, 1, &device), images(8, 2, &device)];
+    let probe_images = images(4, 5, &Device::flex().autodiff()).0;
+    let untouched = two_steps(&start, &batches, |_| {});
+    let explained = two_steps(&start, &batches, |model| {
         assert!(
             model.conv1.weight.val().is_require_grad(),
             "the model is not in training"
@@ -48,11 +51,7 @@ fn the_next_optimizer_step_is_bit_identical_with_an_explanation_in_between() {
         // The core explainer on the training model directly, too.
         Explainer::new(GradCam)
             .layer("features")
-            .explain(
-                &|x| model.forward(x),
-                images(4, 5, &Device::flex().autodiff()).0,
-                &ClassTarget::TopClass,
-            )
+            .explain(&|x| model.forward(x), probe_images.clone(), &ClassTarget::TopClass)
             .unwrap();
     });
     assert_eq!(untouched.len(), explained.len());
@@ -62,10 +61,7 @@ fn the_next_optimizer_step_is_bit_identical_with_an_explanation_in_between() {
         assert_eq!(a, b, "a parameter differs after the next step");
     }
     // The runs moved the parameters: the comparison is not between two untrained models.
-    let device = Device::flex().autodiff();
-    device.seed(7);
-    let initial = parameters(&SmallNet::new(&device));
-    assert_ne!(initial, untouched, "the optimizer steps changed nothing");
+    assert_ne!(parameters(&start), untouched, "the optimizer steps changed nothing");
 }
 
 /// A classifier that counts forward passes run with parameters that require a gradient.
