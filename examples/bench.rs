@@ -3,6 +3,10 @@
 //! Prints one JSON object per row on stdout: model, batch, backend, method, forward_ms,
 //! explain_ms (medians after warm-up), ratio, and the peak host heap of an explanation.
 //!
+//! With `--metrics deletion-insertion`, a row per layer and batch also times torch-cam's
+//! deletion + insertion curves (20 steps, zero baseline) of the Grad-CAM map against a forward
+//! pass (`method` names the metric, `explain_ms` is the metric's time).
+//!
 //! The bundled MobileNetV2 runs two ways: compiled at build time (`mobilenet_v2`) and loaded
 //! from the same ONNX file at run time by `ember-runtime` (`mobilenet_v2 (run-time)`).
 
@@ -12,6 +16,7 @@ use std::time::Instant;
 
 use burn::tensor::{Device, Distribution, Tensor};
 use clap::Parser;
+use ember_cam::metrics::DeletionInsertion;
 use ember_cam::models::mobilenet_v2;
 use ember_cam::vocabulary::value_parser;
 use ember_cam::{CamModel, ClassTarget, Explainer, Method, burn, device_named};
@@ -63,6 +68,9 @@ struct Args {
     /// Warm-up pairs before the timed runs.
     #[arg(long, default_value_t = 3)]
     warmups: usize,
+    /// Faithfulness metrics to time as well: `deletion-insertion` (20 steps, on the Grad-CAM map).
+    #[arg(long, value_delimiter = ',')]
+    metrics: Vec<String>,
     /// How the model runs: build-time (compiled by burn-onnx), run-time (ember-runtime).
     #[arg(long, value_delimiter = ',', default_value = "build-time,run-time")]
     models: Vec<String>,
@@ -181,6 +189,30 @@ fn block_rows<M: CamModel<Output = Tensor<2>>>(
                  \"method\": \"{method}\", \
                  \"forward_ms\": {forward_ms:.2}, \"explain_ms\": {explain_ms:.2}, \"ratio\": {:.3}, \"peak_heap_mib\": {peak_mib:.1}}}",
                 explain_ms / forward_ms
+            );
+        }
+        for metric in &args.metrics {
+            if metric != "deletion-insertion" {
+                eprintln!("error: unknown metric `{metric}`; expected deletion-insertion");
+                std::process::exit(1);
+            }
+            let maps = Explainer::from(Method::GradCam)
+                .layer(layer)
+                .explain(model, input.clone(), &ClassTarget::TopClass)
+                .unwrap()
+                .maps;
+            let curves = DeletionInsertion::default();
+            let evaluate = || {
+                let scores = curves.evaluate(model, &input, &maps, &ClassTarget::TopClass).unwrap();
+                assert_eq!(scores.deletion_auc.len(), batch);
+            };
+            let (forward_ms, metric_ms) = paired_medians_ms((args.warmups, args.runs), forward, evaluate);
+            println!(
+                "{{\"model\": \"{name}\", \"layer\": \"features[{block}]\", \"batch\": {batch}, \"backend\": \"{backend}\", \
+                 \"method\": \"deletion+insertion, {} steps (gradcam map)\", \
+                 \"forward_ms\": {forward_ms:.2}, \"explain_ms\": {metric_ms:.2}, \"ratio\": {:.3}}}",
+                curves.steps,
+                metric_ms / forward_ms
             );
         }
     }

@@ -103,6 +103,9 @@ struct BenchArgs {
     /// Warm-up pairs before the timed runs (fewer for slow methods such as ScoreCAM).
     #[arg(long, default_value_t = 3)]
     warmups: usize,
+    /// Faithfulness metrics timed against a forward pass too: deletion-insertion.
+    #[arg(long)]
+    metrics: Option<String>,
     /// Also write the rows as a JSON list.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -273,6 +276,9 @@ fn bench(args: BenchArgs) -> Result<(), String> {
             &args.warmups.to_string(),
         ])
         .args(["--runs", &args.runs.to_string()]);
+    if let Some(metrics) = &args.metrics {
+        command.args(["--metrics", metrics]);
+    }
     let mut rows = json_lines(&mut command)?;
 
     let python = args.python.clone().or_else(|| {
