@@ -1,7 +1,7 @@
 //! Generates the bundled MobileNetV2 with a tap after every spatial layer (the `mobilenet`
 //! feature), and — in a checkout with the test fixtures — the zoo's softmax-ended
 //! PaddlePaddle-style model twice, for `tests/build_time_import.rs`: once explaining its logits
-//! (the default) and once its output.
+//! (the default) and once its output; and the zoo's channels-last (tf2onnx-style) model.
 
 fn main() {
     #[cfg(feature = "mobilenet")]
@@ -26,6 +26,13 @@ fn main() {
                 .scores(ember_onnx::ScoreSource::Output)
                 .run_from_script()
                 .unwrap_or_else(|e| panic!("importing {}: {e}", paddle.display()));
+        }
+        let nhwc = std::path::Path::new("tests/fixtures/zoo/tf_style_nhwc.onnx");
+        if nhwc.exists() {
+            ember_onnx::TappedModelGen::new(nhwc)
+                .out_dir("test-models/nhwc/")
+                .run_from_script()
+                .unwrap_or_else(|e| panic!("importing {}: {e}", nhwc.display()));
         }
     }
 }

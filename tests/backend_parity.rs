@@ -92,6 +92,8 @@ fn check_zoo(backend: &str, device: &Device) {
         let model = OnnxModel::load(zoo.join(format!("{name}.onnx")), device)
             .unwrap()
             .with_scores(ScoreSource::Output);
+        // The fixture is in the graph's layout; Ember explains [N, C, H, W].
+        let input = model.to_nchw(input);
         let explanation = Explainer::new(GradCam)
             .layer(entry["layer"].as_str().unwrap())
             .explain(&model, input, &ClassTarget::TopClass)

@@ -21,14 +21,25 @@ mod output {
     include!(concat!(env!("OUT_DIR"), "/test-models/output/paddle_style.rs"));
 }
 
+#[allow(dead_code)]
+mod nhwc {
+    include!(concat!(env!("OUT_DIR"), "/test-models/nhwc/tf_style_nhwc.rs"));
+}
+
 const FILE: &str = "tests/fixtures/zoo/paddle_style.onnx";
 
 fn input(device: &Device) -> Tensor<4> {
-    let file = std::fs::File::open("tests/fixtures/zoo/paddle_style.npz").unwrap();
+    let (values, shape) = zoo_array("paddle_style", "input");
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// An array of a zoo fixture: values and shape.
+fn zoo_array(model: &str, key: &str) -> (Vec<f32>, Vec<usize>) {
+    let file = std::fs::File::open(format!("tests/fixtures/zoo/{model}.npz")).unwrap();
     let mut npz = npyz::npz::NpzArchive::new(std::io::BufReader::new(file)).unwrap();
-    let array = npz.by_name("input").unwrap().unwrap();
+    let array = npz.by_name(key).unwrap().unwrap();
     let shape: Vec<usize> = array.shape().iter().map(|&d| d as usize).collect();
-    Tensor::from_data(TensorData::new(array.into_vec::<f32>().unwrap(), shape), device)
+    (array.into_vec::<f32>().unwrap(), shape)
 }
 
 fn worst(a: &[f32], b: &[f32]) -> f32 {
@@ -154,4 +165,47 @@ fn guided_backprop_without_relus_is_an_error() {
     let error = ember_cam::guided_backprop(&model, input, &ClassTarget::TopClass).unwrap_err();
     assert!(matches!(error, ember_cam::CamError::NoGuidedRelu), "{error}");
     assert!(error.to_string().contains("ReLU6"), "{error}");
+}
+
+/// A channels-last (tf2onnx-style) model: both take [N, C, H, W] images and hand the graph
+/// [N, H, W, C]; both know its layers' layouts; both give pytorch-grad-cam's map (on the
+/// NCHW-wrapped model with the permuting `reshape_transform`) and agree with each other.
+#[test]
+fn a_channels_last_model_gives_one_answer_however_it_is_loaded() {
+    let device = Device::flex();
+    let file = "tests/fixtures/zoo/tf_style_nhwc.onnx";
+    let built = nhwc::Model::from_embedded(&device);
+    let loaded = OnnxModel::load(file, &device).unwrap().with_scores(ScoreSource::Output);
+    assert_eq!(
+        ember_cam::CamModel::layers(&built),
+        ember_cam::CamModel::layers(&loaded)
+    );
+    assert_eq!(nhwc::INPUT_CHW, &loaded.input_shape()[1..]);
+    assert_eq!(loaded.input_layout(), Some(ember_cam::Layout::ChannelsLast));
+
+    let (values, shape) = zoo_array("tf_style_nhwc", "input");
+    let input = loaded.to_nchw(Tensor::from_data(TensorData::new(values, shape), &device));
+    let layer = "/acts.2/Relu";
+    let explainer = Explainer::from(Method::GradCam).layer(layer);
+    // pytorch-grad-cam explains the softmax output; both models below explain its logits.
+    let a = explainer
+        .explain(&loaded, input.clone(), &ClassTarget::TopClass)
+        .unwrap();
+    let (reference, _) = zoo_array("tf_style_nhwc", "grad_cam");
+    let vs_reference = worst(&maps_to_host(&a.maps).unwrap(), &reference);
+    let logits_built = explainer
+        .explain(&built, input.clone(), &ClassTarget::TopClass)
+        .unwrap();
+    let logits_loaded = explainer
+        .explain(&OnnxModel::load(file, &device).unwrap(), input, &ClassTarget::TopClass)
+        .unwrap();
+    let apart = worst(
+        &maps_to_host(&logits_built.maps).unwrap(),
+        &maps_to_host(&logits_loaded.maps).unwrap(),
+    );
+    println!(
+        "channels-last model: run time vs pytorch-grad-cam {vs_reference:.1e}, build time vs run time {apart:.1e}"
+    );
+    assert!(vs_reference <= 1e-4, "{vs_reference}");
+    assert!(apart <= 1e-5, "{apart}");
 }

@@ -337,6 +337,41 @@ def main():
     case("one_logit_sigmoid_head", "a binary classifier (one logit, a sigmoid): a correct result, explained through its logit",
          explain(binary), 0)
 
+    # --- Layouts that cannot be decided (never guessed) -------------------------------------
+    # Weights from their own generator, so that the fixtures above stay as they were.
+    layout_rng = np.random.default_rng(1)
+    conv8 = layout_rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3
+    gemm8 = layout_rng.standard_normal((3, 8)).astype(np.float32)
+
+    def eight_channels(model):
+        for tensor in model.graph.initializer:
+            if tensor.name == "gemm_w":
+                tensor.CopyFrom(numpy_helper.from_array(gemm8, "gemm_w"))
+            if tensor.name == "conv_b":
+                tensor.CopyFrom(numpy_helper.from_array(np.zeros(8, np.float32), "conv_b"))
+    regrouped = classifier(
+        "layout_undecided", size=(8, 8), conv_w=conv8, edit=eight_channels, head="restored",
+        middle=[helper.make_node("Reshape", ["relu_out", "same_shape"], ["regrouped"], name="regroup"),
+                helper.make_node("Reshape", ["regrouped", "same_shape"], ["restored"], name="restore")],
+        extra_inits=[ints("same_shape", [0, 8, 8, 8])])
+    case("layer_layout_undecided", "a layer [N, 8, 8, 8] behind a Reshape: neither the graph nor the shape tells "
+         "where its channels are", explain(regrouped, "--layer", "regroup"), 1, "--layout nchw|nhwc")
+    case("layer_layout_given", "the same layer with --layout: a correct result",
+         explain(regrouped, "--layer", "regroup", "--layout", "nchw"), 0)
+
+    def reshaped_input(model):
+        graph = model.graph
+        for dim, name in zip(graph.input[0].type.tensor_type.shape.dim[1:], ["C", "H", "W"]):
+            dim.dim_param = name
+        graph.initializer.append(ints("image_shape", [0, 3, 16, 16]))
+        graph.node.insert(0, helper.make_node("Reshape", ["x", "image_shape"], ["image"], name="as_image"))
+        graph.node[1].input[0] = "image"
+    symbolic = classifier("input_layout_undecided", edit=reshaped_input)
+    case("input_layout_undecided", "an input [N, C, H, W] of symbolic sizes read through a Reshape: channels "
+         "first or last cannot be told", explain(symbolic, "--size", "16"), 1, "--input-layout nchw|nhwc")
+    case("input_layout_given", "the same model with --input-layout: a correct result",
+         explain(symbolic, "--size", "16", "--input-layout", "nchw"), 0)
+
     # --- Files that are not models --------------------------------------------------------
     write("empty.onnx", b"")
     case("empty_model_file", "0 bytes", explain("{dir}/empty.onnx"), 1, "")

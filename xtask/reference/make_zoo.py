@@ -160,6 +160,33 @@ class PaddleStyle(torch.nn.Module):
         return torch.softmax(logits, dim=1)
 
 
+class TfStyleNhwc(torch.nn.Module):
+    """What tf2onnx makes of a Keras CNN: an NHWC input `[N, H, W, 3]`, a Transpose to NCHW
+    before each convolution and one back after it, batch normalisation as a per-channel Mul and
+    Add and the ReLUs in NHWC, global average pooling over axes 1 and 2, a Dense layer (MatMul
+    and Add) and a Softmax. The explained layer, the last ReLU, is `[N, 8, 8, 8]`: only the graph,
+    not its shape, tells where its channels are."""
+
+    input_layout = "nhwc"
+    layer_layout = "nhwc"
+
+    def __init__(self):
+        super().__init__()
+        self.convs = torch.nn.ModuleList(
+            [torch.nn.Conv2d(3, 16, 3, 2, 1), torch.nn.Conv2d(16, 32, 3, 2, 1), torch.nn.Conv2d(32, 8, 3, 2, 1)]
+        )
+        self.scales = torch.nn.ParameterList([torch.nn.Parameter(torch.ones(c)) for c in (16, 32, 8)])
+        self.shifts = torch.nn.ParameterList([torch.nn.Parameter(torch.zeros(c)) for c in (16, 32, 8)])
+        self.acts = torch.nn.ModuleList([torch.nn.ReLU() for _ in range(3)])
+        self.dense = torch.nn.Linear(8, CLASSES)
+
+    def forward(self, x):
+        for conv, scale, shift, act in zip(self.convs, self.scales, self.shifts, self.acts):
+            x = conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+            x = act(x * scale + shift)
+        return torch.softmax(self.dense(x.mean((1, 2))), dim=1)
+
+
 class CaffeStyle(torch.nn.Module):
     """AlexNet/CaffeNet-era layers with local response normalisation (the ONNX `LRN` operator).
 
@@ -277,9 +304,38 @@ def zoo():
             False,
         ),
         ("caffe_style", CaffeStyle(), lambda m: m.norm2, False),
+        ("tf_style_nhwc", TfStyleNhwc(), lambda m: m.acts[2], False),
+        (
+            # ConvNeXt's blocks run in NHWC between two Transposes: the second pointwise Linear's
+            # output `[N, 4, 4, 32]` is channels-last.
+            "convnext_channels_last",
+            channels_last(
+                convnext.ConvNeXt([convnext.CNBlockConfig(16, 32, 1), convnext.CNBlockConfig(32, None, 1)], num_classes=CLASSES)
+            ),
+            lambda m: m.features[3][0].block[5],
+            False,
+        ),
         ("resnet_dynamo", TinyResNet(), lambda m: m.layer3, False),
     ]
     return models
+
+
+def channels_last(model):
+    """Marks `model`'s explained layer as channels-last: pytorch-grad-cam gets the permuting
+    `reshape_transform` a careful user writes."""
+    model.layer_layout = "nhwc"
+    return model
+
+
+class NchwInput(torch.nn.Module):
+    """An NHWC model behind an NCHW input, as pytorch-grad-cam (and Ember) feed images."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x.permute(0, 2, 3, 1))
 
 
 def randomise_batch_norm(model, generator):
@@ -294,7 +350,7 @@ def randomise_batch_norm(model, generator):
 
 def initialise(model):
     """Seeds `model`'s weights and batch-norm statistics, puts it in eval mode, and returns its
-    fixed input batch `[2, 3, SIZE, SIZE]`."""
+    fixed input batch `[2, 3, SIZE, SIZE]` (NCHW whatever the model's own layout)."""
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
     for p in model.parameters():
@@ -324,9 +380,19 @@ def onnx_node_of(model, module, onnx_path):
         return in_scope[-1]
     # The exporter names scopes after the attribute path; children of a Sequential carry their
     # accumulated name ("/features/features.12/"), other modules their own ("/features/norm5/").
+    # In general: an indexed child is named after its container ("block.5", "acts.2"), and a
+    # container that is never called (ModuleList) has no scope of its own.
+    walked, module, name = [], model, ""
+    for part in parts:
+        child = module[int(part)] if part.isdigit() else getattr(module, part)
+        name = f"{name}.{part}" if part.isdigit() else part
+        if not isinstance(child, torch.nn.ModuleList):
+            walked.append(name)
+        module = child
     scopes = [
         "/" + "/".join(".".join(parts[: i + 1]) for i in range(len(parts))) + "/",
         "/" + "/".join(parts) + "/",
+        "/" + "/".join(walked) + "/",
     ]
     names = [n.name for n in graph.node]
     nodes = next(matching for scope in scopes if (matching := [n for n in names if n.startswith(scope)]))
@@ -338,11 +404,15 @@ def main():
     table = {}
     for name, model, layer_of, dynamic in zoo():
         x = initialise(model)
+        nhwc_input = getattr(model, "input_layout", "nchw") == "nhwc"
+        # What the ONNX graph takes: the model's own layout.
+        graph_x = x.permute(0, 2, 3, 1).contiguous() if nhwc_input else x
         with torch.no_grad():
-            torch_logits = model(x).numpy()
+            torch_logits = model(graph_x).numpy()
 
         path = ZOO / f"{name}.onnx"
-        axes = {"input": {0: "batch", 2: "height", 3: "width"}} if dynamic else {"input": {0: "batch"}}
+        spatial = {1: "height", 2: "width"} if nhwc_input else {2: "height", 3: "width"}
+        axes = {"input": {0: "batch", **spatial}} if dynamic else {"input": {0: "batch"}}
         if hasattr(model, "to_onnx"):
             model.to_onnx(path)
         elif name in DYNAMO:
@@ -352,7 +422,7 @@ def main():
         else:
             torch.onnx.export(
                 model,
-                (x,),
+                (graph_x,),
                 str(path),
                 input_names=["input"],
                 output_names=["logits"],
@@ -361,10 +431,16 @@ def main():
                 dynamo=False,
             )
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        ort_logits = session.run(None, {"input": x.numpy()})[0]
+        ort_logits = session.run(None, {"input": graph_x.numpy()})[0]
 
-        # Grad-CAM of the explained layer (top class; the score is the model's raw output).
-        cam = GradCAM(model=model, target_layers=[layer_of(model)])
+        # Grad-CAM of the explained layer (top class; the score is the model's raw output), on
+        # NCHW images; a channels-last layer gets the permuting reshape_transform.
+        layer_nhwc = getattr(model, "layer_layout", "nchw") == "nhwc"
+        cam = GradCAM(
+            model=NchwInput(model) if nhwc_input else model,
+            target_layers=[layer_of(model)],
+            reshape_transform=(lambda t: t.permute(0, 3, 1, 2)) if layer_nhwc else None,
+        )
         grad_cam = cam(input_tensor=x, targets=None).astype(np.float32)
         cam.activations_and_grads.release()
         # A map that is zero everywhere would make the comparison vacuous.
@@ -372,7 +448,8 @@ def main():
 
         np.savez(
             ZOO / f"{name}.npz",
-            input=x.numpy(),
+            # In the graph's layout.
+            input=graph_x.numpy(),
             torch_logits=torch_logits,
             ort_logits=ort_logits,
             grad_cam=grad_cam,
@@ -380,7 +457,9 @@ def main():
         table[name] = {
             "layer": onnx_node_of(model, layer_of(model), path),
             "dynamic_size": dynamic,
-            "softmax_output": name == "paddle_style",
+            "softmax_output": name in ("paddle_style", "tf_style_nhwc"),
+            "input_layout": "nhwc" if nhwc_input else "nchw",
+            "layer_layout": "nhwc" if layer_nhwc else "nchw",
         }
         size = path.stat().st_size
         diff = np.abs(torch_logits - ort_logits).max()

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::{Device, Tensor};
 use ember_core::{
-    Adapter, CamModel, ClassTarget, Explainer, Explanation, Method, Rectifier, describe_dims, maps_to_host, to_host,
+    Adapter, CamModel, ClassTarget, Explainer, Explanation, Layout, Method, Rectifier, describe_dims, maps_to_host,
+    to_host,
 };
 use ember_runtime::{FinalActivation, OnnxModel, ScoreSource};
 use ember_vision::{
@@ -35,12 +36,19 @@ const THUMBNAIL_SIDE: u32 = 320;
 
 /// `ember layers`: the tappable layers of a model.
 pub fn layers(args: &LayersArgs) -> Result<(), Failure> {
-    let model = OnnxModel::load(&args.model, &Device::flex())?;
+    let model = OnnxModel::load_as(&args.model, args.input_layout, &Device::flex())?;
     let default = model.default_layer().unwrap_or_default();
+    let input = match model.input_layout() {
+        Some(Layout::ChannelsLast) => format!("{} (channels last)", describe_dims(model.graph_input_shape())),
+        Some(_) => describe_dims(model.graph_input_shape()),
+        None => format!(
+            "{} (channels first or last? say with --input-layout)",
+            describe_dims(model.graph_input_shape())
+        ),
+    };
     println!(
-        "{}: input {}, {} tappable layers{}",
+        "{}: input {input}, {} tappable layers{}",
         args.model.display(),
-        describe_dims(model.input_shape()),
         model.layers().len(),
         match model.final_activation() {
             Some(activation) => format!(", output is a {} (explained through its logits)", activation.name()),
@@ -54,15 +62,21 @@ pub fn layers(args: &LayersArgs) -> Result<(), Failure> {
             names.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
         );
     }
-    println!("{:<56} {:<20} {:<18} output", "layer (ONNX node)", "operator", "shape");
+    println!(
+        "{:<56} {:<20} {:<18} {:<10} output",
+        "layer (ONNX node)", "operator", "shape", "layout"
+    );
     for layer in model.layers() {
         let shape = describe_dims(&layer.shape);
         let marker = if layer.name == default { "  (default)" } else { "" };
+        // Undecided layers are explained once --layout says where their channels are.
+        let layout = layer.layout.map_or_else(|| "--layout?".to_owned(), |l| l.to_string());
         println!(
-            "{:<56} {:<20} {:<18} {}{marker}",
+            "{:<56} {:<20} {:<18} {:<10} {}{marker}",
             layer.name,
             layer.op_type,
             shape,
+            layout,
             layer.output.as_deref().unwrap_or("")
         );
     }
@@ -115,15 +129,9 @@ fn rows(args: &ExplainArgs) -> Vec<Row> {
     let mut rows = Vec::new();
     for &method in &args.variants.methods {
         for layers in &layer_sets {
-            let mut explainer = Explainer::from(method)
+            let explainer = input::explainer(&args.input, method, layers)
                 .eigen_smooth(args.eigen_smooth)
                 .aug_smooth(args.aug_smooth);
-            if let Some(copies) = args.input.perturbation_batch_size {
-                explainer = explainer.perturbation_batch(copies);
-            }
-            for layer in layers {
-                explainer = explainer.layer(layer.clone());
-            }
             rows.push(Row {
                 method,
                 layers: layers.clone(),

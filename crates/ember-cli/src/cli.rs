@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ember_core::vocabulary::value_parser;
-use ember_core::{DEFAULT_DEVICE, Method, Metric, Rectifier};
+use ember_core::{DEFAULT_DEVICE, Method, Metric, Rectifier, SpatialLayout};
 use ember_vision::{ChannelOrder, ColormapName, ResizeFilter, ValueRange};
 
 /// Explain the decisions of any ONNX image classifier with class activation maps (Grad-CAM and
@@ -65,6 +65,10 @@ pub struct LayersArgs {
     /// The ONNX model.
     #[arg(long)]
     pub model: PathBuf,
+
+    /// The layout of the model's input, for models whose input shape and graph do not tell.
+    #[arg(long, value_parser = value_parser::<SpatialLayout>())]
+    pub input_layout: Option<SpatialLayout>,
 }
 
 /// What every command that runs a model on inputs takes: the model, the inputs and how they are
@@ -80,8 +84,9 @@ pub struct InputArgs {
     #[arg(long, num_args = 1.., required_unless_present = "input_npy", conflicts_with = "input_npy")]
     pub image: Vec<PathBuf>,
 
-    /// A pre-processed float32 tensor [N, C, H, W] (or [C, H, W]) in a .npy file, instead of
-    /// images: for models with their own pre-processing. Maps then have the tensor's size.
+    /// A pre-processed float32 tensor in a .npy file, instead of images: for models with their
+    /// own pre-processing. In the model's input layout: [N, C, H, W] (or [C, H, W]), or
+    /// [N, H, W, C] (or [H, W, C]) for a channels-last model. Maps then have the tensor's size.
     #[arg(long)]
     pub input_npy: Option<PathBuf>,
 
@@ -89,6 +94,16 @@ pub struct InputArgs {
     /// aggregate several layers. Default: the last spatial layer.
     #[arg(long)]
     pub layer: Vec<String>,
+
+    /// Where the explained layers' channels are, for layers `ember layers` shows as undecided
+    /// (or to overrule what it shows).
+    #[arg(long, value_parser = value_parser::<SpatialLayout>())]
+    pub layout: Option<SpatialLayout>,
+
+    /// The layout of the model's input, for models whose input shape and graph do not tell
+    /// (`ember layers` says so). Images are always fed in the model's layout.
+    #[arg(long, value_parser = value_parser::<SpatialLayout>())]
+    pub input_layout: Option<SpatialLayout>,
 
     /// Class to explain: an index, or a name from --labels. Default: each image's top class.
     #[arg(long, allow_hyphen_values = true)]

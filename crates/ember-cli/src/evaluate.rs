@@ -9,7 +9,7 @@ use ember_core::metrics::{
     Baseline, DeletionInsertion, Metric, NoisyLinearImputer, PointingGame, Road, average_drop, confidence_change,
     drop_in_confidence, increase_in_confidence, pointing_game,
 };
-use ember_core::{ClassProbability, Explainer, Method, Rectifier, Target, Vocabulary, to_host};
+use ember_core::{ClassProbability, Method, Rectifier, Target, Vocabulary, to_host};
 use ember_runtime::{FinalActivation, ScoreSource};
 use ember_vision::{Written, check_outputs};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -123,13 +123,7 @@ pub fn evaluate(args: EvaluateArgs) -> Result<(), Failure> {
         let [_, _, height, width] = input.dims();
         for (index, &(method, rectifier)) in combinations.iter().enumerate() {
             progress.set_message(format!("{method} ({rectifier})"));
-            let mut explainer = Explainer::from(method).rectifier(rectifier);
-            if let Some(copies) = args.input.perturbation_batch_size {
-                explainer = explainer.perturbation_batch(copies);
-            }
-            for layer in &args.input.layer {
-                explainer = explainer.layer(layer.clone());
-            }
+            let explainer = crate::input::explainer(&args.input, method, &args.input.layer).rectifier(rectifier);
             let explanation = explainer.explain(&model, input.clone(), &target)?;
             let layers: Vec<String> = explanation.layers.iter().map(|l| l.layer.clone()).collect();
             let maps = explanation.maps;

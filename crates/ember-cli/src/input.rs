@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
 use ember_core::limits::read_regular_file;
-use ember_core::{CamError, describe_dims, parse_class};
+use ember_core::{CamError, Explainer, Method, describe_dims, parse_class};
 use ember_vision::{Preprocess, read_npy};
 
 use crate::Failure;
@@ -49,6 +49,22 @@ pub fn check_picture_path(path: &Path, flag: &str) -> Result<(), Failure> {
             path.display()
         ))),
     }
+}
+
+/// The explainer of `method` at `layers` with the input arguments' settings (layout,
+/// perturbation batch).
+pub fn explainer(args: &InputArgs, method: Method, layers: &[String]) -> Explainer {
+    let mut explainer = Explainer::from(method);
+    if let Some(copies) = args.perturbation_batch_size {
+        explainer = explainer.perturbation_batch(copies);
+    }
+    if let Some(layout) = args.layout {
+        explainer = explainer.layout(layout.into());
+    }
+    for layer in layers {
+        explainer = explainer.layer(layer.clone());
+    }
+    explainer
 }
 
 /// The `[height, width]` images are brought to: the model's static size, or `--size`.

@@ -153,7 +153,7 @@ impl Listed {
             ScoreKind::Logits => ScoreSource::Logits,
             ScoreKind::Output => ScoreSource::Output,
         };
-        let model = OnnxModel::load(&args.model, &self.device)?.with_scores(scores);
+        let model = OnnxModel::load_as(&args.model, args.input_layout, &self.device)?.with_scores(scores);
         // Class names: --labels, or those the file's metadata carries.
         let labels = match (&args.labels, model.class_names()) {
             (None, Some(names)) => names.to_vec(),
@@ -163,7 +163,8 @@ impl Listed {
             Some(text) => ClassTarget::Class(input::class_index(text, &labels)?),
             None => ClassTarget::TopClass,
         };
-        let tensor = self.tensor.take();
+        // A tensor the user brings is in the model's layout; Ember works in [N, C, H, W].
+        let tensor = self.tensor.take().map(|tensor| model.to_nchw(tensor));
         let recipe = match (&tensor, &args.preprocess_config) {
             (Some(_), _) => None,
             (None, Some(config)) => Some(input::preprocess_config(args, config)?),

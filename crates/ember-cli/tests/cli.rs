@@ -883,3 +883,57 @@ fn evaluate_reports_the_library_s_metrics_as_rows_table_and_chart() {
     );
     assert_clean_error(&run(&["--metrics", "pointing-game"]), "needs --boxes");
 }
+
+/// A channels-last (tf2onnx-style) model of the zoo: `ember layers` shows its input and layers as
+/// they are, an NHWC `--input-npy` gives pytorch-grad-cam's map (on the NCHW-wrapped model with
+/// the permuting `reshape_transform`) at the input's size, and a photo's overlay has the photo's
+/// size.
+#[test]
+fn a_channels_last_model_is_explained_in_its_own_layout() {
+    let model = path("tests/fixtures/zoo/tf_style_nhwc.onnx");
+    let listing = stdout(&ember(&["layers", "--model", &model]));
+    assert!(listing.contains("input [N, 64, 64, 3] (channels last)"), "{listing}");
+    let relu = listing.lines().find(|l| l.starts_with("/acts.2/Relu")).unwrap();
+    assert!(relu.contains("NHWC") && relu.contains("(default)"), "{relu}");
+    let conv = listing.lines().find(|l| l.starts_with("/convs.2/Conv")).unwrap();
+    assert!(conv.contains("NCHW"), "{conv}");
+
+    let file = std::fs::File::open(root().join("tests/fixtures/zoo/tf_style_nhwc.npz")).unwrap();
+    let mut npz = npyz::npz::NpzArchive::new(std::io::BufReader::new(file)).unwrap();
+    let input = npz.by_name("input").unwrap().unwrap().into_vec::<f32>().unwrap();
+    let reference = npz.by_name("grad_cam").unwrap().unwrap().into_vec::<f32>().unwrap();
+    let tensor = scratch("nhwc-input.npy");
+    write_npy(&tensor, &input[..64 * 64 * 3], &[1, 64, 64, 3]).unwrap();
+    let out = scratch("nhwc.png");
+    // pytorch-grad-cam explains the model's output (a softmax).
+    stdout(&explain(
+        &model,
+        &[
+            "--input-npy",
+            tensor.to_str().unwrap(),
+            "--score",
+            "output",
+            "--out",
+            out.to_str().unwrap(),
+            "--save-npy",
+        ],
+    ));
+    let (map, shape) = read_npy(&scratch("nhwc.npy"));
+    assert_eq!(shape, vec![64, 64]);
+    let worst = map
+        .iter()
+        .zip(&reference[..64 * 64])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    println!("channels-last model through the CLI vs pytorch-grad-cam: {worst:.1e}");
+    assert!(worst <= 1e-4, "{worst}");
+
+    let photo = path("examples/images/chelsea.png");
+    let overlay = scratch("nhwc-photo.png");
+    stdout(&explain(
+        &model,
+        &["--image", &photo, "--out", overlay.to_str().unwrap()],
+    ));
+    let (shown, original) = (image::open(&overlay).unwrap(), image::open(&photo).unwrap());
+    assert_eq!((shown.width(), shown.height()), (original.width(), original.height()));
+}

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
+use crate::layout::Layout;
+
 /// Everything that can go wrong while explaining a model.
 ///
 /// None of these is a panic: user input (layer names, class indices, batches) is checked and
@@ -36,17 +38,34 @@ pub enum CamError {
     #[error("layer `{0}` was reached more than once in one forward pass; give each use its own tap name")]
     TapReachedTwice(String),
 
-    /// The tapped activation has no two spatial dimensions.
+    /// The tapped activation does not have the layout it was explained in.
     #[error(
-        "layer `{layer}` has an activation of shape {shape:?} (rank {}); CAM methods need a spatial \
-         [batch, channels, height, width] activation (token/transformer layers are not supported yet)",
-        .shape.len()
+        "layer `{layer}` has an activation of shape {shape:?} (rank {}), which is not {}; CAM methods \
+         need a spatial activation: [batch, channels, height, width], [batch, height, width, channels] \
+         (--layout nhwc) or transformer tokens [batch, tokens, channels] with a grid of patches",
+        .shape.len(),
+        describe_layout(.layout)
     )]
     NotSpatial {
         /// The tapped layer.
         layer: String,
         /// Shape of the activation that was seen.
         shape: Vec<usize>,
+        /// The layout it was explained in.
+        layout: Layout,
+    },
+
+    /// Neither the model's graph nor the layer's shape tells where the layer's channels are.
+    #[error(
+        "cannot tell where the channels of layer `{layer}` (shape {shape}) are: neither the graph nor the shape \
+         decides between [N, C, H, W] and [N, H, W, C]; say which with --layout nchw|nhwc (library: \
+         Explainer::layout)"
+    )]
+    LayoutUndecided {
+        /// The layer.
+        layer: String,
+        /// Its static shape, as `describe_dims` writes it.
+        shape: String,
     },
 
     /// The model's score does not depend on the tapped layer.
@@ -165,6 +184,21 @@ pub enum CamError {
          layer, before global pooling or the last strided stage (or give a larger input)"
     )]
     NoSpatialExtent(String),
+}
+
+/// `[N, C, H, W]`, `[N, H, W, C]`, `tokens 14x14 after 1`, for messages.
+fn describe_layout(layout: &Layout) -> String {
+    match layout {
+        Layout::ChannelsFirst => "[N, C, H, W]".into(),
+        Layout::ChannelsLast => "[N, H, W, C]".into(),
+        Layout::Tokens(grid) => format!(
+            "[N, {} tokens, C] ({} leading and a {}x{} grid)",
+            grid.skip + grid.height * grid.width,
+            grid.skip,
+            grid.height,
+            grid.width
+        ),
+    }
 }
 
 impl CamError {

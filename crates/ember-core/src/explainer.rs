@@ -4,6 +4,7 @@
 use burn::tensor::{Int, Tensor};
 
 use crate::error::{CamError, Result};
+use crate::layout::Layout;
 use crate::methods::{CamMethod, GradCam, Method, Perturbation, PerturbationSite, principal_projection};
 use crate::model::{CamModel, DetachedOutput};
 use crate::read::{classes_to_host, to_host};
@@ -91,6 +92,7 @@ pub struct Explainer {
     /// Shared, so that an explainer can be copied with other settings.
     method: std::sync::Arc<dyn CamMethod>,
     layers: Vec<String>,
+    layout: Option<Layout>,
     rectifier: Rectifier,
     keep_tensors: bool,
     perturbation_batch: Option<usize>,
@@ -122,6 +124,7 @@ impl Explainer {
         Self {
             method: method.into(),
             layers: Vec::new(),
+            layout: None,
             rectifier: Rectifier::default(),
             keep_tensors: false,
             perturbation_batch: None,
@@ -134,6 +137,14 @@ impl Explainer {
     /// Adds a layer to explain; with several, maps are aggregated as pytorch-grad-cam does.
     pub fn layer(mut self, name: impl Into<String>) -> Self {
         self.layers.push(name.into());
+        self
+    }
+
+    /// The layout of every explained layer's activation, instead of the one the model declares
+    /// ([`LayerInfo::layout`](crate::LayerInfo)); for models that declare none (closures),
+    /// instead of [`Layout::ChannelsFirst`]. Transformer tokens: [`Layout::Tokens`].
+    pub fn layout(mut self, layout: Layout) -> Self {
+        self.layout = Some(layout);
         self
     }
 
@@ -240,6 +251,7 @@ impl Explainer {
         let recording = session.finish();
         let output = output?;
         let captures = captures_in_order(recording, &layers, model)?;
+        let layouts: Vec<Layout> = layers.iter().map(|(_, layout)| *layout).collect();
         if let Some(flat) = captures.iter().find(|c| matches!(c.activation.dims(), [_, _, 1, 1])) {
             return Err(CamError::NoSpatialExtent(flat.name.clone()));
         }
@@ -261,7 +273,7 @@ impl Explainer {
             let classes = classes.as_ref().map(classes_to_host).transpose()?;
             let originals = scores.clone().inner();
             let mut layer_tensors = Vec::with_capacity(captures.len());
-            for capture in captures {
+            for (capture, layout) in captures.into_iter().zip(layouts) {
                 let mut weights = Vec::with_capacity(batch);
                 for image in 0..batch {
                     let activations = capture.activation.clone().narrow(0, image, 1);
@@ -269,7 +281,7 @@ impl Explainer {
                     let copies = self.rerun(
                         model,
                         target,
-                        &capture.name,
+                        (&capture.name, layout),
                         &input,
                         image,
                         &activations,
@@ -301,7 +313,7 @@ impl Explainer {
         } else {
             let total = scores.clone().sum();
             if !total.is_tracked() {
-                return Err(CamError::LayerDoesNotAffectScore(layers[0].clone()));
+                return Err(CamError::LayerDoesNotAffectScore(layers[0].0.clone()));
             }
             let mut gradients = total.backward();
             captures
@@ -357,7 +369,7 @@ impl Explainer {
         &self,
         model: &M,
         target: &T,
-        layer: &str,
+        (layer, layout): (&str, Layout),
         input: &Tensor<4>,
         image: usize,
         activations: &Tensor<4>,
@@ -385,7 +397,7 @@ impl Explainer {
             let altered = perturbation.altered(activations, &one, range);
             let output = match site {
                 PerturbationSite::Layer => {
-                    let session = TapSession::substituting(layer, altered)?;
+                    let session = TapSession::substituting(layer, layout, altered)?;
                     let output = model.forward(one.clone());
                     let recording = session.finish();
                     let output = output?;
@@ -529,7 +541,10 @@ impl Explainer {
         self.rectifier.normalise(stacked.mean_dim(1).squeeze_dim::<3>(1))
     }
 
-    fn resolve_layers<M: CamModel + ?Sized>(&self, model: &M) -> Result<Vec<String>> {
+    /// The requested layers (or the default one) by their tap names, each with its layout: the
+    /// explainer's, the one the model declares, or channels first for models that declare no
+    /// layers.
+    fn resolve_layers<M: CamModel + ?Sized>(&self, model: &M) -> Result<Vec<(String, Layout)>> {
         let layers = if self.layers.is_empty() {
             vec![model.default_layer().ok_or(CamError::NoLayer)?]
         } else {
@@ -537,12 +552,19 @@ impl Explainer {
         };
         let known = model.layers();
         if known.is_empty() {
-            return Ok(layers);
+            let layout = self.layout.unwrap_or(Layout::ChannelsFirst);
+            return Ok(layers.into_iter().map(|name| (name, layout)).collect());
         }
         layers
             .into_iter()
             .map(|name| match known.iter().find(|l| l.answers_to(&name)) {
-                Some(layer) => Ok(layer.name.clone()),
+                Some(layer) => match self.layout.or(layer.layout) {
+                    Some(layout) => Ok((layer.name.clone(), layout)),
+                    None => Err(CamError::LayoutUndecided {
+                        layer: layer.name.clone(),
+                        shape: crate::describe_dims(&layer.shape),
+                    }),
+                },
                 None => {
                     let names: Vec<String> = known.iter().map(|l| l.name.clone()).collect();
                     Err(unknown_layer(&name, &names))
@@ -606,14 +628,18 @@ impl<O> Explanation<O> {
 }
 
 /// The captures of the requested layers in request order, or why one is missing.
-fn captures_in_order<M: CamModel + ?Sized>(recording: Recording, layers: &[String], model: &M) -> Result<Vec<Capture>> {
+fn captures_in_order<M: CamModel + ?Sized>(
+    recording: Recording,
+    layers: &[(String, Layout)],
+    model: &M,
+) -> Result<Vec<Capture>> {
     if let Some(problem) = recording.problem {
         return Err(problem);
     }
     let mut captures = recording.captures;
     layers
         .iter()
-        .map(|name| {
+        .map(|(name, _)| {
             let position = captures.iter().position(|c| &c.name == name);
             match position {
                 Some(index) => Ok(captures.swap_remove(index)),

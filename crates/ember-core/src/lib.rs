@@ -16,6 +16,7 @@ mod explainer;
 // NdArray is deprecated in Burn 0.22 and still one of Ember's backends (the extension names it).
 #[allow(deprecated)]
 mod guided;
+mod layout;
 pub mod limits;
 pub mod methods;
 pub mod metrics;
@@ -37,6 +38,7 @@ pub use explainer::{
     guided_grad_cam,
 };
 pub use guided::{GuidedReluBackend, Relu, relu};
+pub use layout::{Layout, MAX_PATCH, MAX_SKIPPED_TOKENS, SpatialLayout, TokenGrid};
 pub use limits::{FileError, SizeError, checked_bytes, memory_budget, set_memory_budget};
 pub use methods::{
     AblationCam, CamMethod, EigenCam, EigenGradCam, GradCam, GradCamElementWise, GradCamPlusPlus, HiResCam, Kernel,

@@ -3,6 +3,7 @@
 use burn::tensor::Tensor;
 
 use crate::error::{CamError, Result};
+use crate::layout::Layout;
 
 /// A tappable layer as a model declares it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +17,9 @@ pub struct LayerInfo {
     /// The output shape, `None` for dimensions only known at run time (the batch); empty when
     /// unknown.
     pub shape: Vec<Option<usize>>,
+    /// Where the output's channels are, `None` when the model cannot tell (the explanation
+    /// then asks for [`Explainer::layout`](crate::Explainer::layout)).
+    pub layout: Option<Layout>,
 }
 
 impl LayerInfo {
@@ -28,8 +32,13 @@ impl LayerInfo {
 /// The layer explained when none is chosen: the last layer that still has a spatial extent
 /// (global pooling outputs are 1×1), or the last layer when none has.
 pub fn default_layer(layers: &[LayerInfo]) -> Option<String> {
-    let is_global =
-        |l: &LayerInfo| l.op_type.starts_with("Global") || matches!(l.shape.as_slice(), [_, _, Some(1), Some(1)]);
+    let is_global = |l: &LayerInfo| {
+        let one_by_one = match l.layout {
+            Some(Layout::ChannelsLast) => matches!(l.shape.as_slice(), [_, Some(1), Some(1), _]),
+            _ => matches!(l.shape.as_slice(), [_, _, Some(1), Some(1)]),
+        };
+        l.op_type.starts_with("Global") || one_by_one
+    };
     layers
         .iter()
         .rev()

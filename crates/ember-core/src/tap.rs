@@ -23,6 +23,7 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 
 use crate::error::{CamError, Result};
+use crate::layout::Layout;
 
 /// A named tap to place between two layers of a Burn model.
 ///
@@ -77,11 +78,12 @@ pub(crate) struct Capture {
 /// Everything the taps saw during one forward pass.
 #[derive(Default)]
 pub(crate) struct Recording {
-    armed: Vec<String>,
+    /// The armed taps and the layout each one's activation has.
+    armed: Vec<(String, Layout)>,
     /// Whether gradients are wanted: without, taps only record (no probe, no autodiff).
     probe: bool,
-    /// A tap whose output is replaced (perturbation methods' altered copies).
-    substitute: Option<(String, Tensor<4>)>,
+    /// A tap whose output is replaced (perturbation methods' altered copies, `[M, K, h, w]`).
+    substitute: Option<(String, Layout, Tensor<4>)>,
     /// Names of every tap the forward pass went through, armed or not, in order.
     pub seen: Vec<String>,
     pub captures: Vec<Capture>,
@@ -106,9 +108,9 @@ pub(crate) struct TapSession {
 }
 
 impl TapSession {
-    /// Arms the named taps, with probes for gradients when `probe`. Fails if an explanation
-    /// already runs on this thread.
-    pub fn arm(layers: &[String], probe: bool) -> Result<Self> {
+    /// Arms the named taps, each with the layout of its activation, with probes for gradients
+    /// when `probe`. Fails if an explanation already runs on this thread.
+    pub fn arm(layers: &[(String, Layout)], probe: bool) -> Result<Self> {
         ACTIVE.with(|active| {
             let mut active = active.borrow_mut();
             if active.is_some() {
@@ -123,16 +125,17 @@ impl TapSession {
         })
     }
 
-    /// Replaces the output of the tap `layer` by `activations` (any batch size) for the
-    /// session: the model after the tap runs on them, the part before it on the input as it is.
-    pub fn substituting(layer: &str, activations: Tensor<4>) -> Result<Self> {
+    /// Replaces the output of the tap `layer` (laid out as `layout`) by `activations`
+    /// (`[M, K, h, w]`, any batch size) for the session: the model after the tap runs on them,
+    /// the part before it on the input as it is.
+    pub fn substituting(layer: &str, layout: Layout, activations: Tensor<4>) -> Result<Self> {
         ACTIVE.with(|active| {
             let mut active = active.borrow_mut();
             if active.is_some() {
                 return Err(CamError::NestedExplanation);
             }
             *active = Some(Recording {
-                substitute: Some((layer.to_owned(), activations)),
+                substitute: Some((layer.to_owned(), layout, activations)),
                 ..Recording::default()
             });
             Ok(Self { _not_send: PhantomData })
@@ -197,24 +200,30 @@ pub fn tap<const D: usize>(name: &str, x: Tensor<D>) -> Tensor<D> {
             return x;
         };
         recording.seen.push(name.to_owned());
-        let substituted = matches!(&recording.substitute, Some((layer, _)) if layer == name);
-        if !substituted && !recording.armed.iter().any(|armed| armed == name) {
-            return x;
-        }
+        let substitute = recording
+            .substitute
+            .as_ref()
+            .filter(|(layer, ..)| layer == name)
+            .map(|(_, layout, activations)| (*layout, activations.clone()));
+        let layout = match &substitute {
+            Some((layout, _)) => *layout,
+            None => match recording.armed.iter().find(|(armed, _)| armed == name) {
+                Some((_, layout)) => *layout,
+                None => return x,
+            },
+        };
         let dims = x.dims();
-        if D != 4 {
+        let Some(activation) = layout.to_spatial(x.clone()) else {
             recording.problem.get_or_insert(CamError::NotSpatial {
                 layer: name.to_owned(),
                 shape: dims.to_vec(),
+                layout,
             });
             return x;
-        }
-        if let Some((_, substitute)) = recording.substitute.as_ref().filter(|_| substituted) {
-            let mut shape = dims;
-            shape[0] = substitute.dims()[0];
-            let substitute = substitute.clone().reshape(shape);
+        };
+        if let Some((_, substitute)) = substitute {
             recording.substituted = true;
-            return substitute;
+            return layout.spatial_back(substitute, &x);
         }
         if recording.captures.iter().any(|c| c.name == name) {
             recording
@@ -222,32 +231,35 @@ pub fn tap<const D: usize>(name: &str, x: Tensor<D>) -> Tensor<D> {
                 .get_or_insert(CamError::TapReachedTwice(name.to_owned()));
             return x;
         }
-        let activation: Tensor<4> = x.reshape([dims[0], dims[1], dims[2], dims[3]]);
         if !recording.probe {
             // Activations alone (EigenCAM): the forward pass stays a plain forward pass.
             recording.captures.push(Capture {
                 name: name.to_owned(),
-                activation: activation.clone().inner(),
+                activation: activation.inner(),
                 probe: None,
             });
-            return activation.reshape(dims);
+            return x;
         }
-        let probe = Tensor::<4>::zeros(activation.dims(), &activation.device().autodiff()).require_grad();
         // At the earliest armed tap, the graph starts afresh: a model on an autodiff device (in
         // training) tracks its activations back to its parameters, and the layers before the
         // tap must not be differentiated, whatever device the parameters live on. Later taps
         // keep the lineage: the earlier probes' gradients flow through them.
         let lineage = if recording.captures.is_empty() {
-            activation.clone().inner().autodiff()
+            x.inner().autodiff()
         } else {
-            activation.clone().autodiff()
+            x.autodiff()
         };
-        let probed = lineage + probe.clone();
+        let Some(spatial) = layout.to_spatial(lineage.clone()) else {
+            return lineage;
+        };
+        let probe = Tensor::<4>::zeros(spatial.dims(), &spatial.device()).require_grad();
+        let probed = spatial + probe.clone();
         recording.captures.push(Capture {
             name: name.to_owned(),
             activation: activation.inner(),
             probe: Some(probe),
         });
-        probed.reshape(dims)
+        // Tokens a layout skips (a class token) pass on unprobed, with their lineage.
+        layout.spatial_back(probed, &lineage)
     })
 }

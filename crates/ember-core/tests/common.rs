@@ -5,7 +5,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use ember_core::{CamModel, LayerInfo, LayerTap};
+use ember_core::{CamModel, LayerInfo, LayerTap, Layout};
 
 pub const CLASSES: usize = 5;
 pub const CHANNELS: usize = 4;
@@ -149,6 +149,7 @@ impl CamModel for DeepNet {
                 output: None,
                 op_type: "Tanh".into(),
                 shape: Vec::new(),
+                layout: Some(Layout::ChannelsFirst),
             })
             .collect()
     }

@@ -4,7 +4,7 @@ mod common;
 
 use burn::prelude::*;
 use common::*;
-use ember_core::{CamError, ClassTarget, Explainer, GradCam, LayerTap, ScoreFn, tap};
+use ember_core::{CamError, ClassTarget, Explainer, GradCam, LayerTap, Layout, ScoreFn, tap};
 
 #[test]
 fn an_unknown_layer_of_a_declaring_model_lists_the_closest_names() {
@@ -65,7 +65,8 @@ fn a_layer_without_spatial_dimensions_is_rejected() {
         error,
         CamError::NotSpatial {
             layer: "pooled".into(),
-            shape: vec![2, CHANNELS]
+            shape: vec![2, CHANNELS],
+            layout: Layout::ChannelsFirst,
         }
     );
     assert!(error.to_string().contains("rank 2"));

@@ -11,9 +11,9 @@ use onnx_ir::Message;
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use ember_core::ScoreSource;
+use ember_core::{Layout, ScoreSource, SpatialLayout};
 
-use crate::{ImportError, SCORES_OP, TAP_ATTRIBUTE, TAP_DOMAIN, TAP_OP, TappedGraph, tap_graph};
+use crate::{ImportError, SCORES_OP, TAP_ATTRIBUTE, TAP_DOMAIN, TAP_OP, TappedGraph, tap_graph_as};
 
 /// `burn_onnx::ModelGen` with taps: use it from a build script.
 ///
@@ -50,6 +50,7 @@ pub struct TappedModelGen {
     load_strategy: LoadStrategy,
     runtime_crate: String,
     scores: ScoreSource,
+    input_layout: Option<SpatialLayout>,
 }
 
 impl TappedModelGen {
@@ -61,7 +62,16 @@ impl TappedModelGen {
             load_strategy: LoadStrategy::Embedded,
             runtime_crate: "ember_cam".into(),
             scores: ScoreSource::Logits,
+            input_layout: None,
         }
+    }
+
+    /// The input's layout, for a model whose input shape and graph do not tell (the import
+    /// fails and asks for it). `CamModel::forward` always takes `[N, C, H, W]` and hands the
+    /// graph its own layout.
+    pub fn input_layout(mut self, layout: SpatialLayout) -> Self {
+        self.input_layout = Some(layout);
+        self
     }
 
     /// Which output `CamModel::forward` explains: the logits of a final activation (the
@@ -94,7 +104,20 @@ impl TappedModelGen {
     pub fn run_from_script(&self) -> Result<PathBuf, ImportError> {
         println!("cargo:rerun-if-changed={}", self.input.display());
         let out_dir = PathBuf::from(env::var("OUT_DIR").expect("run from a build script"));
-        let tapped = tap_graph(&self.input)?;
+        let tapped = tap_graph_as(&self.input, self.input_layout.map(Layout::from))?;
+        if tapped.input_layout.is_none() && tapped.input_chw.len() == 3 {
+            return Err(ImportError::Unsupported(format!(
+                "cannot tell whether the input of {} is [N, C, H, W] or [N, H, W, C] (input [N, {}]): say which \
+                 with TappedModelGen::input_layout",
+                self.input.display(),
+                tapped
+                    .input_chw
+                    .iter()
+                    .map(|d| d.map_or("?".to_owned(), |d| d.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
 
         let file_name = self
             .input
@@ -236,18 +259,22 @@ fn layer_table(tapped: &TappedGraph, runtime: &str, scores: ScoreSource) -> Stri
     let _ = writeln!(code, "\n// ---- Appended by ember-onnx: the model's taps. ----\n");
     let _ = writeln!(
         code,
-        "/// The tappable layers in graph order: (node name, output name, op type, shape)."
+        "/// The tappable layers in graph order: (node name, output name, op type, shape, layout)."
     );
-    let _ = writeln!(code, "#[rustfmt::skip]\n#[allow(dead_code)]");
-    let _ = writeln!(code, "pub const LAYERS: &[(&str, &str, &str, &[Option<usize>])] = &[");
+    let _ = writeln!(code, "#[rustfmt::skip]\n#[allow(dead_code, clippy::type_complexity)]");
+    let _ = writeln!(
+        code,
+        "pub const LAYERS: &[(&str, &str, &str, &[Option<usize>], Option<{runtime}::Layout>)] = &["
+    );
     for layer in &tapped.layers {
         let _ = writeln!(
             code,
-            "    ({:?}, {:?}, {:?}, &{:?}),",
+            "    ({:?}, {:?}, {:?}, &{:?}, {}),",
             layer.name,
             layer.output.as_deref().unwrap_or_default(),
             layer.op_type,
-            layer.shape
+            layer.shape,
+            layout_code(layer.layout, &runtime)
         );
     }
     let _ = writeln!(code, "];\n");
@@ -261,7 +288,7 @@ fn layer_table(tapped: &TappedGraph, runtime: &str, scores: ScoreSource) -> Stri
     );
     let _ = writeln!(
         code,
-        "/// The input's static [channels, height, width] (`None` where dynamic)."
+        "/// The input's static [channels, height, width] (`None` where dynamic), whatever its layout."
     );
     let _ = writeln!(
         code,
@@ -280,8 +307,13 @@ fn layer_table(tapped: &TappedGraph, runtime: &str, scores: ScoreSource) -> Stri
         // Parameters without autodiff, whatever device they live on (a model in training): the
         // explanation never differentiates them and costs what it costs on a plain device. The
         // input keeps its autodiff only for Guided Backpropagation (`network_input`).
+        // Ember's inputs are [N, C, H, W]; a channels-last graph gets its own layout.
+        let permute = match tapped.input_layout {
+            Some(Layout::ChannelsLast) => ".permute([0, 2, 3, 1])",
+            _ => "",
+        };
         let forward = format!(
-            "let model = self.valid();\n        let input = {runtime}::network_input(input);\n        {forward}"
+            "let model = self.valid();\n        let input = {runtime}::network_input(input){permute};\n        {forward}"
         );
         let activation = match tapped.final_activation {
             Some(activation) => format!("Some({runtime}::FinalActivation::{activation:?})"),
@@ -306,11 +338,12 @@ fn layer_table(tapped: &TappedGraph, runtime: &str, scores: ScoreSource) -> Stri
     fn layers(&self) -> Vec<{runtime}::LayerInfo> {{
         LAYERS
             .iter()
-            .map(|(name, output, op_type, shape)| {runtime}::LayerInfo {{
+            .map(|(name, output, op_type, shape, layout)| {runtime}::LayerInfo {{
                 name: (*name).to_owned(),
                 output: Some((*output).to_owned()),
                 op_type: (*op_type).to_owned(),
                 shape: shape.to_vec(),
+                layout: *layout,
             }})
             .collect()
     }}
@@ -327,4 +360,17 @@ fn layer_table(tapped: &TappedGraph, runtime: &str, scores: ScoreSource) -> Stri
         );
     }
     code
+}
+
+/// A layer's layout as code.
+fn layout_code(layout: Option<Layout>, runtime: &str) -> String {
+    match layout {
+        None => "None".into(),
+        Some(Layout::ChannelsFirst) => format!("Some({runtime}::Layout::ChannelsFirst)"),
+        Some(Layout::ChannelsLast) => format!("Some({runtime}::Layout::ChannelsLast)"),
+        Some(Layout::Tokens(grid)) => format!(
+            "Some({runtime}::Layout::Tokens({runtime}::TokenGrid {{ skip: {}, height: {}, width: {} }}))",
+            grid.skip, grid.height, grid.width
+        ),
+    }
 }

@@ -33,6 +33,7 @@ use onnx_ir::{
 
 #[cfg(feature = "codegen")]
 mod codegen;
+mod layout;
 /// How generated models load their weights (re-exported from burn-onnx).
 #[cfg(feature = "codegen")]
 pub use burn_onnx::LoadStrategy;
@@ -40,6 +41,8 @@ pub use burn_onnx::LoadStrategy;
 pub use codegen::TappedModelGen;
 /// Which output generated models explain ([`TappedModelGen::scores`]).
 pub use ember_core::ScoreSource;
+/// Layouts of inputs and layers ([`TappedGraph::input_layout`], [`LayerInfo::layout`]).
+pub use ember_core::{Layout, SpatialLayout};
 
 /// The custom ONNX domain of inserted tap nodes.
 pub const TAP_DOMAIN: &str = "ember.tap";
@@ -127,8 +130,11 @@ pub struct TappedGraph {
     pub layers: Vec<LayerInfo>,
     /// Rank of the graph's single output, if it has exactly one tensor output.
     pub output_rank: Option<usize>,
-    /// The graph input's static `[C, H, W]`, `None` where symbolic.
+    /// The graph input's static `[C, H, W]` (whatever its layout), `None` where symbolic.
     pub input_chw: Vec<Option<usize>>,
+    /// The graph input's layout: channels first or last; `None` when neither its shape nor the
+    /// graph tells (see [`tap_graph_as`]).
+    pub input_layout: Option<Layout>,
     /// The activation the graph ends in, whose input carries a score tap.
     pub final_activation: Option<FinalActivation>,
 }
@@ -139,6 +145,12 @@ pub struct TappedGraph {
 /// type inference tell each one's type (onnx-ir renames values, so types cannot be looked up by
 /// name); the second taps only the `[N, C, H, W]` floating-point outputs.
 pub fn tap_graph(path: &Path) -> Result<TappedGraph, ImportError> {
+    tap_graph_as(path, None)
+}
+
+/// [`tap_graph`], with the input's layout given (channels first or last) instead of decided
+/// from its shape and the graph; the layers' layouts follow from it.
+pub fn tap_graph_as(path: &Path, input_layout: Option<Layout>) -> Result<TappedGraph, ImportError> {
     // Protobuf messages end at 2 GiB; larger weights live in external-data files.
     let limit = ember_core::memory_budget().min(2 << 30);
     let bytes = ember_core::limits::read_regular_file(path, "ONNX model", limit)?;
@@ -154,7 +166,7 @@ pub fn tap_graph(path: &Path) -> Result<TappedGraph, ImportError> {
     }
     let base = path.parent().unwrap_or(Path::new("."));
     inline_external_data(&mut model, base)?;
-    tap_model(model, path)
+    tap_model_as(model, path, input_layout)
 }
 
 /// The most nodes (subgraphs included) a graph may have. Image classifiers have a few hundred
@@ -177,7 +189,16 @@ fn count_nodes(graph: &onnx_ir::GraphProto) -> usize {
 
 /// [`tap_graph`] for a model already in memory (`path` names it in errors); external data
 /// must already be inlined.
-pub fn tap_model(mut model: ModelProto, path: &Path) -> Result<TappedGraph, ImportError> {
+pub fn tap_model(model: ModelProto, path: &Path) -> Result<TappedGraph, ImportError> {
+    tap_model_as(model, path, None)
+}
+
+/// [`tap_model`] with the input's layout given (see [`tap_graph_as`]).
+pub fn tap_model_as(
+    mut model: ModelProto,
+    path: &Path,
+    input_layout: Option<Layout>,
+) -> Result<TappedGraph, ImportError> {
     let nodes = count_nodes(model.graph.get_or_default());
     if nodes > MAX_NODES {
         return Err(ImportError::TooManyNodes {
@@ -186,7 +207,7 @@ pub fn tap_model(mut model: ModelProto, path: &Path) -> Result<TappedGraph, Impo
             limit: MAX_NODES,
         });
     }
-    let input_chw = graph_input_chw(&model);
+    let (input_name, input_dims) = graph_input(&model).unwrap_or_default();
     let candidates = node_outputs(&mut model)?;
 
     let mut survey = model.clone();
@@ -219,6 +240,35 @@ pub fn tap_model(mut model: ModelProto, path: &Path) -> Result<TappedGraph, Impo
         })
         .collect();
 
+    let mut rank4: HashSet<String> = candidates
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| matches!(types.get(index), Some(ArgType::Tensor(t)) if t.rank == 4))
+        .map(|(_, candidate)| candidate.output.clone())
+        .collect();
+    if input_dims.len() == 4 {
+        rank4.insert(input_name.clone());
+    }
+    // The input's layout: as given, from its shape or first consumers, or else from what the
+    // graph implies for it further on (a convolution after element-wise operators).
+    let proto = model.graph.get_or_default();
+    let input_layout = input_layout
+        .or_else(|| layout::input_layout(&input_dims, &input_name, proto))
+        .or_else(
+            || match layout::channel_axes(proto, &input_name, None, &rank4).get(&input_name) {
+                Some(1) => Some(Layout::ChannelsFirst),
+                Some(3) => Some(Layout::ChannelsLast),
+                _ => None,
+            },
+        );
+    let (input_chw, input_hw) = match (input_layout, input_dims.as_slice()) {
+        (Some(Layout::ChannelsLast), &[_, h, w, c]) => (vec![c, h, w], h.zip(w)),
+        (_, [_, c, h, w]) => (vec![*c, *h, *w], h.zip(*w)),
+        (_, dims) => (dims.get(1..).map(<[_]>::to_vec).unwrap_or_default(), None),
+    };
+    let input_hw = input_hw.map(|(h, w)| [h, w]);
+    let axes = layout::channel_axes(proto, &input_name, input_layout, &rank4);
+
     let mut layers = Vec::new();
     let mut labels = Vec::new();
     for (index, candidate) in candidates.into_iter().enumerate() {
@@ -231,11 +281,13 @@ pub fn tap_model(mut model: ModelProto, path: &Path) -> Result<TappedGraph, Impo
                 candidate.output.clone(),
                 string_attribute(TAP_ATTRIBUTE, &candidate.node),
             ));
+            let layout = layout::layer_layout(axes.get(&candidate.output).copied(), &shape, input_hw);
             layers.push(LayerInfo {
                 name: candidate.node,
                 output: Some(candidate.output),
                 op_type: candidate.op_type,
                 shape,
+                layout,
             });
         }
     }
@@ -279,6 +331,7 @@ pub fn tap_model(mut model: ModelProto, path: &Path) -> Result<TappedGraph, Impo
         layers,
         output_rank,
         input_chw,
+        input_layout,
         final_activation,
     })
 }
@@ -547,13 +600,11 @@ impl CustomOpInference for PassThrough {
     }
 }
 
-/// The static `[C, H, W]` of the first graph input that is not an initializer.
-fn graph_input_chw(model: &ModelProto) -> Vec<Option<usize>> {
+/// The name and static shape of the first graph input that is not an initializer.
+fn graph_input(model: &ModelProto) -> Option<(String, Vec<Option<usize>>)> {
     let graph = model.graph.get_or_default();
     let initializers: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
-    let Some(input) = graph.input.iter().find(|i| !initializers.contains(i.name.as_str())) else {
-        return Vec::new();
-    };
+    let input = graph.input.iter().find(|i| !initializers.contains(i.name.as_str()))?;
     let dims: Vec<Option<usize>> = input
         .type_
         .tensor_type()
@@ -568,7 +619,7 @@ fn graph_input_chw(model: &ModelProto) -> Vec<Option<usize>> {
             }
         })
         .collect();
-    dims.get(1..).map(<[_]>::to_vec).unwrap_or_default()
+    Some((input.name.clone(), dims))
 }
 
 /// The metadata keys class names are stored under by exporters (PaddleClas, Ultralytics, …),

@@ -49,6 +49,19 @@ pub enum RuntimeError {
         message: String,
     },
 
+    /// Neither the input's shape nor the graph tells whether the input is channels-first or
+    /// channels-last.
+    #[error(
+        "{path}: cannot tell whether the input {shape} is [N, C, H, W] or [N, H, W, C]; say which with \
+         --input-layout nchw|nhwc (library: OnnxModel::load_as)"
+    )]
+    InputLayoutUndecided {
+        /// The model file.
+        path: PathBuf,
+        /// The input's static shape.
+        shape: String,
+    },
+
     /// A node failed while running.
     #[error("node `{node}` ({op}): {message}")]
     Node {

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor};
-use ember_core::{CamModel, FinalActivation, LayerInfo, ScoreSource, check_input_chw, describe_dims};
+use ember_core::{
+    CamModel, FinalActivation, LayerInfo, Layout, ScoreSource, SpatialLayout, check_input_chw, describe_dims,
+};
 use ember_onnx::{PassThrough, SCORES_OP, TAP_ATTRIBUTE, TAP_DOMAIN, TAP_OP, TappedGraph};
 use onnx_ir::{ArgType, Argument, Message, Node, OnnxGraphBuilder};
 
@@ -77,21 +79,40 @@ pub struct OnnxModel {
     scores: ScoreSource,
     layers: Vec<LayerInfo>,
     default_layer: String,
+    /// The input's static shape as Ember feeds it, `[N, C, H, W]`.
     input_shape: Vec<Option<usize>>,
+    /// The input's static shape as the graph declares it.
+    graph_input_shape: Vec<Option<usize>>,
+    /// The graph input's layout (`None`: undecided; explaining fails until it is given).
+    input_layout: Option<Layout>,
     /// Class names from the file's metadata.
     class_names: Option<Vec<String>>,
     device: Device,
 }
 
 impl OnnxModel {
-    /// Loads the model at `path`, uploading its weights to `device`.
+    /// Loads the model at `path`, uploading its weights to `device`. Whether the input is
+    /// channels-first or channels-last is decided from its shape and the graph (see
+    /// [`OnnxModel::input_layout`]); [`CamModel::forward`] always takes `[N, C, H, W]`.
     pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<Self, RuntimeError> {
+        Self::load_as(path, None, device)
+    }
+
+    /// [`OnnxModel::load`] with the input's layout given, for models whose input shape and graph
+    /// do not tell (`[N, ?, ?, ?]` inputs).
+    pub fn load_as(
+        path: impl AsRef<Path>,
+        input_layout: Option<SpatialLayout>,
+        device: &Device,
+    ) -> Result<Self, RuntimeError> {
         let path = path.as_ref();
+        let input_layout = input_layout.map(Layout::from);
         // onnx-ir is given arbitrary files: a panic in it must become an error, not a crash.
-        let tapped = catch_unwind(|| ember_onnx::tap_graph(path)).map_err(|panic| RuntimeError::Parse {
-            path: path.to_path_buf(),
-            message: panic_message(&panic),
-        })??;
+        let tapped =
+            catch_unwind(|| ember_onnx::tap_graph_as(path, input_layout)).map_err(|panic| RuntimeError::Parse {
+                path: path.to_path_buf(),
+                message: panic_message(&panic),
+            })??;
         let bytes = tapped.model.write_to_bytes().map_err(|e| RuntimeError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
@@ -162,7 +183,7 @@ impl OnnxModel {
                 runtime_inputs.len()
             )));
         };
-        let input_shape = match &input.ty {
+        let graph_input_shape = match &input.ty {
             ArgType::Tensor(t) if t.rank == 4 && t.dtype.is_float() => {
                 t.static_shape.clone().unwrap_or_else(|| vec![None; 4])
             }
@@ -174,13 +195,18 @@ impl OnnxModel {
                 )));
             }
         };
-        if input_shape.contains(&Some(0)) {
+        if graph_input_shape.contains(&Some(0)) {
             return Err(not_classifier(format!(
                 "the input `{}` has an empty dimension: {}",
                 input.name,
-                describe_dims(&input_shape)
+                describe_dims(&graph_input_shape)
             )));
         }
+        let input_layout = tapped.input_layout;
+        let input_shape = match (input_layout, graph_input_shape.as_slice()) {
+            (Some(Layout::ChannelsLast), &[n, h, w, c]) => vec![n, c, h, w],
+            _ => graph_input_shape.clone(),
+        };
         let Some(output) = graph.outputs.first() else {
             return Err(not_classifier("the graph has no output".into()));
         };
@@ -310,6 +336,8 @@ impl OnnxModel {
             layers,
             default_layer: ember_core::default_layer(&tapped.layers).unwrap_or_default(),
             input_shape,
+            graph_input_shape,
+            input_layout,
             class_names: ember_onnx::class_names(&tapped.model),
             device: device.clone(),
         })
@@ -337,9 +365,39 @@ impl OnnxModel {
         self.class_names.as_deref()
     }
 
-    /// The input's static shape `[N, C, H, W]` (`None` where dynamic).
+    /// The input's static shape as Ember feeds it, `[N, C, H, W]` whatever the graph's layout
+    /// (`None` where dynamic).
     pub fn input_shape(&self) -> &[Option<usize>] {
         &self.input_shape
+    }
+
+    /// The input's static shape as the graph declares it (`[N, H, W, C]` for a channels-last
+    /// graph).
+    pub fn graph_input_shape(&self) -> &[Option<usize>] {
+        &self.graph_input_shape
+    }
+
+    /// The graph input's layout: [`Layout::ChannelsFirst`] or [`Layout::ChannelsLast`]; `None`
+    /// when neither its shape nor the graph tells (then explaining fails until it is given to
+    /// [`OnnxModel::load_as`]).
+    pub fn input_layout(&self) -> Option<Layout> {
+        self.input_layout
+    }
+
+    /// A tensor in the graph's input layout as Ember feeds it, `[N, C, H, W]` (for tensors users
+    /// bring, `--input-npy`).
+    pub fn to_nchw(&self, graph_input: Tensor<4>) -> Tensor<4> {
+        match self.input_layout {
+            Some(Layout::ChannelsLast) => graph_input.permute([0, 3, 1, 2]),
+            _ => graph_input,
+        }
+    }
+
+    fn undecided_input(&self) -> RuntimeError {
+        RuntimeError::InputLayoutUndecided {
+            path: self.path.clone(),
+            shape: describe_dims(&self.graph_input_shape),
+        }
     }
 
     /// The batch size the graph was exported with, if it is not dynamic.
@@ -357,8 +415,14 @@ impl OnnxModel {
         &self.device
     }
 
-    /// Runs the graph: the class scores (see [`ScoreSource`]) and the graph's own output.
+    /// Runs the graph on `input` (`[N, C, H, W]`, handed to the graph in its own layout): the
+    /// class scores (see [`ScoreSource`]) and the graph's own output.
     pub fn run(&self, input: Tensor<4>) -> Result<(Tensor<2>, Tensor<2>), RuntimeError> {
+        let input = match self.input_layout {
+            Some(Layout::ChannelsFirst) => input,
+            Some(Layout::ChannelsLast) => input.permute([0, 2, 3, 1]),
+            _ => return Err(self.undecided_input()),
+        };
         let device = input.device();
         let mut values: Vec<Option<Value>> = vec![None; self.slots];
         // The bytes held by computed values: the memory budget bounds what a step may add to
@@ -554,13 +618,27 @@ impl CamModel for OnnxModel {
     }
 
     fn check_input(&self, input: &Tensor<4>) -> ember_core::Result<()> {
-        check_input_chw(input, self.input_shape.get(1..).unwrap_or_default())?;
+        if self.input_layout.is_none() {
+            return Err(self.undecided_input().into());
+        }
+        check_input_chw(input, self.input_shape.get(1..).unwrap_or_default()).map_err(|error| {
+            // Shapes as the user knows them: the graph's layout.
+            match (error, self.input_layout) {
+                (ember_core::CamError::InputShape { got, .. }, Some(Layout::ChannelsLast)) => {
+                    ember_core::CamError::InputShape {
+                        expected: format!("{} (channels last)", describe_dims(&self.graph_input_shape)),
+                        got: vec![got[0], got[2], got[3], got[1]],
+                    }
+                }
+                (error, _) => error,
+            }
+        })?;
         // Exports without a dynamic batch axis bake the batch size into reshapes.
         match self.fixed_batch() {
             Some(fixed) if fixed != input.dims()[0] => Err(ember_core::CamError::InputShape {
                 expected: format!(
                     "{} (this export fixes the batch size at {fixed}; export with a dynamic batch axis for others)",
-                    describe_dims(&self.input_shape)
+                    describe_dims(&self.graph_input_shape)
                 ),
                 got: input.dims().to_vec(),
             }),

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use ember_core::{CamModel, ClassTarget, Explainer, GradCam};
+use ember_core::{CamModel, ClassTarget, Explainer, GradCam, Layout, SpatialLayout, Vocabulary};
 use ember_runtime::{OnnxModel, ScoreSource};
 
 const LOGITS_REL: f32 = 1e-4;
@@ -52,6 +52,12 @@ struct Case {
     layer: String,
     softmax_output: bool,
     dynamic_size: bool,
+    input_layout: Layout,
+    layer_layout: Layout,
+}
+
+fn layout(name: &serde_json::Value) -> Layout {
+    SpatialLayout::parse_name(name.as_str().unwrap()).unwrap().into()
 }
 
 fn cases() -> Vec<Case> {
@@ -66,6 +72,8 @@ fn cases() -> Vec<Case> {
             layer: entry["layer"].as_str().unwrap().to_owned(),
             softmax_output: entry["softmax_output"].as_bool().unwrap(),
             dynamic_size: entry["dynamic_size"].as_bool().unwrap(),
+            input_layout: layout(&entry["input_layout"]),
+            layer_layout: layout(&entry["layer_layout"]),
         })
         .collect()
 }
@@ -74,10 +82,16 @@ fn cases() -> Vec<Case> {
 fn every_zoo_architecture_matches_pytorch_onnxruntime_and_pytorch_grad_cam() {
     let device = Device::flex();
     let cases = cases();
-    assert_eq!(cases.len(), 14, "the zoo lists fourteen models");
+    assert_eq!(cases.len(), 16, "the zoo lists sixteen models");
+    assert!(
+        cases.iter().any(|c| c.input_layout == Layout::ChannelsLast)
+            && cases.iter().filter(|c| c.layer_layout == Layout::ChannelsLast).count() >= 2,
+        "the zoo has channels-last inputs and layers"
+    );
     let mut report = Vec::new();
     for case in cases {
         let fixture = arrays(&case.name);
+        // In the graph's own layout, as a user brings it (`--input-npy`).
         let (input, shape) = &fixture["input"];
         let input = Tensor::<4>::from_data(TensorData::new(input.clone(), shape.clone()), &device);
         // pytorch-grad-cam explains the raw output: probabilities for a softmax model.
@@ -86,6 +100,11 @@ fn every_zoo_architecture_matches_pytorch_onnxruntime_and_pytorch_grad_cam() {
             .with_scores(ScoreSource::Output);
         assert_eq!(model.final_activation().is_some(), case.softmax_output, "{}", case.name);
         assert_eq!(model.input_shape()[2].is_none(), case.dynamic_size, "{}", case.name);
+        assert_eq!(model.input_layout(), Some(case.input_layout), "{}", case.name);
+        let explained = model.layers().into_iter().find(|l| l.name == case.layer).unwrap();
+        assert_eq!(explained.layout, Some(case.layer_layout), "{}", case.name);
+        let input = model.to_nchw(input);
+        let [_, _, height, width] = input.dims();
 
         let (_, output) = model.run(input.clone()).unwrap();
         let output = output.into_data().try_to_vec::<f32>().unwrap();
@@ -104,6 +123,12 @@ fn every_zoo_architecture_matches_pytorch_onnxruntime_and_pytorch_grad_cam() {
             .fold(f32::INFINITY, f32::min);
         assert!(weakest_peak > 0.5, "{}: the reference map is degenerate", case.name);
         assert_eq!(&explanation.maps.dims().to_vec(), map_shape, "{}", case.name);
+        assert_eq!(
+            explanation.maps.dims()[1..],
+            [height, width],
+            "{}: maps have the input's size",
+            case.name
+        );
         let map = explanation.maps.inner().into_data().try_to_vec::<f32>().unwrap();
         let map_diff = max_abs_diff(&map, reference_map);
         report.push(format!(
