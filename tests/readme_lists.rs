@@ -4,7 +4,7 @@
 
 use ember_cam::vision::{ChannelOrder, ColormapName, ResizeFilter, ValueRange};
 use ember_cam::vocabulary::names;
-use ember_cam::{Method, Rectifier, Vocabulary};
+use ember_cam::{Method, Rectifier, SpatialLayout, Vocabulary};
 
 fn readme() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md")
@@ -36,14 +36,15 @@ fn the_vocabulary_lists_are_the_tables() {
     let devices: Vec<String> = ember_cam::device_names().iter().map(|n| format!("`{n}`")).collect();
     let expected = format!(
         "- `--method`: {}\n- `--rectifier`: {}\n- `--colormap`: {}\n- `--device`: {}\n- `--channel-order`: {}\n\
-         - `--value-range`: {}\n- `--resize-filter`: {}",
+         - `--value-range`: {}\n- `--resize-filter`: {}\n- `--layout`, `--input-layout`: {}",
         quoted::<Method>(),
         quoted::<Rectifier>(),
         quoted::<ColormapName>(),
         devices.join(", "),
         quoted::<ChannelOrder>(),
         quoted::<ValueRange>(),
-        quoted::<ResizeFilter>()
+        quoted::<ResizeFilter>(),
+        quoted::<SpatialLayout>()
     );
     let found = block(&readme(), "vocabularies", "vocabularies");
     assert_eq!(found, expected, "update the README's vocabularies to:\n{expected}");
