@@ -403,6 +403,7 @@ fn node_outputs(model: &mut ModelProto) -> Result<Vec<NodeOutput>, ImportError> 
             "graphs with control flow (If, Loop, Scan) cannot be tapped yet".into(),
         ));
     }
+    let shapes = shape_values(graph);
     let mut outputs = Vec::new();
     for (index, node) in graph.node.iter_mut().enumerate() {
         if node.name.is_empty() {
@@ -411,7 +412,7 @@ fn node_outputs(model: &mut ModelProto) -> Result<Vec<NodeOutput>, ImportError> 
         if node.op_type == "Constant" {
             continue;
         }
-        for output in node.output.iter().filter(|o| !o.is_empty()) {
+        for output in node.output.iter().filter(|o| !o.is_empty() && !shapes.contains(*o)) {
             outputs.push(NodeOutput {
                 node: node.name.clone(),
                 op_type: node.op_type.clone(),
@@ -420,6 +421,66 @@ fn node_outputs(model: &mut ModelProto) -> Result<Vec<NodeOutput>, ImportError> 
         }
     }
     Ok(outputs)
+}
+
+/// Operators that compute shapes from shapes in exported graphs (`x.view(n, -1, c)` becomes
+/// Shape → Gather → Unsqueeze → Concat → Reshape).
+const SHAPE_ARITHMETIC: &[&str] = &[
+    "Abs",
+    "Add",
+    "Cast",
+    "Ceil",
+    "Concat",
+    "Div",
+    "Equal",
+    "Floor",
+    "Gather",
+    "Identity",
+    "Max",
+    "Min",
+    "Mod",
+    "Mul",
+    "Neg",
+    "Range",
+    "ReduceProd",
+    "Reshape",
+    "Slice",
+    "Squeeze",
+    "Sub",
+    "Unsqueeze",
+    "Where",
+];
+
+/// The values that are shapes, or computed from shapes and constants only, or from constants
+/// only: never layers (they do not depend on the image), and left untapped, since onnx-ir
+/// follows their values through the graph to infer the ranks of Reshape and Expand outputs (a
+/// tap would hide them).
+fn shape_values(graph: &onnx_ir::GraphProto) -> HashSet<String> {
+    let mut constants: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let mut shapes: HashSet<String> = HashSet::new();
+    for node in &graph.node {
+        let op = node.op_type.as_str();
+        let mut variable = node
+            .input
+            .iter()
+            .filter(|i| !i.is_empty() && !constants.contains(i.as_str()))
+            .peekable();
+        if variable.peek().is_none() {
+            // Constant, or computed from constants alone.
+            constants.extend(node.output.iter().map(String::as_str));
+            continue;
+        }
+        let computed = if op == "Shape" || op == "Size" {
+            true
+        } else {
+            SHAPE_ARITHMETIC.contains(&op) && variable.all(|i| shapes.contains(i))
+        };
+        if computed {
+            shapes.extend(node.output.iter().cloned());
+        }
+    }
+    shapes.extend(constants.into_iter().map(str::to_owned));
+    shapes
 }
 
 fn string_attribute(name: &str, value: &str) -> AttributeProto {
