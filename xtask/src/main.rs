@@ -54,6 +54,10 @@ enum Task {
     /// (and ember-onnx in its build script) — importing an ONNX model at build time, run it, and
     /// check that its map equals `ember explain` on the same file (≤ 1e-4).
     UserCrate(UserCrateArgs),
+    /// ONNX's backend node tests (from the pinned PyPI `onnx`) through `ember run`: the pass rate
+    /// and every failure to docs/conformance.md; `--write-subset` also refreshes the fast subset
+    /// in tests/fixtures/conformance/.
+    Conformance(ConformanceArgs),
     /// Time explanations against forward passes, side by side with pytorch-grad-cam when
     /// `--python` points at a Python with torch and grad-cam (e.g. target/reference-venv/bin/python).
     Bench(BenchArgs),
@@ -135,6 +139,16 @@ struct StudyArgs {
 }
 
 #[derive(clap::Args)]
+struct ConformanceArgs {
+    /// The `ember` binary to run (default: built with `cargo build --release -p ember-cli`).
+    #[arg(long)]
+    ember: Option<PathBuf>,
+    /// Also rewrite tests/fixtures/conformance/ (up to three passing cases per operator).
+    #[arg(long)]
+    write_subset: bool,
+}
+
+#[derive(clap::Args)]
 struct UserCrateArgs {
     /// The ONNX classifier to import (default: the zoo's softmax-ended PaddlePaddle-style model).
     #[arg(long)]
@@ -173,6 +187,7 @@ fn main() -> ExitCode {
         ),
         Task::SignStudy(args) => study::sign_study(&args.methods, args.steps, &args.photos, args.ember.as_deref()),
         Task::UserCrate(args) => user_crate(args),
+        Task::Conformance(args) => conformance(args),
         Task::Bench(args) => bench(args),
         Task::Throughput(args) => throughput::throughput(args.photos, args.runs, args.batch, args.python),
     };
@@ -192,9 +207,32 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// `ember run` on ONNX's backend node tests (`xtask/reference/conformance.py`).
+fn conformance(args: ConformanceArgs) -> Result<(), String> {
+    let root = root();
+    let ember = match args.ember {
+        Some(path) => path,
+        None => study::build_ember(&root)?,
+    };
+    let mut script_args = vec![ember.display().to_string()];
+    if args.write_subset {
+        script_args.push("--write-subset".into());
+    }
+    run_python_with(
+        "conformance.py",
+        Some(&["onnx", "numpy", "protobuf", "typing_extensions", "ml_dtypes"]),
+        &script_args,
+    )
+}
+
 /// Runs a script of `xtask/reference/` in a virtual environment with the pinned requirements
 /// (all of them, or only the packages named in `only`, at their pinned versions).
 fn run_python(script: &str, only: Option<&[&str]>) -> Result<(), String> {
+    run_python_with(script, only, &[])
+}
+
+/// [`run_python`] with arguments for the script.
+fn run_python_with(script: &str, only: Option<&[&str]>, args: &[String]) -> Result<(), String> {
     let root = root();
     let venv = root.join("target").join("reference-venv");
     let python = venv.join("bin").join("python");
@@ -225,6 +263,7 @@ fn run_python(script: &str, only: Option<&[&str]>) -> Result<(), String> {
     }
     run(Command::new(&python)
         .arg(root.join("xtask/reference").join(script))
+        .args(args)
         .current_dir(&root))
 }
 

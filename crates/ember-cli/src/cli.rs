@@ -58,6 +58,30 @@ pub enum Command {
     MergeSummaries(MergeArgs),
     /// List the ONNX operators the executor runs, one per line.
     Ops,
+    /// Run any ONNX graph on tensors (.npy) and save its outputs: a plain forward pass, to
+    /// compare Ember's executor with onnxruntime.
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The ONNX model (any graph: inputs and outputs of any rank, float, integer or bool).
+    #[arg(long)]
+    pub model: PathBuf,
+
+    /// An input as NAME=FILE.npy (float32/64, int8–64, uint8–32 or bool, C order); repeat for
+    /// each input. A graph with one input also takes FILE.npy alone.
+    #[arg(long = "input", value_name = "NAME=FILE")]
+    pub inputs: Vec<String>,
+
+    /// Folder to write each output into, as <output name>.npy (float32, or int64 for integer
+    /// and bool outputs; characters other than letters, digits, `.`, `_` and `-` become `_`).
+    #[arg(long, value_name = "DIR")]
+    pub save_outputs: Option<PathBuf>,
+
+    /// Backend (see `ember explain --help`).
+    #[arg(long, default_value = DEFAULT_DEVICE, value_parser = device_parser())]
+    pub device: String,
 }
 
 #[derive(Args, Debug)]

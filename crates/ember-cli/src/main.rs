@@ -3,6 +3,7 @@
 //! ```text
 //! ember ops
 //! ember layers  --model model.onnx
+//! ember run     --model model.onnx --input input=x.npy --save-outputs outputs/
 //! ember explain --model model.onnx --image photo.jpg --out overlay.png
 //! ember explain --model model.onnx --image photos/ --out-dir explanations/
 //! ember explain --model model.onnx --input-npy tensor.npy --save-npy map.npy
@@ -16,6 +17,7 @@ mod cli;
 mod evaluate;
 mod input;
 mod jobs;
+mod run;
 mod session;
 
 use std::process::ExitCode;
@@ -108,6 +110,7 @@ fn main() -> ExitCode {
         Command::Evaluate(args) => evaluate::evaluate(*args),
         Command::Layers(args) => batch::layers(&args),
         Command::MergeSummaries(args) => jobs::merge(&args),
+        Command::Run(args) => run::run(&args),
         Command::Ops => {
             for name in ember_runtime::supported_operators() {
                 println!("{name}");

@@ -151,6 +151,12 @@ pub fn tap_graph(path: &Path) -> Result<TappedGraph, ImportError> {
 /// [`tap_graph`], with the input's layout given (channels first or last) instead of decided
 /// from its shape and the graph; the layers' layouts follow from it.
 pub fn tap_graph_as(path: &Path, input_layout: Option<Layout>) -> Result<TappedGraph, ImportError> {
+    tap_model_as(read_model(path)?, path, input_layout)
+}
+
+/// Reads an ONNX file as it is, with the tensors of its external-data files inlined: within
+/// the memory budget and protobuf's 2 GiB, nothing read outside the model's folder.
+pub fn read_model(path: &Path) -> Result<ModelProto, ImportError> {
     // Protobuf messages end at 2 GiB; larger weights live in external-data files.
     let limit = ember_core::memory_budget().min(2 << 30);
     let bytes = ember_core::limits::read_regular_file(path, "ONNX model", limit)?;
@@ -166,13 +172,27 @@ pub fn tap_graph_as(path: &Path, input_layout: Option<Layout>) -> Result<TappedG
     }
     let base = path.parent().unwrap_or(Path::new("."));
     inline_external_data(&mut model, base)?;
-    tap_model_as(model, path, input_layout)
+    check_node_count(&model, path)?;
+    Ok(model)
 }
 
 /// The most nodes (subgraphs included) a graph may have. Image classifiers have a few hundred
 /// (ResNet-50: 175, a ViT-B export: under 1000); onnx-ir 0.22's type inference is quadratic in
 /// the node count, so without a bound a 300 KB file of 30000 nodes would take minutes to load.
 pub const MAX_NODES: usize = 5_000;
+
+/// Refuses graphs of more than [`MAX_NODES`] nodes.
+fn check_node_count(model: &ModelProto, path: &Path) -> Result<(), ImportError> {
+    let nodes = count_nodes(model.graph.get_or_default());
+    if nodes > MAX_NODES {
+        return Err(ImportError::TooManyNodes {
+            path: path.to_path_buf(),
+            nodes,
+            limit: MAX_NODES,
+        });
+    }
+    Ok(())
+}
 
 /// The nodes of `graph` and of the subgraphs in its nodes' attributes.
 fn count_nodes(graph: &onnx_ir::GraphProto) -> usize {
@@ -199,14 +219,7 @@ pub fn tap_model_as(
     path: &Path,
     input_layout: Option<Layout>,
 ) -> Result<TappedGraph, ImportError> {
-    let nodes = count_nodes(model.graph.get_or_default());
-    if nodes > MAX_NODES {
-        return Err(ImportError::TooManyNodes {
-            path: path.to_path_buf(),
-            nodes,
-            limit: MAX_NODES,
-        });
-    }
+    check_node_count(&model, path)?;
     let (input_name, input_dims) = graph_input(&model).unwrap_or_default();
     let candidates = node_outputs(&mut model)?;
 

@@ -62,6 +62,15 @@ pub enum RuntimeError {
         shape: String,
     },
 
+    /// A tensor given to a graph does not fit the input it is given for.
+    #[error("{path}: {message}")]
+    BadInput {
+        /// The model file.
+        path: PathBuf,
+        /// What does not fit.
+        message: String,
+    },
+
     /// A node failed while running.
     #[error("node `{node}` ({op}): {message}")]
     Node {

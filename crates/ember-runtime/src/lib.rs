@@ -28,12 +28,15 @@
 //! anything runs.
 
 mod error;
+mod graph;
 mod model;
 mod ops;
+mod plan;
 mod value;
 
 pub use ember_core::{FinalActivation, ScoreSource};
 pub use error::RuntimeError;
+pub use graph::{GraphValue, HostTensor, OnnxGraph};
 pub use model::OnnxModel;
 
 /// The ONNX operators the executor implements, each once, in the order of its operator table

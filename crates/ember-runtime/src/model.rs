@@ -1,77 +1,26 @@
 //! The loaded model: a plan of steps over value slots.
 
-use std::collections::HashMap;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::panic::catch_unwind;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor};
 use ember_core::{
     CamModel, FinalActivation, LayerInfo, Layout, ScoreSource, SpatialLayout, check_input_chw, describe_dims,
 };
-use ember_onnx::{PassThrough, SCORES_OP, TAP_ATTRIBUTE, TAP_DOMAIN, TAP_OP, TappedGraph};
-use onnx_ir::{ArgType, Argument, Message, Node, OnnxGraphBuilder};
+use ember_onnx::TappedGraph;
+use onnx_ir::{ArgType, Message};
 
 use crate::error::RuntimeError;
-use crate::ops;
+use crate::plan::{Op, Plan, panic_message, parse, schedule_releases};
 use crate::value::{Float, Value};
-
-/// Where a step finds an input.
-// Built once per model; the size of `Value` does not matter here.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone)]
-enum Operand {
-    /// Computed by an earlier step (or the graph input).
-    Slot(usize),
-    /// A weight or constant, uploaded at load time.
-    Constant(Value),
-    /// An omitted optional input.
-    Absent,
-}
-
-#[derive(Clone)]
-enum Op {
-    /// An inserted tap with the original node name.
-    Tap(String),
-    /// The score tap on the input of the final activation: identity, its output is the logits.
-    Scores,
-    /// Any other node, compiled.
-    Kernel {
-        /// The node's name in the ONNX file.
-        node: String,
-        /// Its ONNX operator.
-        op: String,
-        kernel: ops::Kernel,
-    },
-}
-
-impl std::fmt::Debug for Op {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Op::Tap(layer) => write!(f, "Tap({layer:?})"),
-            Op::Scores => write!(f, "Scores"),
-            Op::Kernel { node, op, .. } => write!(f, "{op}({node:?})"),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Step {
-    op: Op,
-    inputs: Vec<Operand>,
-    outputs: Vec<usize>,
-    /// Slots whose last reader is this step: freed after it.
-    release: Vec<usize>,
-}
 
 /// An ONNX image classifier interpreted over Burn tensors, with a tap after every spatial
 /// layer. Implements [`CamModel`].
 #[derive(Debug, Clone)]
 pub struct OnnxModel {
     path: PathBuf,
-    steps: Vec<Step>,
-    slots: usize,
-    input_slot: usize,
+    /// The compiled graph; the input is slot 0.
+    plan: Plan,
     output_slot: usize,
     /// The output of the score tap (the logits), if the graph ends in an activation.
     logits_slot: Option<usize>,
@@ -117,19 +66,7 @@ impl OnnxModel {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        let graph = catch_unwind(|| {
-            OnnxGraphBuilder::new()
-                .with_custom_op_inference(Arc::new(PassThrough))
-                .parse_bytes(&bytes)
-        })
-        .map_err(|panic| RuntimeError::Parse {
-            path: path.to_path_buf(),
-            message: panic_message(&panic),
-        })?
-        .map_err(|e| RuntimeError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let graph = parse(path, &bytes)?;
         Self::plan(path, &tapped, graph, device)
     }
 
@@ -143,40 +80,10 @@ impl OnnxModel {
             path: path.to_path_buf(),
             message,
         };
-        // Every node is compiled through the operator table before anything runs: unknown
-        // operators and invalid configurations are load-time errors.
-        let names = file_names(tapped, &graph.nodes);
-        let mut kernels: Vec<Option<ops::Kernel>> = Vec::with_capacity(graph.nodes.len());
-        let mut unsupported: Vec<String> = Vec::new();
-        for (index, node) in graph.nodes.iter().enumerate() {
-            if matches!(node, Node::Custom(_)) {
-                kernels.push(None);
-                continue;
-            }
-            match ops::compile(node) {
-                Ok(kernel) => kernels.push(Some(kernel)),
-                Err(ops::CompileError::Unsupported) => {
-                    unsupported.push(described(node, &names[index]));
-                    kernels.push(None);
-                }
-                Err(ops::CompileError::Invalid(message)) => {
-                    return Err(RuntimeError::InvalidNode {
-                        path: path.to_path_buf(),
-                        node: described(node, &names[index]),
-                        message,
-                    });
-                }
-            }
-        }
-        if !unsupported.is_empty() {
-            unsupported.truncate(5);
-            return Err(RuntimeError::UnsupportedOps {
-                path: path.to_path_buf(),
-                ops: unsupported,
-            });
-        }
-
-        let runtime_inputs: Vec<&Argument> = graph.inputs.iter().filter(|a| a.value().is_none()).collect();
+        let runtime_inputs: Vec<_> = graph.inputs.iter().filter(|a| a.value().is_none()).collect();
+        let names: Vec<String> = runtime_inputs.iter().map(|a| a.name.clone()).collect();
+        // Unsupported operators are reported before anything else.
+        let mut plan = Plan::compile(path, &tapped.model, graph.nodes, &names, device)?;
         let [input] = runtime_inputs.as_slice() else {
             return Err(not_classifier(format!(
                 "expected one image input, found {}",
@@ -229,106 +136,24 @@ impl OnnxModel {
             }
         }
 
-        let mut slot_of: HashMap<String, usize> = HashMap::new();
-        let mut slots = 0;
-        let mut new_slot = |name: &str, slot_of: &mut HashMap<String, usize>| {
-            let slot = slots;
-            slots += 1;
-            slot_of.insert(name.to_owned(), slot);
-            slot
-        };
-        let input_slot = new_slot(&input.name, &mut slot_of);
-        let mut steps = Vec::with_capacity(graph.nodes.len());
-        // Run-time errors name nodes as the file does.
-        for ((node, kernel), file_name) in graph.nodes.into_iter().zip(kernels).zip(names) {
-            if let Node::Constant(_) = node {
-                // Consumers read constants through their arguments' values.
-                continue;
-            }
-            let mut inputs = Vec::with_capacity(node.inputs().len());
-            for arg in node.inputs() {
-                let operand = if let Some(&slot) = slot_of.get(&arg.name).filter(|_| !arg.name.is_empty()) {
-                    Operand::Slot(slot)
-                } else if let Some(data) = arg.value() {
-                    Operand::Constant(Value::from_data(data, device).map_err(|message| RuntimeError::Node {
-                        node: node.name().to_owned(),
-                        op: node.node_type().to_string(),
-                        message,
-                    })?)
-                } else if arg.is_optional() || arg.name.is_empty() {
-                    Operand::Absent
-                } else {
-                    return Err(RuntimeError::Parse {
-                        path: path.to_path_buf(),
-                        message: format!(
-                            "input `{}` of node `{}` is neither computed nor constant",
-                            arg.name,
-                            node.name()
-                        ),
-                    });
-                };
-                inputs.push(operand);
-            }
-            let outputs: Vec<usize> = node
-                .outputs()
-                .iter()
-                .map(|arg| new_slot(&arg.name, &mut slot_of))
-                .collect();
-            let op = match &node {
-                Node::Custom(custom) if custom.op_type == TAP_OP && custom.domain == TAP_DOMAIN => {
-                    let layer = custom
-                        .attrs
-                        .get_string(TAP_ATTRIBUTE)
-                        .ok_or_else(|| RuntimeError::Parse {
-                            path: path.to_path_buf(),
-                            message: format!("tap node `{}` has no layer name", custom.name),
-                        })?;
-                    Op::Tap(layer.to_owned())
-                }
-                Node::Custom(custom) if custom.op_type == SCORES_OP && custom.domain == TAP_DOMAIN => Op::Scores,
-                Node::Custom(custom) => {
-                    return Err(RuntimeError::UnsupportedOps {
-                        path: path.to_path_buf(),
-                        ops: vec![format!(
-                            "{}::{} (node `{}`)",
-                            custom.domain, custom.op_type, custom.name
-                        )],
-                    });
-                }
-                _ => Op::Kernel {
-                    node: file_name,
-                    op: onnx_op(&node),
-                    kernel: kernel.ok_or_else(|| RuntimeError::Parse {
-                        path: path.to_path_buf(),
-                        message: format!("node `{}` was not compiled", node.name()),
-                    })?,
-                },
-            };
-            steps.push(Step {
-                op,
-                inputs,
-                outputs,
-                release: Vec::new(),
-            });
-        }
-        let output_slot = *slot_of
+        let output_slot = *plan
+            .slot_of
             .get(&output.name)
             .ok_or_else(|| not_classifier(format!("the output `{}` is not computed by any node", output.name)))?;
 
         // ember-onnx put the score tap on the final activation's input: its output is the logits.
-        let logits_slot = steps
+        let logits_slot = plan
+            .steps
             .iter()
             .find(|step| matches!(step.op, Op::Scores))
             .and_then(|step| step.outputs.first().copied());
         let final_activation = tapped.final_activation.filter(|_| logits_slot.is_some());
-        schedule_releases(&mut steps, &[Some(output_slot), logits_slot]);
+        schedule_releases(&mut plan.steps, &[Some(output_slot), logits_slot]);
 
         let layers = tapped.layers.clone();
         Ok(Self {
             path: path.to_path_buf(),
-            steps,
-            slots,
-            input_slot,
+            plan,
             output_slot,
             logits_slot,
             final_activation,
@@ -424,62 +249,7 @@ impl OnnxModel {
             _ => return Err(self.undecided_input()),
         };
         let device = input.device();
-        let mut values: Vec<Option<Value>> = vec![None; self.slots];
-        // The bytes held by computed values: the memory budget bounds what a step may add to
-        // them, not only each tensor alone.
-        let mut held: Vec<u64> = vec![0; self.slots];
-        let input = Value::Float(Float::new(input));
-        held[self.input_slot] = input.bytes();
-        let mut live: u64 = held[self.input_slot];
-        values[self.input_slot] = Some(input);
-        for step in &self.steps {
-            ops::set_live_bytes(live);
-            // A slot read for the last time is moved, not cloned: a tensor with one owner can
-            // be updated in place by the backend.
-            let inputs: Vec<Option<Value>> = step
-                .inputs
-                .iter()
-                .enumerate()
-                .map(|(i, operand)| match operand {
-                    Operand::Slot(slot) => {
-                        let read_again = step.inputs[i + 1..]
-                            .iter()
-                            .any(|later| matches!(later, Operand::Slot(s) if s == slot));
-                        if step.release.contains(slot) && !read_again {
-                            values[*slot].take()
-                        } else {
-                            values[*slot].clone()
-                        }
-                    }
-                    Operand::Constant(value) => Some(value.clone()),
-                    Operand::Absent => None,
-                })
-                .collect();
-            let outputs = match &step.op {
-                Op::Tap(layer) => tap(layer, inputs),
-                Op::Scores => inputs
-                    .into_iter()
-                    .next()
-                    .flatten()
-                    .map(|value| vec![value])
-                    .ok_or_else(|| "the score tap has no input".to_owned()),
-                Op::Kernel { kernel, .. } => run_kernel(kernel, inputs, &device),
-            }
-            .map_err(|message| self.node_error(step, message))?;
-            if outputs.len() < step.outputs.len() {
-                return Err(self.node_error(step, "produced fewer outputs than the graph uses".into()));
-            }
-            for (slot, value) in step.outputs.iter().zip(outputs) {
-                live = live - held[*slot] + value.bytes();
-                held[*slot] = value.bytes();
-                values[*slot] = Some(value);
-            }
-            for &slot in &step.release {
-                live -= std::mem::take(&mut held[slot]);
-                values[slot] = None;
-            }
-        }
-        ops::set_live_bytes(0);
+        let values = self.plan.execute(vec![(0, Value::Float(Float::new(input)))], &device)?;
         let read = |slot: usize| -> Result<Tensor<2>, RuntimeError> {
             let value = values[slot].clone().ok_or_else(|| RuntimeError::Node {
                 node: "output".into(),
@@ -502,15 +272,6 @@ impl OnnxModel {
         };
         Ok((scores, output))
     }
-
-    fn node_error(&self, step: &Step, message: String) -> RuntimeError {
-        let (node, op) = match &step.op {
-            Op::Tap(layer) => (layer.clone(), "tap".to_owned()),
-            Op::Scores => ("scores".to_owned(), "score tap".to_owned()),
-            Op::Kernel { node, op, .. } => (node.clone(), op.clone()),
-        };
-        RuntimeError::Node { node, op, message }
-    }
 }
 
 /// `a rank-4 F32 tensor [N, 32, 4, 4]`, for messages.
@@ -526,80 +287,6 @@ fn describe_type(ty: &ArgType) -> String {
         ArgType::Shape(rank) => format!("a shape of rank {rank}"),
         ArgType::ScalarTensor(dtype) | ArgType::ScalarNative(dtype) => format!("a {dtype:?} scalar"),
     }
-}
-
-/// Frees every slot after its last reader, except the slots in `keep` (the outputs).
-fn schedule_releases(steps: &mut [Step], keep: &[Option<usize>]) {
-    let mut last_reader: HashMap<usize, usize> = HashMap::new();
-    for (index, step) in steps.iter().enumerate() {
-        for operand in &step.inputs {
-            if let Operand::Slot(slot) = operand {
-                last_reader.insert(*slot, index);
-            }
-        }
-    }
-    for (slot, index) in last_reader {
-        if !keep.contains(&Some(slot)) {
-            steps[index].release.push(slot);
-        }
-    }
-}
-
-fn run_kernel(kernel: &ops::Kernel, inputs: ops::Inputs, device: &Device) -> Result<Vec<Value>, String> {
-    // Every shape the operators depend on is checked before Burn sees it; a panic left in a
-    // backend still must not take the caller down.
-    catch_unwind(AssertUnwindSafe(|| kernel(inputs, device))).unwrap_or_else(|panic| Err(panic_message(&panic)))
-}
-
-fn tap(layer: &str, mut inputs: ops::Inputs) -> Result<Vec<Value>, String> {
-    let Some(Some(Value::Float(x))) = inputs.pop() else {
-        return Err("a tap needs a float input".into());
-    };
-    let tapped = ember_core::tap(layer, x.to_rank::<4>()?);
-    Ok(vec![Value::Float(Float::new(tapped))])
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_else(|| "unknown failure".into())
-}
-
-/// The ONNX operator of a node: the table's name where the executor has it (onnx-ir
-/// specialises some, `Conv` → `Conv2d`), onnx-ir's node type otherwise.
-fn onnx_op(node: &Node) -> String {
-    ops::onnx_name(node).map_or_else(|| node.node_type().to_string(), str::to_owned)
-}
-
-/// `Op (node `name`)`, for messages.
-fn described(node: &Node, file_name: &str) -> String {
-    format!("{} (node `{file_name}`)", onnx_op(node))
-}
-
-/// The name each of onnx-ir's nodes has in the ONNX file (onnx-ir renames nodes, `conv2d3`):
-/// the k-th node of an operator in onnx-ir's graph is taken to be the file's k-th node of that
-/// operator; onnx-ir's name where the file has none.
-fn file_names(tapped: &TappedGraph, nodes: &[Node]) -> Vec<String> {
-    let mut by_op: HashMap<&str, std::collections::VecDeque<&str>> = HashMap::new();
-    for file_node in &tapped.model.graph.get_or_default().node {
-        by_op
-            .entry(file_node.op_type.as_str())
-            .or_default()
-            .push_back(file_node.name.as_str());
-    }
-    nodes
-        .iter()
-        .map(|node| {
-            let op = onnx_op(node);
-            let original = by_op.get_mut(op.as_str()).and_then(|names| names.pop_front());
-            match original {
-                Some(name) if !name.is_empty() => name.to_owned(),
-                _ => node.name().to_owned(),
-            }
-        })
-        .collect()
 }
 
 impl CamModel for OnnxModel {

@@ -91,8 +91,29 @@ pub fn write_npy(path: &Path, values: &[f32], shape: &[u64]) -> Result<(), Visio
     .map_err(error)
 }
 
+/// The values of a `.npy` array: floats, or integers and booleans.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NpyValues {
+    /// float32 or float64 values, as `f32`.
+    Float(Vec<f32>),
+    /// int8/16/32/64, uint8/16/32 or bool values, as `i64`.
+    Int(Vec<i64>),
+}
+
 /// Reads a float32 or float64 `.npy` array (C order): its values as `f32` and its shape.
 pub fn read_npy(path: &Path) -> Result<(Vec<f32>, Vec<usize>), VisionError> {
+    match read_npy_values(path)? {
+        (NpyValues::Float(values), shape) => Ok((values, shape)),
+        (NpyValues::Int(_), _) => Err(VisionError::NpyRead {
+            path: path.to_path_buf(),
+            message: "expected float32 or float64 values, found integers".into(),
+        }),
+    }
+}
+
+/// Reads a `.npy` array (C order) of floats, integers or booleans, and its shape. The header's
+/// shape is untrusted: it must fit in the file before anything is allocated for it.
+pub fn read_npy_values(path: &Path) -> Result<(NpyValues, Vec<usize>), VisionError> {
     let error = |message: String| VisionError::NpyRead {
         path: path.to_path_buf(),
         message,
@@ -104,16 +125,16 @@ pub fn read_npy(path: &Path) -> Result<(Vec<f32>, Vec<usize>), VisionError> {
     }
     let type_str = npy.dtype().descr();
     let item_bytes: u64 = match type_str.as_str() {
-        "'<f4'" => 4,
-        "'<f8'" => 8,
+        "'<f4'" | "'<i4'" | "'<u4'" => 4,
+        "'<f8'" | "'<i8'" => 8,
+        "'<i2'" | "'<u2'" => 2,
+        "'|i1'" | "'|u1'" | "'|b1'" => 1,
         other => {
             return Err(error(format!(
-                "expected float32 or float64 values, found dtype {other}"
+                "expected float32/64, int8/16/32/64, uint8/16/32 or bool values, found dtype {other}"
             )));
         }
     };
-    // The header's shape is untrusted: its product must fit in the file before anything is
-    // allocated for it.
     let data_bytes =
         ember_core::checked_bytes("the array", npy.shape(), item_bytes).map_err(|e| error(e.to_string()))?;
     if data_bytes > bytes.len() as u64 {
@@ -124,19 +145,78 @@ pub fn read_npy(path: &Path) -> Result<(Vec<f32>, Vec<usize>), VisionError> {
         )));
     }
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
-    let values: Vec<f32> = match type_str.as_str() {
-        "'<f4'" => npy.into_vec::<f32>().map_err(|e| error(e.to_string()))?,
-        "'<f8'" => npy
-            .into_vec::<f64>()
-            .map_err(|e| error(e.to_string()))?
-            .into_iter()
-            .map(|v| v as f32)
-            .collect(),
-        other => {
-            return Err(error(format!(
-                "expected float32 or float64 values, found dtype {other}"
-            )));
-        }
+    let read = |e: std::io::Error| error(e.to_string());
+    let values = match type_str.as_str() {
+        "'<f4'" => NpyValues::Float(npy.into_vec::<f32>().map_err(read)?),
+        "'<f8'" => NpyValues::Float(
+            npy.into_vec::<f64>()
+                .map_err(read)?
+                .into_iter()
+                .map(|v| v as f32)
+                .collect(),
+        ),
+        "'<i8'" => NpyValues::Int(npy.into_vec::<i64>().map_err(read)?),
+        "'<i4'" => NpyValues::Int(
+            npy.into_vec::<i32>()
+                .map_err(read)?
+                .into_iter()
+                .map(i64::from)
+                .collect(),
+        ),
+        "'<u4'" => NpyValues::Int(
+            npy.into_vec::<u32>()
+                .map_err(read)?
+                .into_iter()
+                .map(i64::from)
+                .collect(),
+        ),
+        "'<i2'" => NpyValues::Int(
+            npy.into_vec::<i16>()
+                .map_err(read)?
+                .into_iter()
+                .map(i64::from)
+                .collect(),
+        ),
+        "'<u2'" => NpyValues::Int(
+            npy.into_vec::<u16>()
+                .map_err(read)?
+                .into_iter()
+                .map(i64::from)
+                .collect(),
+        ),
+        "'|i1'" => NpyValues::Int(npy.into_vec::<i8>().map_err(read)?.into_iter().map(i64::from).collect()),
+        "'|u1'" => NpyValues::Int(npy.into_vec::<u8>().map_err(read)?.into_iter().map(i64::from).collect()),
+        _ => NpyValues::Int(
+            npy.into_vec::<bool>()
+                .map_err(read)?
+                .into_iter()
+                .map(i64::from)
+                .collect(),
+        ),
     };
     Ok((values, shape))
+}
+
+/// Writes an int64 `.npy` array of the given shape (C order), atomically.
+pub fn write_npy_i64(path: &Path, values: &[i64], shape: &[u64]) -> Result<(), VisionError> {
+    let expected: u64 = shape.iter().product();
+    if expected != values.len() as u64 {
+        return Err(VisionError::Size(format!(
+            "{} values cannot have shape {shape:?}",
+            values.len()
+        )));
+    }
+    write_atomically(path, |file| {
+        let mut writer = npyz::WriteOptions::<i64>::new()
+            .default_dtype()
+            .shape(shape)
+            .writer(file)
+            .begin_nd()?;
+        writer.extend(values.iter().copied())?;
+        writer.finish()
+    })
+    .map_err(|source| VisionError::Npy {
+        path: path.to_path_buf(),
+        source,
+    })
 }
