@@ -444,6 +444,25 @@ def main():
     tensor_case("npy_valid", "a valid tensor: a correct result", npy((2, 3, 16, 16), bytes(6144)), 0, "",
                 model=tiny)
 
+    # --- `ember run`: any graph on tensors ----------------------------------------------------
+    def run(model, *extra):
+        return ["run", "--device", "flex", "--model", model, *extra]
+    valid = "{dir}/npy_valid.npy"
+    case("run_valid", "a plain forward pass written to a new folder: a correct result",
+         run(tiny, "--input", "x=" + valid, "--save-outputs", "{out}/outputs"), 0)
+    case("run_unknown_input", "an input name the graph does not have", run(tiny, "--input", "image=" + valid), 2,
+         "has no input `image`")
+    case("run_missing_input", "no tensor for the graph's input", run(tiny), 2, "no --input for `x`")
+    case("run_input_twice", "the same input given twice", run(tiny, "--input", "x=" + valid, "--input", "x=" + valid),
+         2, "given twice")
+    case("run_empty_name", "`=FILE` without a name", run(tiny, "--input", "=" + valid), 2, "NAME=FILE")
+    case("run_integers_for_floats", "int8 values for a float input", run(tiny, "--input", "x={dir}/npy_int8.npy"), 1,
+         "takes floats")
+    case("run_wrong_shape", "one channel for an input fixed at [N, 3, 16, 16]",
+         run(fixed, "--input", "x={dir}/npy_wrong_channels.npy"), 1, "the graph declares")
+    case("run_claims_more_than_it_holds", "a tensor header claiming 30 GB",
+         run(tiny, "--input", "x={dir}/npy_claims_more_than_it_holds.npy"), 1, "")
+
     # --- Labels -----------------------------------------------------------------------------
     write("labels_binary.txt", b"\xff\xfe\x00cat\n\x80dog\n")
     case("labels_not_utf8", "binary labels", explain(fixed, "--labels", "{dir}/labels_binary.txt"), 1, "labels")

@@ -371,6 +371,29 @@ fn outputs_never_overwrite_inputs() {
         2,
         "is the labels",
     );
+    // `ember run --save-outputs` into the tensor's folder, where the graph's output `logits`
+    // would be written over an input named logits.npy.
+    let logits = dir.join("logits.npy");
+    std::fs::copy(fixtures().join("npy_valid.npy"), &logits).unwrap();
+    let model = fixtures().join("tiny.onnx");
+    let input = format!("x={}", path(&logits));
+    let run = ember(&os(&[
+        "run".into(),
+        "--device".into(),
+        "flex".into(),
+        "--model".into(),
+        path(&model).into(),
+        "--input".into(),
+        input,
+        "--save-outputs".into(),
+        path(&dir).into(),
+    ]));
+    assert_refused(&run, 2, "--save-outputs");
+    assert_eq!(
+        std::fs::read(&logits).unwrap(),
+        tensor_original,
+        "the run's input was changed"
+    );
     assert_eq!(std::fs::read(&image).unwrap(), original, "the image was changed");
     assert_eq!(
         std::fs::read(&tensor).unwrap(),

@@ -185,7 +185,7 @@ pub fn log_softmax(node: &Node) -> Result<Kernel, String> {
 
 impl Float {
     /// The same logical rank, another tensor.
-    fn map(self, f: impl FnOnce(Tensor<MAX_RANK>) -> Tensor<MAX_RANK>) -> Float {
+    pub(super) fn map(self, f: impl FnOnce(Tensor<MAX_RANK>) -> Tensor<MAX_RANK>) -> Float {
         Float {
             tensor: f(self.tensor),
             rank: self.rank,
@@ -259,4 +259,124 @@ fn fold(inputs: Inputs, device: &Device, f: Binary) -> Result<Float, String> {
         });
     }
     acc.ok_or_else(|| "no inputs".to_owned())
+}
+
+pub fn floor(_: &Node) -> Result<Kernel, String> {
+    unary(|t| t.floor())
+}
+
+pub fn ceil(_: &Node) -> Result<Kernel, String> {
+    unary(|t| t.ceil())
+}
+
+/// Round half to even, as ONNX specifies (and Burn implements).
+pub fn round(_: &Node) -> Result<Kernel, String> {
+    unary(|t| t.round())
+}
+
+pub fn sign(_: &Node) -> Result<Kernel, String> {
+    unary(|t| t.sign())
+}
+
+pub fn sin(_: &Node) -> Result<Kernel, String> {
+    unary(|t| t.sin())
+}
+
+pub fn cos(_: &Node) -> Result<Kernel, String> {
+    unary(|t| t.cos())
+}
+
+pub fn tan(_: &Node) -> Result<Kernel, String> {
+    unary(|t| t.tan())
+}
+
+pub fn sinh(_: &Node) -> Result<Kernel, String> {
+    unary(|t| t.sinh())
+}
+
+pub fn cosh(_: &Node) -> Result<Kernel, String> {
+    unary(|t| t.cosh())
+}
+
+pub fn asin(_: &Node) -> Result<Kernel, String> {
+    unary(|t| t.asin())
+}
+
+pub fn acos(_: &Node) -> Result<Kernel, String> {
+    unary(|t| t.acos())
+}
+
+pub fn atan(_: &Node) -> Result<Kernel, String> {
+    unary(|t| t.atan())
+}
+
+pub fn asinh(_: &Node) -> Result<Kernel, String> {
+    unary(|t| t.asinh())
+}
+
+pub fn acosh(_: &Node) -> Result<Kernel, String> {
+    unary(|t| t.acosh())
+}
+
+pub fn atanh(_: &Node) -> Result<Kernel, String> {
+    unary(|t| t.atanh())
+}
+
+/// Softplus(x) = ln(1 + eˣ).
+pub fn softplus(_: &Node) -> Result<Kernel, String> {
+    unary(|t| activation::softplus(t, 1.0))
+}
+
+/// Softsign(x) = x / (1 + |x|).
+pub fn softsign(_: &Node) -> Result<Kernel, String> {
+    unary(|t| t.clone() / (t.abs() + 1.0))
+}
+
+/// Mish(x) = x · tanh(softplus(x)).
+pub fn mish(_: &Node) -> Result<Kernel, String> {
+    unary(activation::mish)
+}
+
+/// Elu(x) = x for x > 0, α(eˣ − 1) otherwise.
+pub fn elu(node: &Node) -> Result<Kernel, String> {
+    let alpha = node!(node, Elu).config.alpha;
+    kernel(move |mut inputs, device| one(float(&mut inputs, 0, device)?.map(|t| exponential_linear(t, alpha, 1.0))))
+}
+
+/// Selu(x) = γ·x for x > 0, γ·α(eˣ − 1) otherwise.
+pub fn selu(node: &Node) -> Result<Kernel, String> {
+    let config = &node!(node, Selu).config;
+    let (alpha, gamma) = (config.alpha, config.gamma);
+    kernel(move |mut inputs, device| {
+        one(float(&mut inputs, 0, device)?.map(|t| exponential_linear(t, alpha, 1.0) * gamma))
+    })
+}
+
+/// Celu(x) = max(0, x) + min(0, α(e^(x/α) − 1)).
+pub fn celu(node: &Node) -> Result<Kernel, String> {
+    let alpha = node!(node, Celu).config.alpha;
+    if alpha == 0.0 {
+        return Err("Celu with alpha 0".into());
+    }
+    kernel(move |mut inputs, device| {
+        one(float(&mut inputs, 0, device)?.map(|t| exponential_linear(t, alpha, 1.0 / alpha)))
+    })
+}
+
+/// ThresholdedRelu(x) = x for x > α, 0 otherwise.
+pub fn thresholded_relu(node: &Node) -> Result<Kernel, String> {
+    let alpha = node!(node, ThresholdedRelu).config.alpha;
+    kernel(move |mut inputs, device| {
+        one(float(&mut inputs, 0, device)?.map(|t| {
+            let below = t.clone().lower_equal_elem(alpha);
+            t.mask_fill(below, 0.0)
+        }))
+    })
+}
+
+/// x for x > 0, α(e^(s·x) − 1) otherwise (Elu with s = 1, Celu with s = 1/α).
+fn exponential_linear(t: Tensor<MAX_RANK>, alpha: f64, scale: f64) -> Tensor<MAX_RANK> {
+    let negative = t.clone().lower_equal_elem(0.0);
+    let curve = ((t.clone() * scale).exp() - 1.0) * alpha;
+    t.mask_where(negative, curve)
 }

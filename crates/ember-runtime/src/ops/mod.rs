@@ -9,10 +9,11 @@
 //! Semantics follow the ONNX operator specification; where Burn has a module function for an
 //! operator (convolution, batch norm, pooling, linear) it is used, so run-time models compute
 //! what burn-onnx's generated code computes. One file per family:
-//! [`elementwise`] (arithmetic, activations), [`nn`] (convolution, normalisation, pooling,
+//! [`elementwise`] (arithmetic, activations), [`logic`] (comparisons, logic, Where), [`nn`] (convolution, normalisation, pooling,
 //! matrix products), [`reduce`] and [`shape`] (reshaping, indexing, constants).
 
 mod elementwise;
+mod logic;
 mod nn;
 mod reduce;
 mod shape;
@@ -79,6 +80,46 @@ pub static OPERATORS: &[Operator] = &[
     op("Gelu", NodeType::Gelu, elementwise::gelu),
     op("Softmax", NodeType::Softmax, elementwise::softmax),
     op("LogSoftmax", NodeType::LogSoftmax, elementwise::log_softmax),
+    op("Softplus", NodeType::Softplus, elementwise::softplus),
+    op("Softsign", NodeType::Softsign, elementwise::softsign),
+    op("Mish", NodeType::Mish, elementwise::mish),
+    op("Elu", NodeType::Elu, elementwise::elu),
+    op("Selu", NodeType::Selu, elementwise::selu),
+    op("Celu", NodeType::Celu, elementwise::celu),
+    op(
+        "ThresholdedRelu",
+        NodeType::ThresholdedRelu,
+        elementwise::thresholded_relu,
+    ),
+    // Rounding and trigonometry.
+    op("Floor", NodeType::Floor, elementwise::floor),
+    op("Ceil", NodeType::Ceil, elementwise::ceil),
+    op("Round", NodeType::Round, elementwise::round),
+    op("Sign", NodeType::Sign, elementwise::sign),
+    op("Sin", NodeType::Sin, elementwise::sin),
+    op("Cos", NodeType::Cos, elementwise::cos),
+    op("Tan", NodeType::Tan, elementwise::tan),
+    op("Sinh", NodeType::Sinh, elementwise::sinh),
+    op("Cosh", NodeType::Cosh, elementwise::cosh),
+    op("Asin", NodeType::Asin, elementwise::asin),
+    op("Acos", NodeType::Acos, elementwise::acos),
+    op("Atan", NodeType::Atan, elementwise::atan),
+    op("Asinh", NodeType::Asinh, elementwise::asinh),
+    op("Acosh", NodeType::Acosh, elementwise::acosh),
+    op("Atanh", NodeType::Atanh, elementwise::atanh),
+    // Comparisons, logic, selection.
+    op("Equal", NodeType::Equal, logic::equal),
+    op("Less", NodeType::Less, logic::less),
+    op("LessOrEqual", NodeType::LessOrEqual, logic::less_or_equal),
+    op("Greater", NodeType::Greater, logic::greater),
+    op("GreaterOrEqual", NodeType::GreaterOrEqual, logic::greater_or_equal),
+    op("Not", NodeType::Not, logic::not),
+    op("And", NodeType::And, logic::and),
+    op("Or", NodeType::Or, logic::or),
+    op("Xor", NodeType::Xor, logic::xor),
+    op("Where", NodeType::Where, logic::where_),
+    op("IsNaN", NodeType::IsNaN, logic::is_nan),
+    op("IsInf", NodeType::IsInf, logic::is_inf),
     // Convolution, normalisation, pooling, matrix products.
     op("Conv", NodeType::Conv2d, nn::conv),
     op("BatchNormalization", NodeType::BatchNormalization, nn::batch_norm),
@@ -100,6 +141,14 @@ pub static OPERATORS: &[Operator] = &[
     op("ReduceSum", NodeType::ReduceSum, reduce::sum),
     op("ReduceMax", NodeType::ReduceMax, reduce::max),
     op("ReduceMin", NodeType::ReduceMin, reduce::min),
+    op("ReduceProd", NodeType::ReduceProd, reduce::prod),
+    op("ReduceL1", NodeType::ReduceL1, reduce::l1),
+    op("ReduceL2", NodeType::ReduceL2, reduce::l2),
+    op("ReduceSumSquare", NodeType::ReduceSumSquare, reduce::sum_square),
+    op("ReduceLogSum", NodeType::ReduceLogSum, reduce::log_sum),
+    op("ReduceLogSumExp", NodeType::ReduceLogSumExp, reduce::log_sum_exp),
+    op("ArgMax", NodeType::ArgMax, reduce::arg_max),
+    op("ArgMin", NodeType::ArgMin, reduce::arg_min),
     // Shapes, indexing, constants.
     op("Flatten", NodeType::Flatten, shape::flatten),
     op("Reshape", NodeType::Reshape, shape::reshape),
@@ -112,7 +161,11 @@ pub static OPERATORS: &[Operator] = &[
     op("Pad", NodeType::Pad, shape::pad),
     op("Shape", NodeType::Shape, shape::shape),
     op("Gather", NodeType::Gather, shape::gather),
+    op("Expand", NodeType::Expand, shape::expand),
+    op("Tile", NodeType::Tile, shape::tile),
+    op("Range", NodeType::Range, shape::range),
     op("Cast", NodeType::Cast, shape::cast),
+    op("CastLike", NodeType::CastLike, shape::cast_like),
     op("Constant", NodeType::Constant, shape::constant),
     op("ConstantOfShape", NodeType::ConstantOfShape, shape::constant_of_shape),
     op("Identity", NodeType::Identity, shape::identity),
@@ -302,4 +355,51 @@ fn binary_float(
         tensor: f(a.tensor, b.tensor),
         rank,
     })
+}
+
+/// The NumPy broadcast of host shapes (of any rank).
+pub(super) fn host_broadcast(shapes: &[&Vec<usize>]) -> Result<Vec<usize>, String> {
+    let rank = shapes.iter().map(|s| s.len()).max().unwrap_or(0);
+    let mut out = vec![1; rank];
+    for shape in shapes {
+        for (k, &d) in shape.iter().enumerate() {
+            let axis = rank - shape.len() + k;
+            if d != 1 && out[axis] != 1 && out[axis] != d {
+                return Err(format!("integer shapes {shapes:?} do not broadcast"));
+            }
+            if d != 1 {
+                out[axis] = d;
+            }
+        }
+    }
+    // Host tensors are shapes and indices: a few numbers.
+    if out.iter().product::<usize>() > 1 << 20 {
+        return Err(format!("an integer tensor of shape {out:?} is too large for the host"));
+    }
+    Ok(out)
+}
+
+/// For every element of `shape` (row-major), the index of the element of a `from`-shaped
+/// tensor broadcast to it.
+pub(super) fn broadcast_indices(from: &[usize], shape: &[usize]) -> Vec<usize> {
+    let total: usize = shape.iter().product();
+    let offset = shape.len() - from.len();
+    (0..total)
+        .map(|mut flat| {
+            let mut index = 0;
+            let mut stride = 1;
+            for axis in (0..shape.len()).rev() {
+                let coordinate = flat % shape[axis];
+                flat /= shape[axis];
+                if axis >= offset {
+                    let d = from[axis - offset];
+                    if d != 1 {
+                        index += coordinate * stride;
+                    }
+                    stride *= d;
+                }
+            }
+            index
+        })
+        .collect()
 }

@@ -12,7 +12,7 @@ use onnx_ir::node::padding::{AutoPad, PaddingConfig2d};
 use super::{
     Kernel, binary_float, check_broadcast, float, kernel, node, normalise_axes, one, optional_float, within_budget,
 };
-use crate::value::{Float, MAX_RANK};
+use crate::value::{Float, MAX_RANK, Value};
 
 /// Conv (2-D): groups, strides, dilations, explicit or `auto_pad` padding.
 pub fn conv(node: &Node) -> Result<Kernel, String> {
@@ -70,6 +70,9 @@ pub fn batch_norm(node: &Node) -> Result<Kernel, String> {
         BatchNormConfig::Static(s) => s.epsilon,
         BatchNormConfig::Runtime(r) => r.epsilon,
     };
+    // onnx-ir 0.22 reads a missing `epsilon` as 0, where ONNX's default is 1e-5; an epsilon of
+    // exactly 0 (a division by zero for a constant channel) is taken to be the default.
+    let epsilon = if epsilon == 0.0 { 1e-5 } else { epsilon };
     kernel(move |mut inputs, device| {
         let x = float(&mut inputs, 0, device)?;
         let mut stats = Vec::with_capacity(4);
@@ -104,17 +107,30 @@ pub fn layer_norm(node: &Node) -> Result<Kernel, String> {
         let first = normalise_axes(&[config.axis], x.rank)?[0];
         let axes: Vec<usize> = (first..x.rank).map(|a| x.axis(a)).collect();
         let mean = x.tensor.clone().mean_dims(&axes);
-        let centred = x.tensor - mean;
+        let centred = x.tensor - mean.clone();
         let variance = centred.clone().powf_scalar(2.0).mean_dims(&axes);
+        let inverse_deviation = (variance + config.epsilon).sqrt().recip();
         let normalised = Float {
-            tensor: centred / (variance + config.epsilon).sqrt(),
+            tensor: centred * inverse_deviation.clone(),
             rank: x.rank,
         };
         let scaled = binary_float(normalised, scale, |a, b| a * b)?;
-        match bias {
-            Some(bias) => one(binary_float(scaled, bias, |a, b| a + b)?),
-            None => one(scaled),
-        }
+        let y = match bias {
+            Some(bias) => binary_float(scaled, bias, |a, b| a + b)?,
+            None => scaled,
+        };
+        // The optional outputs Mean and InvStdDev, over the normalised axes kept as size 1.
+        Ok(vec![
+            Value::Float(y),
+            Value::Float(Float {
+                tensor: mean,
+                rank: x.rank,
+            }),
+            Value::Float(Float {
+                tensor: inverse_deviation,
+                rank: x.rank,
+            }),
+        ])
     })
 }
 
@@ -302,9 +318,23 @@ pub fn matmul(_: &Node) -> Result<Kernel, String> {
     kernel(|mut inputs, device| {
         let b = float(&mut inputs, 1, device)?;
         let a = float(&mut inputs, 0, device)?;
-        if a.rank < 2 || b.rank < 2 {
-            return Err("MatMul with a rank-1 operand is not supported".into());
+        if a.rank == 0 || b.rank == 0 {
+            return Err("MatMul of a scalar".into());
         }
+        // NumPy's vectors: a row before, a column after, removed from the product again.
+        let (a_vector, b_vector) = (a.rank == 1, b.rank == 1);
+        let a = if a_vector {
+            let length = a.shape()[0];
+            a.reshape(&[1, length])?
+        } else {
+            a
+        };
+        let b = if b_vector {
+            let length = b.shape()[0];
+            b.reshape(&[length, 1])?
+        } else {
+            b
+        };
         let (sa, sb) = (a.shape(), b.shape());
         if sa[sa.len() - 1] != sb[sb.len() - 2] {
             return Err(format!("cannot multiply {sa:?} by {sb:?}"));
@@ -315,10 +345,21 @@ pub fn matmul(_: &Node) -> Result<Kernel, String> {
         out[MAX_RANK - 2] = da[MAX_RANK - 2];
         out[MAX_RANK - 1] = db[MAX_RANK - 1];
         within_budget(&out)?;
-        one(Float {
+        let product = Float {
             rank: a.rank.max(b.rank),
             tensor: a.tensor.matmul(b.tensor),
-        })
+        };
+        if !a_vector && !b_vector {
+            return one(product);
+        }
+        let mut shape = product.shape();
+        if b_vector {
+            shape.pop();
+        }
+        if a_vector {
+            shape.remove(shape.len() - if b_vector { 1 } else { 2 });
+        }
+        one(product.reshape(&shape)?)
     })
 }
 

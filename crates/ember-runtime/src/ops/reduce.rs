@@ -1,33 +1,47 @@
-//! Reductions over axes: ReduceMean, ReduceSum, ReduceMax, ReduceMin.
+//! Reductions over axes: ReduceMean, ReduceSum, ReduceMax, ReduceMin, ReduceProd, ReduceL1,
+//! ReduceL2, ReduceSumSquare, ReduceLogSum, ReduceLogSumExp; ArgMax and ArgMin.
 
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 use onnx_ir::Node;
 use onnx_ir::node::reduce::{ReduceAxes, ReduceConfig};
 
 use super::{Kernel, float, kernel, node, normalise_axes, one, take};
-use crate::value::{Float, MAX_RANK};
+use crate::value::{Float, Ints, MAX_RANK, Value};
 
 type Reduction = fn(Tensor<MAX_RANK>, usize) -> Tensor<MAX_RANK>;
 
 pub fn mean(node: &Node) -> Result<Kernel, String> {
-    reduce(node!(node, ReduceMean).config.clone(), |t, axis| t.mean_dim(axis))
+    reduce(
+        node!(node, ReduceMean).config.clone(),
+        |t, axis| t.mean_dim(axis),
+        f32::NAN,
+    )
 }
 
 pub fn sum(node: &Node) -> Result<Kernel, String> {
-    reduce(node!(node, ReduceSum).config.clone(), |t, axis| t.sum_dim(axis))
+    reduce(node!(node, ReduceSum).config.clone(), |t, axis| t.sum_dim(axis), 0.0)
 }
 
 pub fn max(node: &Node) -> Result<Kernel, String> {
-    reduce(node!(node, ReduceMax).config.clone(), |t, axis| t.max_dim(axis))
+    reduce(
+        node!(node, ReduceMax).config.clone(),
+        |t, axis| t.max_dim(axis),
+        f32::NEG_INFINITY,
+    )
 }
 
 pub fn min(node: &Node) -> Result<Kernel, String> {
-    reduce(node!(node, ReduceMin).config.clone(), |t, axis| t.min_dim(axis))
+    reduce(
+        node!(node, ReduceMin).config.clone(),
+        |t, axis| t.min_dim(axis),
+        f32::INFINITY,
+    )
 }
 
 /// Reduces over the given axes (static, or an input that may hold negative axes); no axes
-/// means every axis unless `noop_with_empty_axes`.
-fn reduce(config: ReduceConfig, f: Reduction) -> Result<Kernel, String> {
+/// means every axis unless `noop_with_empty_axes`. Over an empty axis the result is `empty`
+/// (the reduction's identity: 0 for a sum, −∞ for a maximum), as ONNX specifies.
+fn reduce(config: ReduceConfig, f: Reduction, empty: f32) -> Result<Kernel, String> {
     kernel(move |mut inputs, device| {
         let axes: Vec<i64> = match &config.axes {
             ReduceAxes::Static(axes) => axes
@@ -48,11 +62,19 @@ fn reduce(config: ReduceConfig, f: Reduction) -> Result<Kernel, String> {
         axes.sort_unstable();
         axes.dedup();
         let shape = x.shape();
-        let mut tensor = x.tensor;
-        for &axis in &axes {
-            tensor = f(tensor, MAX_RANK - x.rank + axis);
-        }
-        let reduced = Float { tensor, rank: x.rank };
+        let reduced = if axes.iter().any(|&a| shape[a] == 0) {
+            let kept: Vec<usize> = (0..shape.len())
+                .map(|a| if axes.contains(&a) { 1 } else { shape[a] })
+                .collect();
+            let count = kept.iter().product::<usize>();
+            Float::from_data(TensorData::new(vec![empty; count], kept), device)?
+        } else {
+            let mut tensor = x.tensor;
+            for &axis in &axes {
+                tensor = f(tensor, MAX_RANK - x.rank + axis);
+            }
+            Float { tensor, rank: x.rank }
+        };
         if config.keepdims {
             return one(reduced);
         }
@@ -61,5 +83,112 @@ fn reduce(config: ReduceConfig, f: Reduction) -> Result<Kernel, String> {
             .map(|a| shape[a])
             .collect();
         one(reduced.reshape(&kept)?)
+    })
+}
+
+/// ReduceProd: the product over the axes.
+pub fn prod(node: &Node) -> Result<Kernel, String> {
+    reduce(node!(node, ReduceProd).config.clone(), |t, axis| t.prod_dim(axis), 1.0)
+}
+
+/// ReduceL1: Σ|x|.
+pub fn l1(node: &Node) -> Result<Kernel, String> {
+    reduce_mapped(node!(node, ReduceL1).config.clone(), |t| t.abs(), |t| t)
+}
+
+/// ReduceL2: √Σx².
+pub fn l2(node: &Node) -> Result<Kernel, String> {
+    reduce_mapped(node!(node, ReduceL2).config.clone(), |t| t.clone() * t, |t| t.sqrt())
+}
+
+/// ReduceSumSquare: Σx².
+pub fn sum_square(node: &Node) -> Result<Kernel, String> {
+    reduce_mapped(node!(node, ReduceSumSquare).config.clone(), |t| t.clone() * t, |t| t)
+}
+
+/// ReduceLogSum: ln Σx.
+pub fn log_sum(node: &Node) -> Result<Kernel, String> {
+    reduce_mapped(node!(node, ReduceLogSum).config.clone(), |t| t, |t| t.log())
+}
+
+/// ReduceLogSumExp: ln Σeˣ (through ln Σe^(x − c) + c with c the largest, which neither
+/// overflows nor loses the small terms).
+pub fn log_sum_exp(node: &Node) -> Result<Kernel, String> {
+    reduce(
+        node!(node, ReduceLogSumExp).config.clone(),
+        |t, axis| {
+            let largest = t.clone().max_dim(axis);
+            let finite = largest.clone().mask_fill(largest.clone().is_inf(), 0.0);
+            (t - finite.clone()).exp().sum_dim(axis).log() + finite
+        },
+        f32::NEG_INFINITY,
+    )
+}
+
+/// A sum of `before(x)` over the axes, then `after`.
+fn reduce_mapped(config: ReduceConfig, before: Map, after: Map) -> Result<Kernel, String> {
+    let summed = reduce(config, |t, axis| t.sum_dim(axis), 0.0)?;
+    kernel(move |mut inputs, device| {
+        let x = float(&mut inputs, 0, device)?;
+        inputs[0] = Some(Value::Float(Float {
+            tensor: before(x.tensor),
+            rank: x.rank,
+        }));
+        let mut outputs = summed(inputs, device)?;
+        if let Some(Value::Float(f)) = outputs.first_mut() {
+            f.tensor = after(f.tensor.clone());
+        }
+        Ok(outputs)
+    })
+}
+
+type Map = fn(Tensor<MAX_RANK>) -> Tensor<MAX_RANK>;
+
+/// ArgMax: the index of the largest value along the axis (the first, or the last with
+/// `select_last_index`), as integers on the device's side read back: indices are results.
+pub fn arg_max(node: &Node) -> Result<Kernel, String> {
+    let config = node!(node, ArgMax).config.clone();
+    arg_extreme(config.axis, config.keepdims, config.select_last_index, true)
+}
+
+/// ArgMin: as ArgMax, for the smallest value.
+pub fn arg_min(node: &Node) -> Result<Kernel, String> {
+    let config = node!(node, ArgMin).config.clone();
+    arg_extreme(config.axis, config.keepdims, config.select_last_index, false)
+}
+
+fn arg_extreme(axis: usize, keepdims: bool, last: bool, largest: bool) -> Result<Kernel, String> {
+    kernel(move |mut inputs, device| {
+        let x = float(&mut inputs, 0, device)?;
+        if axis >= x.rank {
+            return Err(format!("axis {axis} out of range for a rank-{} tensor", x.rank));
+        }
+        let shape = x.shape();
+        let padded_axis = x.axis(axis);
+        // The last extreme is the first one of the tensor flipped along the axis.
+        let tensor = if last { x.tensor.flip([padded_axis]) } else { x.tensor };
+        let index = if largest {
+            tensor.argmax(padded_axis)
+        } else {
+            tensor.argmin(padded_axis)
+        };
+        let index = if last {
+            index.neg() + (shape[axis] as i64 - 1)
+        } else {
+            index
+        };
+        let mut reduced = shape.clone();
+        reduced[axis] = 1;
+        if !keepdims {
+            reduced.remove(axis);
+        }
+        // Indices are read back as host integers (they are what the graph computes, not
+        // activations flowing on).
+        let values = index
+            .into_data()
+            .convert::<i64>()
+            .try_to_vec::<i64>()
+            .map_err(|e| format!("{e:?}"))?;
+        Ok(vec![Value::Ints(Ints { values, shape: reduced })])
     })
 }

@@ -5,17 +5,21 @@ use burn::tensor::ops::PadMode as BurnPadMode;
 use burn::tensor::{Device, Int, Slice, Tensor, TensorData};
 use onnx_ir::Node;
 use onnx_ir::node::constant_of_shape::ConstantOfShapeShape;
+use onnx_ir::node::expand::ExpandConfig;
 use onnx_ir::node::pad::{AxesInput, ConstantValueInput, PadInput, PadMode};
+use onnx_ir::node::range::RangeInput;
 use onnx_ir::node::reshape::ReshapeInput;
 use onnx_ir::node::slice::SliceInput;
 use onnx_ir::node::split::SplitSizesInput;
 use onnx_ir::node::squeeze::SqueezeInput;
+use onnx_ir::node::tile::TileInput;
 use onnx_ir::node::unsqueeze::UnsqueezeConfig;
 
 use super::{
-    Kernel, Outputs, check_axis, float, kernel, node, normalise_axes, one, take, within_budget, within_budget_of,
+    Kernel, Outputs, broadcast_indices, check_axis, float, host_broadcast, kernel, node, normalise_axes, one, take,
+    within_budget, within_budget_of,
 };
-use crate::value::{Float, Ints, MAX_RANK, Value};
+use crate::value::{Float, Ints, MAX_RANK, Value, padded};
 
 /// Flatten to `[∏ dims before axis, ∏ dims from axis]`.
 pub fn flatten(node: &Node) -> Result<Kernel, String> {
@@ -364,6 +368,19 @@ pub fn cast(node: &Node) -> Result<Kernel, String> {
     })
 }
 
+/// CastLike: Cast to the type of the second input.
+pub fn cast_like(node: &Node) -> Result<Kernel, String> {
+    let to_float = node!(node, CastLike).config.to.is_float();
+    kernel(move |mut inputs, device| {
+        let x = take(&mut inputs, 0)?;
+        Ok(vec![if to_float {
+            Value::Float(x.into_float(device)?)
+        } else {
+            Value::Ints(x.into_ints()?)
+        }])
+    })
+}
+
 /// Constant: its value (the planner also hands constants to their consumers directly).
 pub fn constant(node: &Node) -> Result<Kernel, String> {
     let data = node
@@ -618,4 +635,141 @@ fn gather_values(data: Value, indices: &Ints, axis: usize, device: &Device) -> O
             Value::Float(selected.reshape(&out_shape)?)
         }
     }])
+}
+
+/// Expand: broadcast to a shape (NumPy rules in both directions: the output takes the larger
+/// of each pair of sizes).
+pub fn expand(node: &Node) -> Result<Kernel, String> {
+    let config = node!(node, Expand).config.clone();
+    kernel(move |mut inputs, _| {
+        let target = match &config {
+            ExpandConfig::Static(shape) => shape.clone(),
+            ExpandConfig::Runtime(r) => take(&mut inputs, r.input_index)?.into_ints()?.values,
+        };
+        let target: Vec<usize> = target
+            .iter()
+            .map(|&d| usize::try_from(d).map_err(|_| format!("Expand to a negative size in {target:?}")))
+            .collect::<Result<_, _>>()?;
+        let x = take(&mut inputs, 0)?;
+        let shape = host_broadcast(&[&x.shape(), &target])?;
+        match x {
+            Value::Ints(ints) => {
+                let from = broadcast_indices(&ints.shape, &shape);
+                Ok(vec![Value::Ints(Ints {
+                    values: from.iter().map(|&i| ints.values[i]).collect(),
+                    shape,
+                })])
+            }
+            Value::Float(x) => {
+                let padded_shape = padded(&shape)?;
+                within_budget(&padded_shape)?;
+                Ok(vec![Value::Float(Float {
+                    tensor: x.tensor.expand(padded_shape),
+                    rank: shape.len(),
+                })])
+            }
+        }
+    })
+}
+
+/// Tile: repeat the tensor along every axis.
+pub fn tile(node: &Node) -> Result<Kernel, String> {
+    let repeats = node!(node, Tile).config.repeats.clone();
+    kernel(move |mut inputs, _| {
+        let repeats: Vec<usize> = match &repeats {
+            TileInput::Static(r) => r.clone(),
+            TileInput::Runtime(r) => take(&mut inputs, r.input_index)?.into_ints()?.sizes()?,
+        };
+        let x = take(&mut inputs, 0)?;
+        let shape = x.shape();
+        if repeats.len() != shape.len() {
+            return Err(format!("{} repeats for a rank-{} tensor", repeats.len(), shape.len()));
+        }
+        let out: Vec<usize> = shape
+            .iter()
+            .zip(&repeats)
+            .map(|(&d, &r)| d.checked_mul(r).ok_or("Tile overflows"))
+            .collect::<Result<_, _>>()?;
+        match x {
+            Value::Ints(ints) => {
+                if out.iter().product::<usize>() > 1 << 20 {
+                    return Err(format!("an integer tensor of shape {out:?} is too large for the host"));
+                }
+                let values = indices(&out)
+                    .map(|index| {
+                        let source: usize = index
+                            .iter()
+                            .zip(&shape)
+                            .zip(strides(&shape))
+                            .map(|((&i, &d), s)| (i % d) * s)
+                            .sum();
+                        ints.values[source]
+                    })
+                    .collect();
+                Ok(vec![Value::Ints(Ints { values, shape: out })])
+            }
+            Value::Float(x) => {
+                within_budget(&out)?;
+                let padded_repeats = padded(&repeats)?;
+                Ok(vec![Value::Float(Float {
+                    tensor: x.tensor.repeat(&padded_repeats),
+                    rank: x.rank,
+                })])
+            }
+        }
+    })
+}
+
+/// Range: `start, start + delta, …` up to `limit` (excluded): integers on the host, floats on
+/// the device.
+pub fn range(node: &Node) -> Result<Kernel, String> {
+    let config = node!(node, Range).config.clone();
+    let float_range = node.outputs().first().is_some_and(|o| match &o.ty {
+        onnx_ir::ArgType::Tensor(t) => t.dtype.is_float(),
+        _ => false,
+    });
+    kernel(move |mut inputs, device| {
+        let mut scalar = |input: &RangeInput| -> Result<f64, String> {
+            match input {
+                RangeInput::Static(v) => Ok(*v as f64),
+                RangeInput::StaticFloat(v) => Ok(*v),
+                RangeInput::Runtime(r) => match take(&mut inputs, r.input_index)? {
+                    Value::Ints(i) if i.values.len() == 1 => Ok(i.values[0] as f64),
+                    // A scalar computed on the device: read back (one number).
+                    Value::Float(f) if f.shape().iter().product::<usize>() == 1 => f
+                        .tensor
+                        .into_data()
+                        .convert::<f64>()
+                        .try_to_vec::<f64>()
+                        .map_err(|e| format!("{e:?}"))
+                        .map(|v| v[0]),
+                    other => Err(format!("Range takes scalars, got shape {:?}", other.shape())),
+                },
+            }
+        };
+        let (start, limit, delta) = (scalar(&config.start)?, scalar(&config.limit)?, scalar(&config.delta)?);
+        if delta == 0.0 || !(start.is_finite() && limit.is_finite() && delta.is_finite()) {
+            return Err(format!("Range({start}, {limit}, {delta}) has no finite length"));
+        }
+        let count = ((limit - start) / delta).ceil().max(0.0);
+        if count > (1u64 << 24) as f64 {
+            return Err(format!(
+                "Range({start}, {limit}, {delta}) has {count} elements, too many"
+            ));
+        }
+        let count = count as usize;
+        if float_range {
+            within_budget(&[count])?;
+            let values: Vec<f32> = (0..count).map(|k| (start + k as f64 * delta) as f32).collect();
+            Ok(vec![Value::Float(Float::from_data(
+                TensorData::new(values, [count]),
+                device,
+            )?)])
+        } else {
+            let (start, delta) = (start as i64, delta as i64);
+            Ok(vec![Value::Ints(Ints::vector(
+                (0..count as i64).map(|k| start + k * delta).collect(),
+            ))])
+        }
+    })
 }
