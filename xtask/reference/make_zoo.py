@@ -28,9 +28,9 @@ import torchvision
 from pytorch_grad_cam import GradCAM
 
 # Module objects, not the same-named model constructors `torchvision.models` re-exports.
-densenet, efficientnet, googlenet, mobilenetv3, regnet, resnet, shufflenetv2, squeezenet, vgg, convnext = (
+densenet, efficientnet, googlenet, mobilenetv3, regnet, resnet, shufflenetv2, squeezenet, vgg, convnext, vision_transformer = (
     importlib.import_module(f"torchvision.models.{name}")
-    for name in ["densenet", "efficientnet", "googlenet", "mobilenetv3", "regnet", "resnet", "shufflenetv2", "squeezenet", "vgg", "convnext"]
+    for name in ["densenet", "efficientnet", "googlenet", "mobilenetv3", "regnet", "resnet", "shufflenetv2", "squeezenet", "vgg", "convnext", "vision_transformer"]
 )
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -39,8 +39,9 @@ ZOO = ROOT / "tests" / "fixtures" / "zoo"
 # where ConvNeXt exports LayerNormalization and Gelu as single operators.
 OPSETS = {"convnext_opset20": 20}
 # Exported with torch.onnx.export's defaults (the dynamo exporter, opset 20, weights in a separate
-# `.onnx.data` file, the batch size fixed by the example input).
-DYNAMO = {"resnet_dynamo"}
+# `.onnx.data` file, the batch size fixed by the example input). The ViTs too: the legacy
+# exporter writes multi-head attention's shape arithmetic in a form onnx-ir 0.22 cannot type.
+DYNAMO = {"resnet_dynamo", "vit", "vit_registers"}
 SIZE = 64
 CLASSES = 10
 
@@ -187,6 +188,42 @@ class TfStyleNhwc(torch.nn.Module):
         return torch.softmax(self.dense(x.mean((1, 2))), dim=1)
 
 
+def tiny_vit():
+    """torchvision's VisionTransformer made small: 64×64 inputs in 16×16 patches (a 4×4 grid),
+    a class token, two encoder blocks of width 32."""
+    return vision_transformer.VisionTransformer(
+        image_size=SIZE, patch_size=16, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=CLASSES
+    )
+
+
+def tokens_to_grid(skip):
+    """pytorch-grad-cam's `reshape_transform` for a ViT: drop the leading tokens, lay the
+    patches out on their 4×4 grid, channels first."""
+    return lambda t: t[:, skip:, :].reshape(t.size(0), 4, 4, t.size(2)).permute(0, 3, 1, 2)
+
+
+class VitRegisters(torch.nn.Module):
+    """A DINOv2-style ViT: torchvision's class token and position embeddings, then four register
+    tokens after the class token (without position embeddings), the same encoder blocks."""
+
+    layer_layout = "tokens 4x4 after 5"
+    seed = 1
+
+    def __init__(self):
+        super().__init__()
+        self.vit = tiny_vit()
+        self.registers = torch.nn.Parameter(torch.zeros(1, 4, 32))
+
+    def forward(self, x):
+        vit = self.vit
+        x = vit._process_input(x)
+        n = x.shape[0]
+        x = torch.cat([vit.class_token.expand(n, -1, -1), x], dim=1) + vit.encoder.pos_embedding
+        x = torch.cat([x[:, :1], self.registers.expand(n, -1, -1), x[:, 1:]], dim=1)
+        x = vit.encoder.ln(vit.encoder.layers(vit.encoder.dropout(x)))
+        return vit.heads(x[:, 0])
+
+
 class CaffeStyle(torch.nn.Module):
     """AlexNet/CaffeNet-era layers with local response normalisation (the ONNX `LRN` operator).
 
@@ -305,6 +342,9 @@ def zoo():
         ),
         ("caffe_style", CaffeStyle(), lambda m: m.norm2, False),
         ("tf_style_nhwc", TfStyleNhwc(), lambda m: m.acts[2], False),
+        # pytorch-grad-cam's advice for ViTs: the last block's first LayerNorm.
+        ("vit", token_layout(tiny_vit(), "tokens 4x4 after 1", seed=1), lambda m: m.encoder.layers[-1].ln_1, False),
+        ("vit_registers", VitRegisters(), lambda m: m.vit.encoder.layers[-1].ln_1, False),
         (
             # ConvNeXt's blocks run in NHWC between two Transposes: the second pointwise Linear's
             # output `[N, 4, 4, 32]` is channels-last.
@@ -318,6 +358,13 @@ def zoo():
         ("resnet_dynamo", TinyResNet(), lambda m: m.layer3, False),
     ]
     return models
+
+
+def token_layout(model, layout, seed):
+    """Marks `model`'s explained layer as transformer tokens of that layout, seeded with `seed`."""
+    model.layer_layout = layout
+    model.seed = seed
+    return model
 
 
 def channels_last(model):
@@ -350,9 +397,12 @@ def randomise_batch_norm(model, generator):
 
 def initialise(model):
     """Seeds `model`'s weights and batch-norm statistics, puts it in eval mode, and returns its
-    fixed input batch `[2, 3, SIZE, SIZE]` (NCHW whatever the model's own layout)."""
-    torch.manual_seed(0)
-    generator = torch.Generator().manual_seed(0)
+    fixed input batch `[2, 3, SIZE, SIZE]` (NCHW whatever the model's own layout). The seed is
+    0 unless the model names another (the ViTs: with seed 0 their Grad-CAM is negative
+    everywhere at the advised layer, a blank map that would test nothing)."""
+    seed = getattr(model, "seed", 0)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
     for p in model.parameters():
         with torch.no_grad():
             p.copy_(torch.randn(p.shape, generator=generator) * (1.0 / max(1, p[0].numel()) ** 0.5))
@@ -369,12 +419,14 @@ def onnx_node_of(model, module, onnx_path):
     parts = qualified.split(".")
     accumulated = [".".join(parts[: i + 1]) for i in range(len(parts))]
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    # The dynamo exporter records the module path of every node in its metadata.
+    # The dynamo exporter records, for every node, the qualified names of the modules called
+    # around it (modules never called as a whole, such as a container whose children a forward
+    # calls directly, are left out).
     in_scope = [
         n.name
         for n in graph.node
         for p in n.metadata_props
-        if p.key == "pkg.torch.onnx.name_scopes" and ast.literal_eval(p.value)[1 : 1 + len(parts)] == accumulated
+        if p.key == "pkg.torch.onnx.name_scopes" and qualified in ast.literal_eval(p.value)
     ]
     if in_scope:
         return in_scope[-1]
@@ -435,11 +487,17 @@ def main():
 
         # Grad-CAM of the explained layer (top class; the score is the model's raw output), on
         # NCHW images; a channels-last layer gets the permuting reshape_transform.
-        layer_nhwc = getattr(model, "layer_layout", "nchw") == "nhwc"
+        layer_layout = getattr(model, "layer_layout", "nchw")
+        if layer_layout == "nhwc":
+            reshape = lambda t: t.permute(0, 3, 1, 2)  # noqa: E731
+        elif layer_layout.startswith("tokens"):
+            reshape = tokens_to_grid(int(layer_layout.split()[-1]))
+        else:
+            reshape = None
         cam = GradCAM(
             model=NchwInput(model) if nhwc_input else model,
             target_layers=[layer_of(model)],
-            reshape_transform=(lambda t: t.permute(0, 3, 1, 2)) if layer_nhwc else None,
+            reshape_transform=reshape,
         )
         grad_cam = cam(input_tensor=x, targets=None).astype(np.float32)
         cam.activations_and_grads.release()
@@ -459,7 +517,7 @@ def main():
             "dynamic_size": dynamic,
             "softmax_output": name in ("paddle_style", "tf_style_nhwc"),
             "input_layout": "nhwc" if nhwc_input else "nchw",
-            "layer_layout": "nhwc" if layer_nhwc else "nchw",
+            "layer_layout": {"nchw": "NCHW", "nhwc": "NHWC"}.get(layer_layout, layer_layout),
         }
         size = path.stat().st_size
         diff = np.abs(torch_logits - ort_logits).max()

@@ -124,6 +124,16 @@ pub struct InputArgs {
     #[arg(long, value_parser = value_parser::<SpatialLayout>())]
     pub layout: Option<SpatialLayout>,
 
+    /// The patch grid of the explained transformer token layers, as ROWSxCOLUMNS (e.g. 14x14),
+    /// instead of the one `ember layers` shows (found from the token count and the input size).
+    #[arg(long, value_name = "HxW", conflicts_with = "layout")]
+    pub token_grid: Option<String>,
+
+    /// Leading tokens that are not patches (class, distillation, register tokens), with
+    /// --token-grid (default 0).
+    #[arg(long, value_name = "K", requires = "token_grid")]
+    pub skip_tokens: Option<usize>,
+
     /// The layout of the model's input, for models whose input shape and graph do not tell
     /// (`ember layers` says so). Images are always fed in the model's layout.
     #[arg(long, value_parser = value_parser::<SpatialLayout>())]

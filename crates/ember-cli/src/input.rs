@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
 use ember_core::limits::read_regular_file;
-use ember_core::{CamError, Explainer, Method, describe_dims, parse_class};
+use ember_core::{CamError, Explainer, Layout, Method, TokenGrid, describe_dims, parse_class};
 use ember_vision::{Preprocess, read_npy};
 
 use crate::Failure;
@@ -31,6 +31,9 @@ pub fn check_arguments(args: &InputArgs) -> Result<(), Failure> {
     if args.std.as_ref().is_some_and(|std| std.contains(&0.0)) {
         return Err(Failure::usage("--std values must not be zero"));
     }
+    if let Some(text) = &args.token_grid {
+        token_grid(text, args.skip_tokens)?;
+    }
     Ok(())
 }
 
@@ -52,7 +55,7 @@ pub fn check_picture_path(path: &Path, flag: &str) -> Result<(), Failure> {
 }
 
 /// The explainer of `method` at `layers` with the input arguments' settings (layout,
-/// perturbation batch).
+/// perturbation batch); arguments already checked by [`check_arguments`].
 pub fn explainer(args: &InputArgs, method: Method, layers: &[String]) -> Explainer {
     let mut explainer = Explainer::from(method);
     if let Some(copies) = args.perturbation_batch_size {
@@ -61,10 +64,31 @@ pub fn explainer(args: &InputArgs, method: Method, layers: &[String]) -> Explain
     if let Some(layout) = args.layout {
         explainer = explainer.layout(layout.into());
     }
+    if let Some(Ok(grid)) = args
+        .token_grid
+        .as_deref()
+        .map(|text| token_grid(text, args.skip_tokens))
+    {
+        explainer = explainer.layout(Layout::Tokens(grid));
+    }
     for layer in layers {
         explainer = explainer.layer(layer.clone());
     }
     explainer
+}
+
+/// `--token-grid HxW` with `--skip-tokens K`.
+fn token_grid(text: &str, skip: Option<usize>) -> Result<TokenGrid, Failure> {
+    let [height, width] = parse_size(text).map_err(|_| {
+        Failure::usage(format!(
+            "--token-grid `{text}` is not ROWSxCOLUMNS with positive integers (e.g. 14x14)"
+        ))
+    })?;
+    Ok(TokenGrid {
+        skip: skip.unwrap_or(0),
+        height: height as usize,
+        width: width as usize,
+    })
 }
 
 /// The `[height, width]` images are brought to: the model's static size, or `--size`.

@@ -937,3 +937,73 @@ fn a_channels_last_model_is_explained_in_its_own_layout() {
     let (shown, original) = (image::open(&overlay).unwrap(), image::open(&photo).unwrap());
     assert_eq!((shown.width(), shown.height()), (original.width(), original.height()));
 }
+
+/// Transformer token layers (the zoo's DINOv2-style ViT: a class token and four registers before
+/// a 4×4 grid of patches): `ember layers` shows the grid and the default layer (the last block's
+/// norm1), the map equals pytorch-grad-cam's (with its token-dropping `reshape_transform`), the
+/// same grid given by hand gives the same map, and a grid that does not fit is a clear error.
+#[test]
+fn token_layers_are_explained_on_their_patch_grid() {
+    let model = path("tests/fixtures/zoo/vit_registers.onnx");
+    let listing = stdout(&ember(&["layers", "--model", &model]));
+    let default = listing.lines().find(|l| l.ends_with("(default)")).unwrap();
+    assert!(
+        default.starts_with("node_layer_norm_2") && default.contains("tokens 4x4 after 5"),
+        "{default}"
+    );
+
+    let file = std::fs::File::open(root().join("tests/fixtures/zoo/vit_registers.npz")).unwrap();
+    let mut npz = npyz::npz::NpzArchive::new(std::io::BufReader::new(file)).unwrap();
+    let input = npz.by_name("input").unwrap().unwrap().into_vec::<f32>().unwrap();
+    let reference = npz.by_name("grad_cam").unwrap().unwrap().into_vec::<f32>().unwrap();
+    let tensor = scratch("vit-input.npy");
+    write_npy(&tensor, &input, &[2, 3, 64, 64]).unwrap();
+    let run = |folder: &str, extra: &[&str]| {
+        let out = scratch(folder);
+        let mut args = vec![
+            "--input-npy",
+            tensor.to_str().unwrap(),
+            "--score",
+            "output",
+            "--out-dir",
+            out.to_str().unwrap(),
+            "--save-npy",
+        ];
+        args.extend_from_slice(extra);
+        stdout(&explain(&model, &args));
+        let (first, _) = read_npy(&out.join("vit-input.npy"));
+        let (second, _) = read_npy(&out.join("vit-input-2.npy"));
+        [first, second].concat()
+    };
+    let automatic = run("vit-auto", &[]);
+    let worst = automatic
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    println!("token layer through the CLI vs pytorch-grad-cam: {worst:.1e}");
+    assert!(worst <= 1e-4, "{worst}");
+    assert_eq!(
+        run("vit-given", &["--token-grid", "4x4", "--skip-tokens", "5"]),
+        automatic
+    );
+
+    let wrong = ember(&[
+        "explain",
+        "--model",
+        &model,
+        "--input-npy",
+        tensor.to_str().unwrap(),
+        "--out-dir",
+        scratch("vit-wrong").to_str().unwrap(),
+        "--token-grid",
+        "4x4",
+    ]);
+    assert!(!wrong.status.success());
+    let summary = std::fs::read_to_string(scratch("vit-wrong").join("summary.json")).unwrap();
+    assert!(summary.contains("which is not [N, 16 tokens, C]"), "{summary}");
+    assert_clean_error(
+        &explain(&model, &["--input-npy", tensor.to_str().unwrap(), "--skip-tokens", "5"]),
+        "--token-grid",
+    );
+}

@@ -46,6 +46,11 @@ impl TokenGrid {
     pub fn infer(tokens: usize, [height, width]: [usize; 2]) -> Option<TokenGrid> {
         (0..=MAX_SKIPPED_TOKENS.min(tokens)).find_map(|skip| {
             let patches = tokens - skip;
+            // Leading tokens are a few next to many patches: [N, 32, 16] is 32 channels of a
+            // flattened 4×4 map, not 16 patches after 16 leading tokens.
+            if skip * 2 > patches {
+                return None;
+            }
             (1..=height.min(width).min(MAX_PATCH))
                 .filter(|p| height % p == 0 && width % p == 0)
                 .map(|p| (height / p, width / p))
@@ -193,8 +198,9 @@ mod tests {
         assert_eq!(TokenGrid::infer(261, [224, 224]), grid(5, 16, 16));
         // No leading token, a rectangular input.
         assert_eq!(TokenGrid::infer(12 * 20, [192, 320]), grid(0, 12, 20));
-        // Nothing fits.
+        // Nothing fits; leading tokens are never more than half the patches.
         assert_eq!(TokenGrid::infer(7, [224, 224]), None);
+        assert_eq!(TokenGrid::infer(32, [64, 64]), None);
     }
 
     #[test]

@@ -254,7 +254,7 @@ fn api_path(runtime_crate: &str) -> String {
 /// The layer table and the `CamModel` implementation appended to the generated model.
 fn layer_table(tapped: &TappedGraph, runtime: &str, scores: ScoreSource) -> String {
     let runtime = api_path(runtime);
-    let default = ember_core::default_layer(&tapped.layers).unwrap_or_default();
+    let default = tapped.default_layer.clone().unwrap_or_default();
     let mut code = String::new();
     let _ = writeln!(code, "\n// ---- Appended by ember-onnx: the model's taps. ----\n");
     let _ = writeln!(

@@ -287,17 +287,27 @@ pub(crate) fn layer_layout(
     let &[_, Some(a), Some(b), Some(c)] = dims else {
         return None;
     };
-    // The spatial sides scale the input's by one factor (within a quarter, for the rounding of
-    // strided layers on odd sizes).
-    let fits = |h: usize, w: usize| {
-        let (across, down) = ((height * w) as f64, (width * h) as f64);
-        (across - down).abs() <= 0.25 * across.max(down)
-    };
+    let fits = |h: usize, w: usize| spatial_sides_fit([h, w], [height, width]);
     match (fits(b, c), fits(a, b)) {
         (true, false) => Some(Layout::ChannelsFirst),
         (false, true) => Some(Layout::ChannelsLast),
         _ => None,
     }
+}
+
+/// Whether `[h, w]` are the input's `[height, width]` divided by one integer stride (rounded
+/// down or up, as strided layers round) or multiplied by one integer factor (upsampling). A
+/// transformer's 17 tokens under a 64-pixel input are neither.
+fn spatial_sides_fit([h, w]: [usize; 2], [height, width]: [usize; 2]) -> bool {
+    if h == 0 || w == 0 {
+        return false;
+    }
+    let divides = |stride: usize, side: usize, of: usize| side == of / stride || side == of.div_ceil(stride);
+    let estimate = (height as f64 / h as f64).round().max(1.0) as usize;
+    let downscaled = (estimate.saturating_sub(1).max(1)..=estimate + 1)
+        .any(|stride| divides(stride, h, height) && divides(stride, w, width));
+    let upscaled = h.is_multiple_of(height) && w.is_multiple_of(width) && h / height == w / width;
+    downscaled || upscaled
 }
 
 fn permutation(node: &NodeProto) -> Option<Vec<i64>> {
@@ -328,11 +338,17 @@ mod tests {
             Some(Layout::ChannelsFirst)
         );
         assert_eq!(layer_layout(None, &shape(7, 7, 7), square), None);
-        // A rectangular input: 15×20 under 480×640.
+        // A rectangular input: 15×20 under 480×640; odd sizes round up (113 under 225).
         assert_eq!(
             layer_layout(None, &shape(15, 20, 64), Some([480, 640])),
             Some(Layout::ChannelsLast)
         );
+        assert_eq!(
+            layer_layout(None, &shape(64, 113, 113), Some([225, 225])),
+            Some(Layout::ChannelsFirst)
+        );
+        // Attention scores [N, heads, 17, 17] under a 64×64 input are not spatial either way.
+        assert_eq!(layer_layout(None, &shape(2, 17, 17), Some([64, 64])), None);
         // The graph's answer wins; without an input size the shape cannot decide.
         assert_eq!(
             layer_layout(Some(1), &shape(7, 7, 1024), square),

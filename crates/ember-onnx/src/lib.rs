@@ -42,7 +42,7 @@ pub use codegen::TappedModelGen;
 /// Which output generated models explain ([`TappedModelGen::scores`]).
 pub use ember_core::ScoreSource;
 /// Layouts of inputs and layers ([`TappedGraph::input_layout`], [`LayerInfo::layout`]).
-pub use ember_core::{Layout, SpatialLayout};
+pub use ember_core::{Layout, SpatialLayout, TokenGrid};
 
 /// The custom ONNX domain of inserted tap nodes.
 pub const TAP_DOMAIN: &str = "ember.tap";
@@ -137,6 +137,8 @@ pub struct TappedGraph {
     pub input_layout: Option<Layout>,
     /// The activation the graph ends in, whose input carries a score tap.
     pub final_activation: Option<FinalActivation>,
+    /// The layer explained when none is chosen (see [`default_layer`]).
+    pub default_layer: Option<String>,
 }
 
 /// Reads an ONNX file and inserts a tap after every spatial floating-point node output.
@@ -285,28 +287,49 @@ pub fn tap_model_as(
     let mut layers = Vec::new();
     let mut labels = Vec::new();
     for (index, candidate) in candidates.into_iter().enumerate() {
-        if let Some(ArgType::Tensor(tensor)) = types.get(&index)
-            && tensor.rank == 4
-            && is_float(tensor.dtype)
-        {
-            let shape = tensor.static_shape.clone().unwrap_or_else(|| vec![None; 4]);
-            labels.push((
-                candidate.output.clone(),
-                string_attribute(TAP_ATTRIBUTE, &candidate.node),
-            ));
-            let layout = layout::layer_layout(axes.get(&candidate.output).copied(), &shape, input_hw);
-            layers.push(LayerInfo {
-                name: candidate.node,
-                output: Some(candidate.output),
-                op_type: candidate.op_type,
-                shape,
-                layout,
-            });
+        let Some(ArgType::Tensor(tensor)) = types.get(&index) else {
+            continue;
+        };
+        if !is_float(tensor.dtype) || !(tensor.rank == 3 || tensor.rank == 4) {
+            continue;
         }
+        let shape = tensor.static_shape.clone().unwrap_or_else(|| vec![None; tensor.rank]);
+        // A first axis that is not the batch (attention heads or tokens moved in front) makes
+        // no image-batch layer.
+        if let Some(first) = shape[0]
+            && input_dims.first().copied().flatten() != Some(first)
+        {
+            continue;
+        }
+        let layout = if tensor.rank == 4 {
+            layout::layer_layout(axes.get(&candidate.output).copied(), &shape, input_hw)
+        } else {
+            // Transformer tokens [N, T, C]: a layer when T tokens make a patch grid of the input
+            // (after leading class, distillation or register tokens).
+            match (shape[1], input_hw) {
+                (Some(tokens), Some(hw)) => match TokenGrid::infer(tokens, hw) {
+                    Some(grid) => Some(Layout::Tokens(grid)),
+                    None => continue,
+                },
+                _ => continue,
+            }
+        };
+        labels.push((
+            candidate.output.clone(),
+            string_attribute(TAP_ATTRIBUTE, &candidate.node),
+        ));
+        layers.push(LayerInfo {
+            name: candidate.node,
+            output: Some(candidate.output),
+            op_type: candidate.op_type,
+            shape,
+            layout,
+        });
     }
     if layers.is_empty() {
         return Err(ImportError::NothingToTap(path.to_path_buf()));
     }
+    let default_layer = default_layer(model.graph.get_or_default(), &layers);
     insert_taps(&mut model, labels);
 
     let output_rank = match graph.outputs.as_slice() {
@@ -346,7 +369,35 @@ pub fn tap_model_as(
         input_chw,
         input_layout,
         final_activation,
+        default_layer,
     })
+}
+
+/// The layer explained when none is chosen. In a transformer (token layers and attention
+/// Softmaxes), the normalisation before the last attention — pytorch-grad-cam's advice for ViTs,
+/// `blocks[-1].norm1`: after the last attention only the class token reaches the head, so later
+/// layers' patch tokens have no gradient. Otherwise the last layer with a spatial extent
+/// ([`ember_core::default_layer`]).
+pub fn default_layer(graph: &onnx_ir::GraphProto, layers: &[LayerInfo]) -> Option<String> {
+    let position: HashMap<&str, usize> = graph
+        .node
+        .iter()
+        .enumerate()
+        .map(|(index, node)| (node.name.as_str(), index))
+        .collect();
+    let last_attention = graph.node.iter().rposition(|node| node.op_type == "Softmax");
+    let before_attention = last_attention.and_then(|attention| {
+        layers.iter().rfind(|layer| {
+            matches!(layer.layout, Some(Layout::Tokens(_)))
+                && layer.op_type == "LayerNormalization"
+                && position
+                    .get(layer.name.as_str())
+                    .is_some_and(|&index| index < attention)
+        })
+    });
+    before_attention
+        .map(|layer| layer.name.clone())
+        .or_else(|| ember_core::default_layer(layers))
 }
 
 /// Finds the activation the graph's output comes from (through Identity and Dropout): a

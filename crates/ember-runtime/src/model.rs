@@ -159,7 +159,7 @@ impl OnnxModel {
             final_activation,
             scores: ScoreSource::default(),
             layers,
-            default_layer: ember_core::default_layer(&tapped.layers).unwrap_or_default(),
+            default_layer: tapped.default_layer.clone().unwrap_or_default(),
             input_shape,
             graph_input_shape,
             input_layout,

@@ -303,8 +303,12 @@ fn tap(layer: &str, mut inputs: ops::Inputs) -> Result<Vec<Value>, String> {
     let Some(Some(Value::Float(x))) = inputs.pop() else {
         return Err("a tap needs a float input".into());
     };
-    let tapped = ember_core::tap(layer, x.to_rank::<4>()?);
-    Ok(vec![Value::Float(Float::new(tapped))])
+    // Spatial layers are rank 4, token layers rank 3; the tap knows each one's layout.
+    let tapped = match x.rank {
+        3 => Float::new(ember_core::tap(layer, x.to_rank::<3>()?)),
+        _ => Float::new(ember_core::tap(layer, x.to_rank::<4>()?)),
+    };
+    Ok(vec![Value::Float(tapped)])
 }
 
 pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
