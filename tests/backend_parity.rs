@@ -19,7 +19,9 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 use ember_cam::models::mobilenet_v2;
-use ember_cam::{ClassTarget, Explainer, GradCam, LayerTensors, Method, Vocabulary, burn, maps_to_host};
+use ember_cam::{
+    ClassTarget, Explainer, GradCam, LayerTensors, Method, Region, RegionTarget, Vocabulary, burn, maps_to_host,
+};
 use ember_runtime::{OnnxModel, ScoreSource};
 
 const LAYER: &str = "/features/features.18/features.18.2/Clip";
@@ -94,15 +96,38 @@ fn check_zoo(backend: &str, device: &Device) {
             .with_scores(ScoreSource::Output);
         // The fixture is in the graph's layout; Ember explains [N, C, H, W].
         let input = model.to_nchw(input);
-        let explanation = Explainer::new(GradCam)
-            .layer(entry["layer"].as_str().unwrap())
-            .explain(&model, input, &ClassTarget::TopClass)
-            .unwrap();
-        let output = explanation.output.clone().inner().try_into_vec_as::<f32>().unwrap();
+        let explainer = Explainer::new(GradCam).layer(entry["layer"].as_str().unwrap());
+        // Classifiers by their top class; a dense output by its region target (zoo.json).
+        let (output, maps) = match entry.get("target").filter(|t| !t.is_null()) {
+            None => {
+                let explanation = explainer.explain(&model, input, &ClassTarget::TopClass).unwrap();
+                (
+                    explanation.output.inner().try_into_vec_as::<f32>().unwrap(),
+                    explanation.maps,
+                )
+            }
+            Some(target) => {
+                let corner = |k: usize| target["region"][k].as_u64().unwrap() as usize;
+                let region = RegionTarget {
+                    channel: target["channel"].as_u64().unwrap() as usize,
+                    region: Region::Box {
+                        x0: corner(0),
+                        y0: corner(1),
+                        x1: corner(2),
+                        y1: corner(3),
+                    },
+                };
+                let explanation = explainer.explain(&model.dense().unwrap(), input, &region).unwrap();
+                (
+                    explanation.output.inner().try_into_vec_as::<f32>().unwrap(),
+                    explanation.maps,
+                )
+            }
+        };
         let scale = torch_logits.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let worst = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
         let logits = worst(&output, &torch_logits) / scale;
-        let map = worst(&maps_to_host(&explanation.maps).unwrap(), &reference_map);
+        let map = worst(&maps_to_host(&maps).unwrap(), &reference_map);
         println!("{backend}, run-time {name}: logits {logits:.1e} relative, Grad-CAM {map:.1e}");
         assert!(
             logits <= 1e-4,

@@ -224,6 +224,27 @@ class VitRegisters(torch.nn.Module):
         return vit.heads(x[:, 0])
 
 
+class TinySegmenter(torch.nn.Module):
+    """An encoder–decoder segmenter: two strided convolutions, a ConvTranspose (×2) and a bilinear
+    `F.interpolate` (×2, the ONNX `Resize`) back to the input size, three classes per pixel. It
+    is explained for class 1 summed over a box, with pytorch-grad-cam's
+    `SemanticSegmentationTarget`."""
+
+    target = {"channel": 1, "region": [16, 8, 48, 40]}
+
+    def __init__(self):
+        super().__init__()
+        self.enc1 = torch.nn.Conv2d(3, 8, 3, 2, 1)
+        self.enc2 = torch.nn.Conv2d(8, 16, 3, 2, 1)
+        self.up = torch.nn.ConvTranspose2d(16, 8, 2, stride=2)
+        self.head = torch.nn.Conv2d(8, 3, 1)
+
+    def forward(self, x):
+        x = torch.relu(self.enc2(torch.relu(self.enc1(x))))
+        x = self.head(torch.relu(self.up(x)))
+        return torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+
+
 class CaffeStyle(torch.nn.Module):
     """AlexNet/CaffeNet-era layers with local response normalisation (the ONNX `LRN` operator).
 
@@ -341,6 +362,7 @@ def zoo():
             False,
         ),
         ("caffe_style", CaffeStyle(), lambda m: m.norm2, False),
+        ("segmenter", TinySegmenter(), lambda m: m.up, False),
         ("tf_style_nhwc", TfStyleNhwc(), lambda m: m.acts[2], False),
         # pytorch-grad-cam's advice for ViTs: the last block's first LayerNorm.
         ("vit", token_layout(tiny_vit(), "tokens 4x4 after 1", seed=1), lambda m: m.encoder.layers[-1].ln_1, False),
@@ -499,7 +521,17 @@ def main():
             target_layers=[layer_of(model)],
             reshape_transform=reshape,
         )
-        grad_cam = cam(input_tensor=x, targets=None).astype(np.float32)
+        dense = getattr(model, "target", None)
+        if dense is None:
+            targets = None
+        else:
+            from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
+
+            x0, y0, x1, y1 = dense["region"]
+            mask = np.zeros((SIZE, SIZE), np.float32)
+            mask[y0:y1, x0:x1] = 1.0
+            targets = [SemanticSegmentationTarget(dense["channel"], mask) for _ in range(len(x))]
+        grad_cam = cam(input_tensor=x, targets=targets).astype(np.float32)
         cam.activations_and_grads.release()
         # A map that is zero everywhere would make the comparison vacuous.
         assert grad_cam.reshape(len(x), -1).max(axis=1).min() > 0.5, f"{name}: degenerate Grad-CAM"
@@ -518,6 +550,7 @@ def main():
             "softmax_output": name in ("paddle_style", "tf_style_nhwc"),
             "input_layout": "nhwc" if nhwc_input else "nchw",
             "layer_layout": {"nchw": "NCHW", "nhwc": "NHWC"}.get(layer_layout, layer_layout),
+            "target": getattr(model, "target", None),
         }
         size = path.stat().st_size
         diff = np.abs(torch_logits - ort_logits).max()

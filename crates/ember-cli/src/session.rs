@@ -154,6 +154,13 @@ impl Listed {
             ScoreKind::Output => ScoreSource::Output,
         };
         let model = OnnxModel::load_as(&args.model, args.input_layout, &self.device)?.with_scores(scores);
+        if model.has_dense_output() {
+            return Err(Failure::Input(format!(
+                "{}: a dense output (segmentation, saliency); `ember` explains class scores only so far \
+                 (the library explains dense outputs: OnnxModel::dense with a RegionTarget)",
+                model.output_description()
+            )));
+        }
         // Class names: --labels, or those the file's metadata carries.
         let labels = match (&args.labels, model.class_names()) {
             (None, Some(names)) => names.to_vec(),

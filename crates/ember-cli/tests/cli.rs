@@ -419,7 +419,8 @@ fn corrupt_and_unsupported_models_are_one_line_errors() {
     });
     assert_clean_error(
         &explain(features.to_str().unwrap(), &[]),
-        "the output `/layer3/relu_2/Relu_output_0` is a rank-4 F32 tensor [N, 32, 4, 4], not [N, classes] class scores",
+        "the output `/layer3/relu_2/Relu_output_0` is a rank-4 F32 tensor [N, 32, 4, 4]: a dense output (segmentation, \
+         saliency); `ember` explains class scores only so far",
     );
 }
 

@@ -114,6 +114,10 @@ pub enum CamError {
     #[error("the model output cannot be used as a target: {0}")]
     BadOutput(String),
 
+    /// A dense target (channel, region, mask) does not fit the output.
+    #[error("the target does not fit the output: {0}")]
+    BadTarget(String),
+
     /// An explanation is already running on this thread (taps are armed per thread).
     #[error("an explanation is already running on this thread; explanations cannot be nested")]
     NestedExplanation,

@@ -28,6 +28,10 @@ pub struct OnnxModel {
     scores: ScoreSource,
     layers: Vec<LayerInfo>,
     default_layer: String,
+    /// Whether the output is dense, `[N, K, H, W]` (see [`OnnxModel::dense`]).
+    dense_output: bool,
+    /// `the output `name` is a rank-4 F32 tensor [N, 3, 64, 64]`, for messages.
+    output_description: String,
     /// The input's static shape as Ember feeds it, `[N, C, H, W]`.
     input_shape: Vec<Option<usize>>,
     /// The input's static shape as the graph declares it.
@@ -117,24 +121,33 @@ impl OnnxModel {
         let Some(output) = graph.outputs.first() else {
             return Err(not_classifier("the graph has no output".into()));
         };
-        match &output.ty {
+        // onnx-ir renames values; the file's own name is the one a user knows.
+        let output_name = {
+            let graph = tapped.model.graph.get_or_default();
+            graph.output.first().map_or(output.name.clone(), |o| {
+                o.name
+                    .strip_suffix(ember_onnx::TAPPED_SUFFIX)
+                    .unwrap_or(&o.name)
+                    .to_owned()
+            })
+        };
+        let output_description = format!("the output `{output_name}` is {}", describe_type(&output.ty));
+        let dense_output = match &output.ty {
             ArgType::Tensor(t) if t.rank == 2 && t.dtype.is_float() => {
                 if t.static_shape.as_ref().and_then(|s| s.get(1).copied().flatten()) == Some(0) {
                     return Err(not_classifier("the output has 0 classes".into()));
                 }
+                false
             }
-            other => {
-                // onnx-ir renames values; the file's own name is the one a user knows.
-                let graph = tapped.model.graph.get_or_default();
-                let name = graph.output.first().map_or(output.name.as_str(), |o| {
-                    o.name.strip_suffix(ember_onnx::TAPPED_SUFFIX).unwrap_or(&o.name)
-                });
+            // Segmentation, saliency, text detection: explained with a region target through
+            // `OnnxModel::dense`.
+            ArgType::Tensor(t) if t.rank == 4 && t.dtype.is_float() => true,
+            _ => {
                 return Err(not_classifier(format!(
-                    "the output `{name}` is {}, not [N, classes] class scores",
-                    describe_type(other)
+                    "{output_description}, not [N, classes] class scores nor a dense [N, K, H, W] output"
                 )));
             }
-        }
+        };
 
         let output_slot = *plan
             .slot_of
@@ -160,6 +173,8 @@ impl OnnxModel {
             scores: ScoreSource::default(),
             layers,
             default_layer: tapped.default_layer.clone().unwrap_or_default(),
+            dense_output,
+            output_description,
             input_shape,
             graph_input_shape,
             input_layout,
@@ -243,35 +258,95 @@ impl OnnxModel {
     /// Runs the graph on `input` (`[N, C, H, W]`, handed to the graph in its own layout): the
     /// class scores (see [`ScoreSource`]) and the graph's own output.
     pub fn run(&self, input: Tensor<4>) -> Result<(Tensor<2>, Tensor<2>), RuntimeError> {
+        if self.dense_output {
+            return Err(RuntimeError::NotAClassifier {
+                path: self.path.clone(),
+                message: format!(
+                    "{}: dense, not class scores; explain it with a region target (OnnxModel::dense)",
+                    self.output_description
+                ),
+            });
+        }
+        let device = input.device();
+        let values = self.execute(input)?;
+        let output = read_output::<2>(&values, self.output_slot, &device)?;
+        let scores = match (self.scores, self.logits_slot) {
+            (ScoreSource::Logits, Some(slot)) => read_output::<2>(&values, slot, &device)?,
+            _ => output.clone(),
+        };
+        Ok((scores, output))
+    }
+
+    /// Whether the output is dense, `[N, K, H, W]` (segmentation, saliency, text detection).
+    pub fn has_dense_output(&self) -> bool {
+        self.dense_output
+    }
+
+    /// The output's name in the file and its type, for messages: `the output `seg` is a
+    /// rank-4 F32 tensor [N, 3, 64, 64]`.
+    pub fn output_description(&self) -> &str {
+        &self.output_description
+    }
+
+    /// The model as a [`CamModel`] of its dense output `[N, K, H, W]`, to explain with a
+    /// [`ember_core::RegionTarget`]; `None` for a classifier.
+    pub fn dense(&self) -> Option<DenseOnnxModel<'_>> {
+        self.dense_output.then_some(DenseOnnxModel(self))
+    }
+
+    /// Every value of a forward pass on `input` (`[N, C, H, W]`).
+    fn execute(&self, input: Tensor<4>) -> Result<Vec<Option<Value>>, RuntimeError> {
         let input = match self.input_layout {
             Some(Layout::ChannelsFirst) => input,
             Some(Layout::ChannelsLast) => input.permute([0, 2, 3, 1]),
             _ => return Err(self.undecided_input()),
         };
         let device = input.device();
-        let values = self.plan.execute(vec![(0, Value::Float(Float::new(input)))], &device)?;
-        let read = |slot: usize| -> Result<Tensor<2>, RuntimeError> {
-            let value = values[slot].clone().ok_or_else(|| RuntimeError::Node {
-                node: "output".into(),
-                op: "-".into(),
-                message: "the output was not computed".into(),
-            })?;
-            value
-                .into_float(&device)
-                .and_then(|f| f.to_rank::<2>())
-                .map_err(|message| RuntimeError::Node {
-                    node: "output".into(),
-                    op: "-".into(),
-                    message,
-                })
-        };
-        let output = read(self.output_slot)?;
-        let scores = match (self.scores, self.logits_slot) {
-            (ScoreSource::Logits, Some(slot)) => read(slot)?,
-            _ => output.clone(),
-        };
-        Ok((scores, output))
+        self.plan.execute(vec![(0, Value::Float(Float::new(input)))], &device)
     }
+}
+
+/// An [`OnnxModel`] with a dense output `[N, K, H, W]`, as a [`CamModel`] of that output.
+#[derive(Debug, Clone, Copy)]
+pub struct DenseOnnxModel<'a>(&'a OnnxModel);
+
+impl CamModel for DenseOnnxModel<'_> {
+    type Output = Tensor<4>;
+
+    fn forward(&self, input: Tensor<4>) -> ember_core::Result<Tensor<4>> {
+        let device = input.device();
+        let values = self.0.execute(input)?;
+        Ok(read_output::<4>(&values, self.0.output_slot, &device)?)
+    }
+
+    fn layers(&self) -> Vec<LayerInfo> {
+        self.0.layers()
+    }
+
+    fn default_layer(&self) -> Option<String> {
+        CamModel::default_layer(self.0)
+    }
+
+    fn check_input(&self, input: &Tensor<4>) -> ember_core::Result<()> {
+        self.0.check_input(input)
+    }
+}
+
+/// Output slot `slot` as a rank-`D` float tensor.
+fn read_output<const D: usize>(
+    values: &[Option<Value>],
+    slot: usize,
+    device: &Device,
+) -> Result<Tensor<D>, RuntimeError> {
+    let failed = |message: String| RuntimeError::Node {
+        node: "output".into(),
+        op: "-".into(),
+        message,
+    };
+    let value = values[slot]
+        .clone()
+        .ok_or_else(|| failed("the output was not computed".into()))?;
+    value.into_float(device).and_then(|f| f.to_rank::<D>()).map_err(failed)
 }
 
 /// `a rank-4 F32 tensor [N, 32, 4, 4]`, for messages.

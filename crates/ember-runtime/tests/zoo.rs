@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use ember_core::{CamModel, ClassTarget, Explainer, GradCam, Layout, SpatialLayout, Vocabulary};
+use ember_core::{CamModel, ClassTarget, Explainer, GradCam, Layout, Region, RegionTarget, SpatialLayout, Vocabulary};
 use ember_runtime::{OnnxModel, ScoreSource};
 
 const LOGITS_REL: f32 = 1e-4;
@@ -55,6 +55,32 @@ struct Case {
     input_layout: Layout,
     /// As `ember layers` shows it: `NCHW`, `NHWC`, `tokens 4x4 after 1`.
     layer_layout: String,
+    /// The region target of a dense output.
+    target: Option<RegionTarget>,
+}
+
+/// The maps of an explanation, whatever its model's output.
+struct Explained {
+    maps: burn::tensor::Tensor<3>,
+}
+
+fn region_target(entry: &serde_json::Value) -> Option<RegionTarget> {
+    let target = entry.get("target").filter(|t| !t.is_null())?;
+    let region: Vec<usize> = target["region"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    Some(RegionTarget {
+        channel: target["channel"].as_u64().unwrap() as usize,
+        region: Region::Box {
+            x0: region[0],
+            y0: region[1],
+            x1: region[2],
+            y1: region[3],
+        },
+    })
 }
 
 fn layout(name: &serde_json::Value) -> Layout {
@@ -75,6 +101,7 @@ fn cases() -> Vec<Case> {
             dynamic_size: entry["dynamic_size"].as_bool().unwrap(),
             input_layout: layout(&entry["input_layout"]),
             layer_layout: entry["layer_layout"].as_str().unwrap().to_owned(),
+            target: region_target(entry),
         })
         .collect()
 }
@@ -83,7 +110,8 @@ fn cases() -> Vec<Case> {
 fn every_zoo_architecture_matches_pytorch_onnxruntime_and_pytorch_grad_cam() {
     let device = Device::flex();
     let cases = cases();
-    assert_eq!(cases.len(), 18, "the zoo lists eighteen models");
+    assert_eq!(cases.len(), 19, "the zoo lists nineteen models");
+    assert!(cases.iter().any(|c| c.target.is_some()), "the zoo has a dense output");
     assert!(
         cases.iter().any(|c| c.input_layout == Layout::ChannelsLast)
             && cases.iter().filter(|c| c.layer_layout == "NHWC").count() >= 2
@@ -117,15 +145,31 @@ fn every_zoo_architecture_matches_pytorch_onnxruntime_and_pytorch_grad_cam() {
         let input = model.to_nchw(input);
         let [_, _, height, width] = input.dims();
 
-        let (_, output) = model.run(input.clone()).unwrap();
-        let output = output.into_data().try_to_vec::<f32>().unwrap();
+        let explainer = Explainer::new(GradCam).layer(case.layer.clone());
+        // Classifiers by their top class; dense outputs (the segmenter) by pytorch-grad-cam's
+        // SemanticSegmentationTarget: one channel summed over a box.
+        let (output, explanation) = match &case.target {
+            None => {
+                let explanation = explainer.explain(&model, input, &ClassTarget::TopClass);
+                let explanation = explanation.unwrap_or_else(|e| panic!("{}: {e}", case.name));
+                (
+                    explanation.output.clone().inner().try_into_vec_as::<f32>().unwrap(),
+                    explanation.maps,
+                )
+            }
+            Some(target) => {
+                let dense = model.dense().expect("a dense output");
+                let explanation = explainer.explain(&dense, input, target);
+                let explanation = explanation.unwrap_or_else(|e| panic!("{}: {e}", case.name));
+                (
+                    explanation.output.clone().inner().try_into_vec_as::<f32>().unwrap(),
+                    explanation.maps,
+                )
+            }
+        };
         let vs_torch = relative(&output, &fixture["torch_logits"].0);
         let vs_ort = relative(&output, &fixture["ort_logits"].0);
-
-        let explanation = Explainer::new(GradCam)
-            .layer(case.layer.clone())
-            .explain(&model, input, &ClassTarget::TopClass)
-            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let explanation = Explained { maps: explanation };
         let (reference_map, map_shape) = &fixture["grad_cam"];
         let per_image = reference_map.len() / map_shape[0];
         let weakest_peak = reference_map

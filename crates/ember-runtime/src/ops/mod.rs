@@ -10,12 +10,13 @@
 //! operator (convolution, batch norm, pooling, linear) it is used, so run-time models compute
 //! what burn-onnx's generated code computes. One file per family:
 //! [`elementwise`] (arithmetic, activations), [`logic`] (comparisons, logic, Where), [`nn`] (convolution, normalisation, pooling,
-//! matrix products), [`reduce`] and [`shape`] (reshaping, indexing, constants).
+//! matrix products), [`resize`], [`reduce`] and [`shape`] (reshaping, indexing, constants).
 
 mod elementwise;
 mod logic;
 mod nn;
 mod reduce;
+mod resize;
 mod shape;
 #[cfg(test)]
 mod tests;
@@ -122,6 +123,8 @@ pub static OPERATORS: &[Operator] = &[
     op("IsInf", NodeType::IsInf, logic::is_inf),
     // Convolution, normalisation, pooling, matrix products.
     op("Conv", NodeType::Conv2d, nn::conv),
+    op("ConvTranspose", NodeType::ConvTranspose2d, nn::conv_transpose),
+    op("Resize", NodeType::Resize, resize::resize),
     op("BatchNormalization", NodeType::BatchNormalization, nn::batch_norm),
     op("LayerNormalization", NodeType::LayerNormalization, nn::layer_norm),
     op("LRN", NodeType::Lrn, nn::lrn),

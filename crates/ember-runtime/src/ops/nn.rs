@@ -4,7 +4,7 @@ use burn::tensor::Tensor;
 use burn::tensor::module::{
     adaptive_avg_pool2d, avg_pool2d, batch_norm as batch_norm_fn, conv2d, linear as linear_fn, max_pool2d,
 };
-use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions, PadMode};
+use burn::tensor::ops::{AvgPoolOptions, ConvOptions, ConvTransposeOptions, MaxPoolOptions, PadMode};
 use onnx_ir::Node;
 use onnx_ir::node::batch_norm::BatchNormConfig;
 use onnx_ir::node::padding::{AutoPad, PaddingConfig2d};
@@ -61,6 +61,102 @@ pub fn conv(node: &Node) -> Result<Kernel, String> {
         let padding = plan.padding;
         let options = ConvOptions::new_with_padding(config.stride, padding, config.dilation, config.groups);
         one(Float::new(conv2d(x, weight, bias, options)))
+    })
+}
+
+/// ConvTranspose (2-D): groups, strides, dilations, output padding; explicit symmetric pads, or
+/// pads derived from `output_shape` or `auto_pad` when they come out symmetric.
+pub fn conv_transpose(node: &Node) -> Result<Kernel, String> {
+    let config = node!(node, ConvTranspose2d).config.clone();
+    if config.groups == 0 || config.stride.contains(&0) || config.dilation.contains(&0) {
+        return Err(format!(
+            "ConvTranspose with groups {}, strides {:?}, dilations {:?}",
+            config.groups, config.stride, config.dilation
+        ));
+    }
+    kernel(move |mut inputs, device| {
+        let x = float(&mut inputs, 0, device)?.to_rank::<4>()?;
+        let weight = float(&mut inputs, 1, device)?.to_rank::<4>()?;
+        let bias = optional_float(&mut inputs, 2, device)?
+            .map(|b| b.to_rank::<1>())
+            .transpose()?;
+        let [_, channels, height, width] = x.dims();
+        let [in_channels, per_group, kh, kw] = weight.dims();
+        if in_channels != channels || !channels.is_multiple_of(config.groups) {
+            return Err(format!(
+                "input has {channels} channels but the weights expect {in_channels} in {} groups",
+                config.groups
+            ));
+        }
+        let out_channels = per_group * config.groups;
+        if let Some(bias) = &bias
+            && bias.dims() != [out_channels]
+        {
+            return Err(format!("{:?} biases for {out_channels} output channels", bias.dims()));
+        }
+        // Pads at the start and the end of each axis; Burn takes symmetric ones, so the
+        // difference is cropped afterwards, and an output larger than the full one (a negative
+        // total padding) is output padding.
+        let mut pads = [[config.padding[0]; 2], [config.padding[1]; 2]];
+        let mut padding_out = config.padding_out;
+        let inputs_hw = [height, width];
+        let kernel_hw = [kh, kw];
+        let mut full = [0; 2];
+        for axis in 0..2 {
+            full[axis] = (inputs_hw[axis].saturating_sub(1))
+                .checked_mul(config.stride[axis])
+                .and_then(|v| v.checked_add((kernel_hw[axis] - 1) * config.dilation[axis] + 1))
+                .and_then(|v| v.checked_add(config.padding_out[axis]))
+                .ok_or("ConvTranspose output overflows")?;
+            let wanted = match (&config.output_shape, &config.auto_pad) {
+                (Some(shape), _) => Some(shape[axis]),
+                (None, AutoPad::SameUpper | AutoPad::SameLower) => Some(inputs_hw[axis] * config.stride[axis]),
+                (None, AutoPad::Valid) => Some(full[axis]),
+                (None, AutoPad::NotSet) => None,
+            };
+            let Some(wanted) = wanted else { continue };
+            if wanted > full[axis] {
+                padding_out[axis] += wanted - full[axis];
+                full[axis] = wanted;
+                pads[axis] = [0, 0];
+                continue;
+            }
+            let total = full[axis] - wanted;
+            let (small, large) = (total / 2, total - total / 2);
+            // SAME_LOWER puts the larger half at the start, as ONNX says for output_shape.
+            pads[axis] = if config.auto_pad == AutoPad::SameUpper {
+                [small, large]
+            } else {
+                [large, small]
+            };
+        }
+        let symmetric = [pads[0][0].min(pads[0][1]), pads[1][0].min(pads[1][1])];
+        let out = [
+            full[0].checked_sub(pads[0][0] + pads[0][1]),
+            full[1].checked_sub(pads[1][0] + pads[1][1]),
+        ];
+        let [Some(out_h), Some(out_w)] = out else {
+            return Err("ConvTranspose padding removes the whole output".into());
+        };
+        if out_h == 0 || out_w == 0 {
+            return Err("ConvTranspose padding removes the whole output".into());
+        }
+        if padding_out[0] >= config.stride[0].max(config.dilation[0])
+            || padding_out[1] >= config.stride[1].max(config.dilation[1])
+        {
+            return Err(format!(
+                "ConvTranspose output padding {padding_out:?} must be below the stride or dilation"
+            ));
+        }
+        let [n, ..] = x.dims();
+        within_budget(&[n, out_channels, full[0], full[1]])?;
+        let options = ConvTransposeOptions::new(config.stride, symmetric, padding_out, config.dilation, config.groups);
+        let y = burn::tensor::module::conv_transpose2d(x, weight, bias, options);
+        // What symmetric padding left: cropped from the side with more padding.
+        let y = y
+            .narrow(2, pads[0][0] - symmetric[0], out_h)
+            .narrow(3, pads[1][0] - symmetric[1], out_w);
+        one(Float::new(y))
     })
 }
 
