@@ -68,10 +68,15 @@ pub enum VisionError {
 
 /// Writes a float32 `.npy` array of the given shape (C order), atomically.
 pub fn write_npy(path: &Path, values: &[f32], shape: &[u64]) -> Result<(), VisionError> {
-    let error = |source| VisionError::Npy {
-        path: path.to_path_buf(),
-        source,
-    };
+    write_npy_of(path, values, shape)
+}
+
+/// Writes a `.npy` array of `T` of the given shape (C order), atomically.
+fn write_npy_of<T: npyz::Serialize + npyz::AutoSerialize + Copy>(
+    path: &Path,
+    values: &[T],
+    shape: &[u64],
+) -> Result<(), VisionError> {
     let expected: u64 = shape.iter().product();
     if expected != values.len() as u64 {
         return Err(VisionError::Size(format!(
@@ -80,7 +85,7 @@ pub fn write_npy(path: &Path, values: &[f32], shape: &[u64]) -> Result<(), Visio
         )));
     }
     write_atomically(path, |file| {
-        let mut writer = npyz::WriteOptions::<f32>::new()
+        let mut writer = npyz::WriteOptions::<T>::new()
             .default_dtype()
             .shape(shape)
             .writer(file)
@@ -88,7 +93,10 @@ pub fn write_npy(path: &Path, values: &[f32], shape: &[u64]) -> Result<(), Visio
         writer.extend(values.iter().copied())?;
         writer.finish()
     })
-    .map_err(error)
+    .map_err(|source| VisionError::Npy {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// The values of a `.npy` array: floats, or integers and booleans.
@@ -155,68 +163,24 @@ pub fn read_npy_values(path: &Path) -> Result<(NpyValues, Vec<usize>), VisionErr
                 .map(|v| v as f32)
                 .collect(),
         ),
-        "'<i8'" => NpyValues::Int(npy.into_vec::<i64>().map_err(read)?),
-        "'<i4'" => NpyValues::Int(
-            npy.into_vec::<i32>()
-                .map_err(read)?
-                .into_iter()
-                .map(i64::from)
-                .collect(),
-        ),
-        "'<u4'" => NpyValues::Int(
-            npy.into_vec::<u32>()
-                .map_err(read)?
-                .into_iter()
-                .map(i64::from)
-                .collect(),
-        ),
-        "'<i2'" => NpyValues::Int(
-            npy.into_vec::<i16>()
-                .map_err(read)?
-                .into_iter()
-                .map(i64::from)
-                .collect(),
-        ),
-        "'<u2'" => NpyValues::Int(
-            npy.into_vec::<u16>()
-                .map_err(read)?
-                .into_iter()
-                .map(i64::from)
-                .collect(),
-        ),
-        "'|i1'" => NpyValues::Int(npy.into_vec::<i8>().map_err(read)?.into_iter().map(i64::from).collect()),
-        "'|u1'" => NpyValues::Int(npy.into_vec::<u8>().map_err(read)?.into_iter().map(i64::from).collect()),
-        _ => NpyValues::Int(
-            npy.into_vec::<bool>()
-                .map_err(read)?
-                .into_iter()
-                .map(i64::from)
-                .collect(),
-        ),
+        "'<i8'" => NpyValues::Int(widened::<i64>(npy).map_err(read)?),
+        "'<i4'" => NpyValues::Int(widened::<i32>(npy).map_err(read)?),
+        "'<u4'" => NpyValues::Int(widened::<u32>(npy).map_err(read)?),
+        "'<i2'" => NpyValues::Int(widened::<i16>(npy).map_err(read)?),
+        "'<u2'" => NpyValues::Int(widened::<u16>(npy).map_err(read)?),
+        "'|i1'" => NpyValues::Int(widened::<i8>(npy).map_err(read)?),
+        "'|u1'" => NpyValues::Int(widened::<u8>(npy).map_err(read)?),
+        _ => NpyValues::Int(widened::<bool>(npy).map_err(read)?),
     };
     Ok((values, shape))
 }
 
 /// Writes an int64 `.npy` array of the given shape (C order), atomically.
 pub fn write_npy_i64(path: &Path, values: &[i64], shape: &[u64]) -> Result<(), VisionError> {
-    let expected: u64 = shape.iter().product();
-    if expected != values.len() as u64 {
-        return Err(VisionError::Size(format!(
-            "{} values cannot have shape {shape:?}",
-            values.len()
-        )));
-    }
-    write_atomically(path, |file| {
-        let mut writer = npyz::WriteOptions::<i64>::new()
-            .default_dtype()
-            .shape(shape)
-            .writer(file)
-            .begin_nd()?;
-        writer.extend(values.iter().copied())?;
-        writer.finish()
-    })
-    .map_err(|source| VisionError::Npy {
-        path: path.to_path_buf(),
-        source,
-    })
+    write_npy_of(path, values, shape)
+}
+
+/// The values of an integer or boolean array as `i64`.
+fn widened<T: npyz::Deserialize + Into<i64>>(npy: npyz::NpyFile<&[u8]>) -> std::io::Result<Vec<i64>> {
+    Ok(npy.into_vec::<T>()?.into_iter().map(Into::into).collect())
 }

@@ -357,20 +357,15 @@ pub fn gather(node: &Node) -> Result<Kernel, String> {
 
 /// Cast: to floats (uploaded) or integers (float tensors are not read back mid-graph).
 pub fn cast(node: &Node) -> Result<Kernel, String> {
-    let to_float = node!(node, Cast).config.to.is_float();
-    kernel(move |mut inputs, device| {
-        let x = take(&mut inputs, 0)?;
-        Ok(vec![if to_float {
-            Value::Float(x.into_float(device)?)
-        } else {
-            Value::Ints(x.into_ints()?)
-        }])
-    })
+    cast_to(node!(node, Cast).config.to.is_float())
 }
 
 /// CastLike: Cast to the type of the second input.
 pub fn cast_like(node: &Node) -> Result<Kernel, String> {
-    let to_float = node!(node, CastLike).config.to.is_float();
+    cast_to(node!(node, CastLike).config.to.is_float())
+}
+
+fn cast_to(to_float: bool) -> Result<Kernel, String> {
     kernel(move |mut inputs, device| {
         let x = take(&mut inputs, 0)?;
         Ok(vec![if to_float {
