@@ -589,3 +589,78 @@ pub(super) struct WindowPlan {
     /// The output size.
     pub output: [usize; 2],
 }
+
+/// InstanceNormalization: each channel of each image normalised over its spatial axes, then
+/// scaled and shifted per channel.
+pub fn instance_norm(node: &Node) -> Result<Kernel, String> {
+    let epsilon = node!(node, InstanceNormalization).config.epsilon;
+    kernel(move |mut inputs, device| {
+        let x = float(&mut inputs, 0, device)?;
+        let scale = float(&mut inputs, 1, device)?.to_rank::<1>()?;
+        let bias = float(&mut inputs, 2, device)?.to_rank::<1>()?;
+        if x.rank < 3 {
+            return Err(format!("InstanceNormalization of a rank-{} tensor", x.rank));
+        }
+        let channels = x.shape()[1];
+        if scale.dims() != [channels] || bias.dims() != [channels] {
+            return Err(format!(
+                "input {:?} does not match {channels} scales and biases",
+                x.shape()
+            ));
+        }
+        let axes: Vec<usize> = (2..x.rank).map(|a| x.axis(a)).collect();
+        let mut per_channel = [1; MAX_RANK];
+        per_channel[x.axis(1)] = channels;
+        let mean = x.tensor.clone().mean_dims(&axes);
+        let centred = x.tensor - mean;
+        let variance = centred.clone().powf_scalar(2.0).mean_dims(&axes);
+        let normalised = centred / (variance + epsilon).sqrt();
+        one(Float {
+            tensor: normalised * scale.reshape(per_channel) + bias.reshape(per_channel),
+            rank: x.rank,
+        })
+    })
+}
+
+/// DepthToSpace: blocks of channels become `block × block` pixels (DCR or CRD order).
+pub fn depth_to_space(node: &Node) -> Result<Kernel, String> {
+    let config = node!(node, DepthToSpace).config.clone();
+    let block = config.block_size;
+    if block == 0 {
+        return Err("DepthToSpace with block size 0".into());
+    }
+    let column_first = config.mode == onnx_ir::node::depth_to_space::DepthToSpaceMode::Crd;
+    kernel(move |mut inputs, device| {
+        let x = float(&mut inputs, 0, device)?.to_rank::<4>()?;
+        let [n, c, h, w] = x.dims();
+        if !c.is_multiple_of(block * block) {
+            return Err(format!("{c} channels are not a multiple of {block}²"));
+        }
+        let depth = c / (block * block);
+        let grouped: Tensor<6> = if column_first {
+            x.reshape([n, depth, block, block, h, w]).permute([0, 1, 4, 2, 5, 3])
+        } else {
+            x.reshape([n, block, block, depth, h, w]).permute([0, 3, 4, 1, 5, 2])
+        };
+        one(Float::new(grouped.reshape([n, depth, h * block, w * block])))
+    })
+}
+
+/// SpaceToDepth: `block × block` pixels become channels.
+pub fn space_to_depth(node: &Node) -> Result<Kernel, String> {
+    let block = node!(node, SpaceToDepth).config.block_size;
+    if block == 0 {
+        return Err("SpaceToDepth with block size 0".into());
+    }
+    kernel(move |mut inputs, device| {
+        let x = float(&mut inputs, 0, device)?.to_rank::<4>()?;
+        let [n, c, h, w] = x.dims();
+        if !h.is_multiple_of(block) || !w.is_multiple_of(block) {
+            return Err(format!("{h}×{w} is not a multiple of the block {block}"));
+        }
+        let blocks: Tensor<6> = x
+            .reshape([n, c, h / block, block, w / block, block])
+            .permute([0, 3, 5, 1, 2, 4]);
+        one(Float::new(blocks.reshape([n, c * block * block, h / block, w / block])))
+    })
+}

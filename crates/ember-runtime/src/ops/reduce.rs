@@ -3,6 +3,7 @@
 
 use burn::tensor::{Tensor, TensorData};
 use onnx_ir::Node;
+use onnx_ir::node::cumsum::CumSumAxis;
 use onnx_ir::node::reduce::{ReduceAxes, ReduceConfig};
 
 use super::{Kernel, float, kernel, node, normalise_axes, one, take};
@@ -190,5 +191,57 @@ fn arg_extreme(axis: usize, keepdims: bool, last: bool, largest: bool) -> Result
             .try_to_vec::<i64>()
             .map_err(|e| format!("{e:?}"))?;
         Ok(vec![Value::Ints(Ints { values, shape: reduced })])
+    })
+}
+
+/// CumSum along an axis, inclusive or exclusive, forwards or in reverse.
+pub fn cum_sum(node: &Node) -> Result<Kernel, String> {
+    let config = node!(node, CumSum).config.clone();
+    kernel(move |mut inputs, device| {
+        let axis = match &config.axis {
+            CumSumAxis::Static(axis) => i64::try_from(*axis).map_err(|_| "axis out of range".to_owned())?,
+            CumSumAxis::Runtime(r) => {
+                let values = take(&mut inputs, r.input_index)?.into_ints()?.values;
+                *values.first().ok_or("CumSum without an axis")?
+            }
+        };
+        let x = float(&mut inputs, 0, device)?;
+        let axis = x.axis(normalise_axes(&[axis], x.rank)?[0]);
+        let tensor = if config.reverse {
+            x.tensor.flip([axis])
+        } else {
+            x.tensor
+        };
+        let summed = tensor.clone().cumsum(axis);
+        let summed = if config.exclusive { summed - tensor } else { summed };
+        let summed = if config.reverse { summed.flip([axis]) } else { summed };
+        one(Float {
+            tensor: summed,
+            rank: x.rank,
+        })
+    })
+}
+
+/// Hardmax: 1 at the first largest value along the axis, 0 elsewhere.
+pub fn hardmax(node: &Node) -> Result<Kernel, String> {
+    let axis = node!(node, Hardmax).config.axis;
+    kernel(move |mut inputs, device| {
+        let x = float(&mut inputs, 0, device)?;
+        if axis >= x.rank {
+            return Err(format!("axis {axis} out of range for a rank-{} tensor", x.rank));
+        }
+        let padded_axis = x.axis(axis);
+        let length = x.shape()[axis];
+        let first = x.tensor.clone().argmax(padded_axis).float();
+        let mut along = [1; MAX_RANK];
+        along[padded_axis] = length;
+        let positions = Tensor::<1, burn::tensor::Int>::arange(0..length as i64, device)
+            .float()
+            .reshape(along);
+        let dims = x.tensor.dims();
+        one(Float {
+            tensor: positions.expand(dims).equal(first.expand(dims)).float(),
+            rank: x.rank,
+        })
     })
 }

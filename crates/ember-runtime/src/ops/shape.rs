@@ -13,6 +13,7 @@ use onnx_ir::node::slice::SliceInput;
 use onnx_ir::node::split::SplitSizesInput;
 use onnx_ir::node::squeeze::SqueezeInput;
 use onnx_ir::node::tile::TileInput;
+use onnx_ir::node::trilu::TriluDiagonal;
 use onnx_ir::node::unsqueeze::UnsqueezeConfig;
 
 use super::{
@@ -766,5 +767,30 @@ pub fn range(node: &Node) -> Result<Kernel, String> {
                 (0..count as i64).map(|k| start + k * delta).collect(),
             ))])
         }
+    })
+}
+
+/// Trilu: the upper (or lower) triangle of the last two axes from diagonal `k` on, zeros
+/// elsewhere.
+pub fn trilu(node: &Node) -> Result<Kernel, String> {
+    let config = node!(node, Trilu).config.clone();
+    kernel(move |mut inputs, device| {
+        let diagonal = match &config.diagonal {
+            TriluDiagonal::Static(k) => *k,
+            TriluDiagonal::Runtime(r) => match inputs.get_mut(r.input_index).and_then(Option::take) {
+                Some(value) => *value.into_ints()?.values.first().ok_or("Trilu without k")?,
+                None => 0,
+            },
+        };
+        let x = float(&mut inputs, 0, device)?;
+        if x.rank < 2 {
+            return Err(format!("Trilu of a rank-{} tensor", x.rank));
+        }
+        let tensor = if config.upper {
+            x.tensor.triu(diagonal)
+        } else {
+            x.tensor.tril(diagonal)
+        };
+        one(Float { tensor, rank: x.rank })
     })
 }

@@ -264,10 +264,10 @@ const POSITIVE: [f32; 4] = [0.25, 1.0, 2.0, 9.0];
 
 #[test]
 fn the_table_has_each_onnx_name_once_per_node_type() {
-    // 106 entries: Gemm twice (onnx-ir's Gemm, and its Linear for constant weights).
+    // 112 entries: Gemm twice (onnx-ir's Gemm, and its Linear for constant weights).
     let names = supported();
-    assert_eq!(OPERATORS.len(), 106);
-    assert_eq!(names.len(), 105, "{names:?}");
+    assert_eq!(OPERATORS.len(), 112);
+    assert_eq!(names.len(), 111, "{names:?}");
     for (i, a) in OPERATORS.iter().enumerate() {
         for b in &OPERATORS[i + 1..] {
             assert!(a.node_type != b.node_type, "{} is in the table twice", a.node_type);
@@ -876,7 +876,7 @@ fn constant_nodes_give_their_value() {
 fn unknown_operators_are_not_compiled() {
     let error = Graph::new()
         .input("x", &X, &[5])
-        .node("Hardmax", &["x"], &["y"], vec![])
+        .node("Shrink", &["x"], &["y"], vec![])
         .output("y")
         .try_run()
         .unwrap_err();
@@ -955,4 +955,31 @@ fn negative_axes_are_normalised() {
     assert!(normalise_axes(&[4], 4).is_err());
     assert!(normalise_axes(&[-5], 4).is_err());
     assert!(normalise_axes(&[i64::MIN], 4).is_err());
+}
+
+/// CumSum, which ONNX's node tests cover only with data types the conformance run skips.
+#[test]
+fn cumulative_sums_forward_backward_inclusive_and_exclusive() {
+    let x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+    let run = |attributes: Vec<AttributeProto>| {
+        Graph::new()
+            .input("x", &x, &[2, 3])
+            .ints("axis", &[1], &[])
+            .node("CumSum", &["x", "axis"], &["y"], attributes)
+            .output("y")
+            .run_float()
+    };
+    assert_eq!(run(vec![]), (vec![1.0, 3.0, 6.0, 4.0, 9.0, 15.0], vec![2, 3]));
+    assert_eq!(
+        run(vec![attr_int("exclusive", 1)]),
+        (vec![0.0, 1.0, 3.0, 0.0, 4.0, 9.0], vec![2, 3])
+    );
+    assert_eq!(
+        run(vec![attr_int("reverse", 1)]),
+        (vec![6.0, 5.0, 3.0, 15.0, 11.0, 6.0], vec![2, 3])
+    );
+    assert_eq!(
+        run(vec![attr_int("reverse", 1), attr_int("exclusive", 1)]),
+        (vec![5.0, 3.0, 0.0, 11.0, 6.0, 0.0], vec![2, 3])
+    );
 }
