@@ -30,11 +30,7 @@ pub fn conv(node: &Node) -> Result<Kernel, String> {
         config.dilation,
     )?;
     kernel(move |mut inputs, device| {
-        let x = float(&mut inputs, 0, device)?.to_rank::<4>()?;
-        let weight = float(&mut inputs, 1, device)?.to_rank::<4>()?;
-        let bias = optional_float(&mut inputs, 2, device)?
-            .map(|b| b.to_rank::<1>())
-            .transpose()?;
+        let (x, weight, bias) = convolution_operands(&mut inputs, device)?;
         let [_, channels, height, width] = x.dims();
         let [out_channels, per_group, kh, kw] = weight.dims();
         if per_group * config.groups != channels || !out_channels.is_multiple_of(config.groups) {
@@ -75,11 +71,7 @@ pub fn conv_transpose(node: &Node) -> Result<Kernel, String> {
         ));
     }
     kernel(move |mut inputs, device| {
-        let x = float(&mut inputs, 0, device)?.to_rank::<4>()?;
-        let weight = float(&mut inputs, 1, device)?.to_rank::<4>()?;
-        let bias = optional_float(&mut inputs, 2, device)?
-            .map(|b| b.to_rank::<1>())
-            .transpose()?;
+        let (x, weight, bias) = convolution_operands(&mut inputs, device)?;
         let [_, channels, height, width] = x.dims();
         let [in_channels, per_group, kh, kw] = weight.dims();
         if in_channels != channels || !channels.is_multiple_of(config.groups) {
@@ -158,6 +150,19 @@ pub fn conv_transpose(node: &Node) -> Result<Kernel, String> {
             .narrow(3, pads[1][0] - symmetric[1], out_w);
         one(Float::new(y))
     })
+}
+
+/// A convolution's input `[N, C, H, W]`, weights and optional biases.
+fn convolution_operands(
+    inputs: &mut super::Inputs,
+    device: &burn::tensor::Device,
+) -> Result<(Tensor<4>, Tensor<4>, Option<Tensor<1>>), String> {
+    let x = float(inputs, 0, device)?.to_rank::<4>()?;
+    let weight = float(inputs, 1, device)?.to_rank::<4>()?;
+    let bias = optional_float(inputs, 2, device)?
+        .map(|b| b.to_rank::<1>())
+        .transpose()?;
+    Ok((x, weight, bias))
 }
 
 /// BatchNormalization in inference mode, over rank 2 to 5.
