@@ -44,6 +44,8 @@ OPSETS = {"convnext_opset20": 20}
 DYNAMO = {"resnet_dynamo", "vit", "vit_registers"}
 SIZE = 64
 CLASSES = 10
+# Exported, then rewritten with their weights in Constant nodes.
+WEIGHTS_AS_CONSTANTS = {"resnet_constants"}
 
 
 class TinyResNet(torch.nn.Module):
@@ -317,6 +319,9 @@ def zoo():
     mnv3_setting, _ = mobilenetv3._mobilenet_v3_conf("mobilenet_v3_small", width_mult=0.25)
     models = [
         ("resnet", TinyResNet(), lambda m: m.layer3, False),
+        # The same network with every weight in a Constant node instead of an initializer, as
+        # some converters write them.
+        ("resnet_constants", TinyResNet(), lambda m: m.layer3, False),
         ("vgg", TinyVgg(), lambda m: m.features[-2], False),
         (
             "mobilenet_v3",
@@ -380,6 +385,29 @@ def zoo():
         ("resnet_dynamo", TinyResNet(), lambda m: m.layer3, False),
     ]
     return models
+
+
+def weights_as_constants(path):
+    """Moves every initializer of the model at `path` into a Constant node at the graph's start."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    constants = [
+        helper.make_node("Constant", [], [tensor.name], name=f"/constants/{tensor.name}", value=tensor)
+        for tensor in graph.initializer
+    ]
+    names = {tensor.name for tensor in graph.initializer}
+    kept_inputs = [i for i in graph.input if i.name not in names]
+    del graph.initializer[:]
+    del graph.input[:]
+    graph.input.extend(kept_inputs)
+    nodes = constants + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
 
 
 def token_layout(model, layout, seed):
@@ -504,6 +532,8 @@ def main():
                 opset_version=OPSETS.get(name, 16),
                 dynamo=False,
             )
+        if name in WEIGHTS_AS_CONSTANTS:
+            weights_as_constants(path)
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         ort_logits = session.run(None, {"input": graph_x.numpy()})[0]
 

@@ -110,7 +110,7 @@ fn cases() -> Vec<Case> {
 fn every_zoo_architecture_matches_pytorch_onnxruntime_and_pytorch_grad_cam() {
     let device = Device::flex();
     let cases = cases();
-    assert_eq!(cases.len(), 19, "the zoo lists nineteen models");
+    assert_eq!(cases.len(), 20, "the zoo lists twenty models");
     assert!(cases.iter().any(|c| c.target.is_some()), "the zoo has a dense output");
     assert!(
         cases.iter().any(|c| c.input_layout == Layout::ChannelsLast)
