@@ -10,6 +10,12 @@
 //! The engine is backend-agnostic: tensors stay on the device of the input batch, and only the
 //! part of the network after the earliest armed tap is differentiated.
 
+// NdArray is deprecated in Burn 0.22 and still one of Ember's backends (the extension names it).
+#[allow(deprecated)]
+mod activation;
+// NdArray is deprecated in Burn 0.22 and still one of Ember's backends (the extension names it).
+#[allow(deprecated)]
+mod depthwise;
 mod device;
 mod error;
 mod explainer;
@@ -30,6 +36,8 @@ mod tap;
 mod target;
 pub mod vocabulary;
 
+pub use activation::{ActivationBackend, clamp, fast_relu};
+pub use depthwise::{DepthwiseConvBackend, conv2d, conv2d_layer};
 pub use device::{
     Adapter, DEFAULT_DEVICE, DEVICES, DeviceError, OpenedDevice, device_named, device_names, open_device,
 };

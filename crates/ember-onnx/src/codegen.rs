@@ -5,9 +5,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::{env, str::FromStr};
 
-use burn_onnx::ext::{ArgType, CodegenContext, CustomNode, CustomOp, ProcessError, arg_to_ident};
+use burn_onnx::ext::{
+    ArgType, Argument, CodegenContext, CustomNode, CustomOp, Node, NodeType, OpOverride, ProcessError, arg_to_ident,
+};
 use burn_onnx::{LoadStrategy, ModelGen};
 use onnx_ir::Message;
+use onnx_ir::node::clip::ClipInput;
 use proc_macro2::TokenStream;
 use quote::quote;
 
@@ -151,6 +154,9 @@ impl TappedModelGen {
                 runtime_crate: self.runtime_crate.clone(),
                 op_type: SCORES_OP,
             })
+            .register_op_override(ClipOp {
+                runtime_crate: self.runtime_crate.clone(),
+            })
             .run_from_script();
 
         let generated = out_dir.join(&self.out_dir).join(file_name).with_extension("rs");
@@ -177,7 +183,11 @@ const BURN_RELU: &str = "burn::tensor::activation::relu(";
 /// burn-onnx's code imports `burn` and `burn_store` as crates; they are reached through the
 /// runtime crate instead (`::ember_cam::burn`, which also brings `burn` into scope for the
 /// `#[derive(Module)]` expansions), so the user's crate needs no dependency on either.
+/// The model's ReLUs become Ember's (which Guided Backpropagation can guide, and which run in
+/// one pass on flex), and its `Conv2d` layers run through `conv2d_layer` (a depthwise
+/// convolution's input gradient as a depthwise convolution).
 fn through_runtime_crate(code: &str, runtime: &str) -> String {
+    let conv_fields = conv2d_fields(code);
     let mut out = String::with_capacity(code.len() + 200);
     let mut header_done = false;
     for line in code.lines() {
@@ -194,13 +204,112 @@ fn through_runtime_crate(code: &str, runtime: &str) -> String {
         } else if let Some(rest) = line.strip_prefix("use burn_store::") {
             format!("use {runtime}::burn_store::{rest}")
         } else {
-            // The model's ReLUs become Ember's, which Guided Backpropagation can guide.
-            line.replace(BURN_RELU, &format!("{runtime}::relu("))
+            let mut line = line.replace(BURN_RELU, &format!("{runtime}::relu("));
+            for field in &conv_fields {
+                line = line.replace(
+                    &format!("self.{field}.forward("),
+                    &format!("{runtime}::conv2d_layer(&self.{field}, "),
+                );
+            }
+            line
         };
         out.push_str(&line);
         out.push('\n');
     }
     out
+}
+
+/// The fields of the generated `Model` that are Burn `Conv2d` layers (`conv2d3: Conv2d,`).
+fn conv2d_fields(code: &str) -> Vec<String> {
+    code.lines()
+        .filter_map(|line| line.trim().strip_suffix(": Conv2d,"))
+        .map(|field| field.trim_start_matches("pub ").to_owned())
+        .filter(|field| !field.is_empty() && field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .collect()
+}
+
+/// Code generation of ONNX `Clip`: Ember's one-pass `clamp` for float tensors (ReLU6 is a
+/// `Clip`), Burn's `clamp` for integer tensors — bounds as burn-onnx reads them (constants,
+/// or scalars computed in the graph).
+struct ClipOp {
+    runtime_crate: String,
+}
+
+impl ClipOp {
+    /// One bound as a Rust expression of type `cast`, or `None` when absent.
+    fn bound(
+        bound: &Option<ClipInput>,
+        inputs: &[Argument],
+        cast: &TokenStream,
+        ctx: &mut CodegenContext<'_, '_>,
+    ) -> Result<Option<TokenStream>, ProcessError> {
+        Ok(match bound {
+            None => None,
+            Some(ClipInput::Static(value)) => Some(quote! { #value }),
+            Some(ClipInput::Runtime(input)) => {
+                let argument = inputs.get(input.input_index).ok_or_else(|| {
+                    ProcessError::Custom(format!("Clip bound `{}` is not among its inputs", input.name))
+                })?;
+                Some(match &argument.ty {
+                    ArgType::ScalarNative(_) => {
+                        let ident = arg_to_ident(argument);
+                        quote! { (#ident as #cast) }
+                    }
+                    ArgType::ScalarTensor(_) => {
+                        let tensor = ctx.arg(argument);
+                        quote! { (#tensor).into_scalar::<#cast>() }
+                    }
+                    other => {
+                        return Err(ProcessError::Custom(format!(
+                            "Clip bound `{}` must be a scalar, not {other:?}",
+                            input.name
+                        )));
+                    }
+                })
+            }
+        })
+    }
+}
+
+impl OpOverride for ClipOp {
+    fn target(&self) -> NodeType {
+        NodeType::Clip
+    }
+
+    fn forward(&self, node: &Node, ctx: &mut CodegenContext<'_, '_>) -> Result<TokenStream, ProcessError> {
+        let Node::Clip(clip) = node else {
+            return Err(ProcessError::Custom(format!("the Clip override was given {node:?}")));
+        };
+        let (Some(input), Some(output)) = (clip.inputs.first(), clip.outputs.first()) else {
+            return Err(ProcessError::Custom("Clip without an input or an output".into()));
+        };
+        let dtype = input.ty.elem_type();
+        let float = dtype.is_float();
+        let cast = if float {
+            quote! { f64 }
+        } else if dtype.is_uint() {
+            quote! { u64 }
+        } else {
+            quote! { i64 }
+        };
+        let min = Self::bound(&clip.config.min, &clip.inputs, &cast, ctx)?;
+        let max = Self::bound(&clip.config.max, &clip.inputs, &cast, ctx)?;
+        let x = ctx.arg(input);
+        let y = arg_to_ident(output);
+        if float && matches!(input.ty, ArgType::Tensor(_)) {
+            let runtime = TokenStream::from_str(&api_path(&self.runtime_crate))
+                .map_err(|e| ProcessError::Custom(format!("bad crate path `{}`: {e}", self.runtime_crate)))?;
+            let min = min.unwrap_or_else(|| quote! { f64::NEG_INFINITY });
+            let max = max.unwrap_or_else(|| quote! { f64::INFINITY });
+            return Ok(quote! { let #y = #runtime::clamp(#x, #min, #max); });
+        }
+        Ok(match (min, max) {
+            (Some(min), Some(max)) => quote! { let #y = #x.clamp(#min, #max); },
+            (Some(min), None) => quote! { let #y = #x.clamp_min(#min); },
+            (None, Some(max)) => quote! { let #y = #x.clamp_max(#max); },
+            (None, None) => quote! { let #y = #x; },
+        })
+    }
 }
 
 /// Code generation of the inserted tap nodes (`Tap`) and of the score tap (`Scores`).

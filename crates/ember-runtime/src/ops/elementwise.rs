@@ -132,12 +132,8 @@ pub fn clip(node: &Node) -> Result<Kernel, String> {
         };
         let (min, max) = (bound(&config.min, &inputs)?, bound(&config.max, &inputs)?);
         let x = float(&mut inputs, 0, device)?;
-        one(x.map(|t| match (min, max) {
-            (Some(lo), Some(hi)) => t.clamp(lo, hi),
-            (Some(lo), None) => t.clamp_min(lo),
-            (None, Some(hi)) => t.clamp_max(hi),
-            (None, None) => t,
-        }))
+        let (lo, hi) = (min.unwrap_or(f64::NEG_INFINITY), max.unwrap_or(f64::INFINITY));
+        one(x.map(|t| ember_core::clamp(t, lo, hi)))
     })
 }
 
@@ -151,13 +147,13 @@ pub fn hard_sigmoid(node: &Node) -> Result<Kernel, String> {
     let (alpha, beta) = (config.alpha, config.beta);
     kernel(move |mut inputs, device| {
         let x = float(&mut inputs, 0, device)?;
-        one(x.map(|t| (t * alpha + beta).clamp(0.0, 1.0)))
+        one(x.map(|t| ember_core::clamp(t * alpha + beta, 0.0, 1.0)))
     })
 }
 
 /// HardSwish(x) = x · max(0, min(1, x/6 + 1/2)).
 pub fn hard_swish(_: &Node) -> Result<Kernel, String> {
-    unary(|t| t.clone() * (t / 6.0 + 0.5).clamp(0.0, 1.0))
+    unary(|t| t.clone() * ember_core::clamp(t / 6.0 + 0.5, 0.0, 1.0))
 }
 
 pub fn tanh(_: &Node) -> Result<Kernel, String> {

@@ -2,7 +2,7 @@
 
 use burn::tensor::Tensor;
 use burn::tensor::module::{
-    adaptive_avg_pool2d, avg_pool2d, batch_norm as batch_norm_fn, conv2d, linear as linear_fn, max_pool2d,
+    adaptive_avg_pool2d, avg_pool2d, batch_norm as batch_norm_fn, linear as linear_fn, max_pool2d,
 };
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, ConvTransposeOptions, MaxPoolOptions, PadMode};
 use onnx_ir::Node;
@@ -56,7 +56,7 @@ pub fn conv(node: &Node) -> Result<Kernel, String> {
         within_budget(&[batch, per_group * kh * kw, plan.output[0], plan.output[1]])?;
         let padding = plan.padding;
         let options = ConvOptions::new_with_padding(config.stride, padding, config.dilation, config.groups);
-        one(Float::new(conv2d(x, weight, bias, options)))
+        one(Float::new(ember_core::conv2d(x, weight, bias, options)))
     })
 }
 

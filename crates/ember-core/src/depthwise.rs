@@ -1,0 +1,225 @@
+//! Depthwise convolution whose input gradient is a depthwise convolution too.
+//!
+//! Why: Burn 0.22 differentiates `conv2d` with respect to its input through `conv_transpose2d`,
+//! which flex runs for grouped convolutions as a scalar loop; on MobileNetV2 that loop was 13 %
+//! of a Grad-CAM at `features[1]` (perf, flex, 1 thread), for a seventh of the network's
+//! arithmetic. A depthwise convolution (`groups == channels in == channels out`) has a cheaper
+//! input gradient: `∂L/∂x[i] = Σ ∂L/∂y[o] · w[k]` over `o·s + k − p = i` — the output gradient
+//! spread out by the stride (zeros between its values), framed by `k − 1 − p` zeros and
+//! convolved with the kernels turned by 180°, a depthwise convolution that flex runs with its
+//! vectorised kernel. Forward values and the kernel and bias gradients are Burn's own; other
+//! backends (ndarray, the CubeCL backend behind wgpu) keep Burn's input gradient too; tests
+//! compare the two. (A hand-written forward kernel, row by row, was slower than flex's.)
+
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::ops::ModuleOps;
+use burn::backend::{AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension, tensor::FloatTensor};
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{DType, Tensor, TensorData};
+use rayon::prelude::*;
+
+/// The backends with Ember's depthwise convolution.
+#[backend_extension(Flex: cfg(all()), NdArray: cfg(feature = "ndarray"), Cube: cfg(feature = "wgpu"), Autodiff)]
+pub trait DepthwiseConvBackend: Backend {
+    /// Burn's `conv2d(x, weight, bias, options)`.
+    fn depthwise_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d(x, weight, Some(bias), options)
+    }
+
+    /// The gradient of `conv2d(x, weight, ·, options)` with respect to `x` (whose shape is all
+    /// that is read of it).
+    fn depthwise_conv2d_x_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_x_backward(x, weight, grad, options)
+    }
+}
+
+#[cfg(feature = "ndarray")]
+impl DepthwiseConvBackend for burn::backend::NdArray {}
+
+#[cfg(feature = "wgpu")]
+impl DepthwiseConvBackend for burn::backend::Cube {}
+
+impl DepthwiseConvBackend for Flex {
+    fn depthwise_conv2d_x_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        let dims = |t: &FlexTensor| -> [usize; 4] { t.shape().dims() };
+        let (input, kernel, output) = (dims(&x), dims(&weight), dims(&grad));
+        let [_, channels, height, width] = input;
+        let [out_channels, per_group, kh, kw] = kernel;
+        let fits = |k: usize, axis: usize| {
+            let (begin, end) = options.padding[axis];
+            begin < k && end < k
+        };
+        let depthwise = options.groups == channels && out_channels == channels && per_group == 1;
+        if !depthwise
+            || options.dilation != [1, 1]
+            || !fits(kh, 0)
+            || !fits(kw, 1)
+            || x.dtype() != DType::F32
+            || weight.dtype() != DType::F32
+            || grad.dtype() != DType::F32
+            || output[..2] != input[..2]
+        {
+            return Self::conv2d_x_backward(x, weight, grad, options);
+        }
+        let flipped = flipped_kernels(&weight);
+        // The gradient's first value lands `k − 1 − padding` in, then one every `stride`.
+        let lead = [kh - 1 - options.padding[0].0, kw - 1 - options.padding[1].0];
+        let framed = [height + kh - 1, width + kw - 1];
+        if options.stride == [1, 1] {
+            let trail = |axis: usize| framed[axis] - lead[axis] - output[2 + axis];
+            let padding = [(lead[0], trail(0)), (lead[1], trail(1))];
+            let options = ConvOptions::new_with_padding([1, 1], padding, [1, 1], channels);
+            return Self::conv2d(grad, flipped, None, options);
+        }
+        let spread = spread_out(&grad, output, framed, lead, options.stride);
+        Self::conv2d(
+            spread,
+            flipped,
+            None,
+            ConvOptions::new([1, 1], [0, 0], [1, 1], channels),
+        )
+    }
+}
+
+/// Each `[1, kh, kw]` kernel turned by 180°.
+fn flipped_kernels(weight: &FlexTensor) -> FlexTensor {
+    let values = weight
+        .to_contiguous()
+        .into_data()
+        .into_vec::<f32>()
+        .expect("checked f32");
+    let [channels, _, kh, kw]: [usize; 4] = weight.shape().dims();
+    let size = kh * kw;
+    let flipped: Vec<f32> = values
+        .chunks(size)
+        .flat_map(|kernel| kernel.iter().rev().copied())
+        .collect();
+    FlexTensor::from_data(TensorData::new(flipped, [channels, 1, kh, kw]))
+}
+
+/// The gradient `[n, c, oh, ow]` written into zeros `[n, c, framed]` at `lead + o · stride`.
+fn spread_out(
+    grad: &FlexTensor,
+    [n, c, oh, ow]: [usize; 4],
+    framed: [usize; 2],
+    lead: [usize; 2],
+    stride: [usize; 2],
+) -> FlexTensor {
+    let grad = grad.to_contiguous();
+    let values = grad.as_slice::<f32>().expect("contiguous f32");
+    let plane = framed[0] * framed[1];
+    let mut out = vec![0.0f32; n * c * plane];
+    out.par_chunks_mut(plane)
+        .zip(values.par_chunks(oh * ow))
+        .for_each(|(target, source)| {
+            for (row, line) in source.chunks(ow).enumerate() {
+                let start = (lead[0] + row * stride[0]) * framed[1] + lead[1];
+                for (column, &value) in line.iter().enumerate() {
+                    target[start + column * stride[1]] = value;
+                }
+            }
+        });
+    FlexTensor::from_data(TensorData::new(out, [n, c, framed[0], framed[1]]))
+}
+
+impl<B: Backend + DepthwiseConvBackend, C: CheckpointStrategy> DepthwiseConvBackend for Autodiff<B, C> {
+    fn depthwise_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct DepthwiseConv;
+
+        impl<B: Backend + DepthwiseConvBackend> Backward<B, 3> for DepthwiseConv {
+            /// The input, the kernels, the biases and the options.
+            type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, ConvOptions<2>);
+
+            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+                let [node_x, node_weight, node_bias] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                let (x, weight, bias, options) = ops.state;
+                if let Some(node) = node_weight {
+                    let weight_grad =
+                        B::conv2d_weight_backward(x.clone(), weight.clone(), grad.clone(), options.clone());
+                    grads.register::<B>(node.id, weight_grad);
+                }
+                if let Some(node) = node_bias {
+                    grads.register::<B>(node.id, B::conv2d_bias_backward(x.clone(), bias, grad.clone()));
+                }
+                if let Some(node) = node_x {
+                    grads.register::<B>(node.id, B::depthwise_conv2d_x_backward(x, weight, grad, options));
+                }
+            }
+        }
+
+        let nodes = [x.node(), weight.node(), bias.node()];
+        let (x, weight, bias) = (Self::inner(x), Self::inner(weight), Self::inner(bias));
+        match DepthwiseConv.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let output = B::depthwise_conv2d(x.clone(), weight.clone(), bias.clone(), options.clone());
+                prep.finish((x, weight, bias, options), output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::depthwise_conv2d(x, weight, bias, options)),
+        }
+    }
+}
+
+/// `conv2d(x, weight, bias, options)` (Burn's values), differentiated with respect to `x` by a
+/// depthwise convolution on flex when it is one (see the module documentation); everything
+/// else is Burn's `conv2d` unchanged.
+pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, options: ConvOptions<2>) -> Tensor<4> {
+    let [_, channels, ..] = x.dims();
+    let [out_channels, per_group, ..] = weight.dims();
+    let depthwise = options.groups == channels && out_channels == channels && per_group == 1;
+    if !depthwise || !x.is_autodiff() {
+        return burn::tensor::module::conv2d(x, weight, bias, options);
+    }
+    let bias = bias.unwrap_or_else(|| Tensor::zeros([out_channels], &weight.device()));
+    Tensor::from_dispatch(<Dispatch as DepthwiseConvBackend>::depthwise_conv2d(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        options,
+    ))
+}
+
+/// A Burn `Conv2d` module applied through [`conv2d`]: its `forward`, with the depthwise input
+/// gradient. Build-time ONNX models call it for every convolution.
+pub fn conv2d_layer(layer: &burn::nn::conv::Conv2d, input: Tensor<4>) -> Tensor<4> {
+    use burn::nn::PaddingConfig2d;
+    let padding = match layer.padding {
+        PaddingConfig2d::Valid => [(0, 0), (0, 0)],
+        PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)],
+        // Burn computes "same" padding from the input size; its own forward pass does that.
+        PaddingConfig2d::Same => return layer.forward(input),
+    };
+    let options = ConvOptions::new_with_padding(layer.stride, padding, layer.dilation, layer.groups);
+    conv2d(
+        input,
+        layer.weight.val(),
+        layer.bias.as_ref().map(|bias| bias.val()),
+        options,
+    )
+}
