@@ -100,10 +100,11 @@ struct BenchArgs {
     /// Batch sizes (default: 1,8).
     #[arg(long)]
     batches: Option<String>,
-    /// Explained layers as MobileNetV2 block indices (`features[i]`): 18 (7×7, the default),
-    /// 13 (14×14), 4 (28×28), 1 (112×112).
-    #[arg(long, default_value = "18")]
-    layers: String,
+    /// Explained layers as MobileNetV2 block indices (`features[i]`), by default one per
+    /// resolution: 1 (112×112), 3 (56×56), 6 (28×28), 13 (14×14), 18 (7×7, the last block);
+    /// with `--quick`, 18.
+    #[arg(long)]
+    layers: Option<String>,
     /// Warm-up pairs before the timed runs (fewer for slow methods such as ScoreCAM).
     #[arg(long, default_value_t = 3)]
     warmups: usize,
@@ -279,6 +280,10 @@ fn run(command: &mut Command) -> Result<(), String> {
 /// Runs Ember's benchmark example (and pytorch-grad-cam's when Python allows) and prints one table.
 fn bench(args: BenchArgs) -> Result<(), String> {
     let root = root();
+    let layers = args
+        .layers
+        .clone()
+        .unwrap_or_else(|| if args.quick { "18" } else { "1,3,6,13,18" }.to_owned());
     let (backends, batches, methods) = if args.quick {
         (vec!["flex".to_owned()], "1".to_owned(), "gradcam".to_owned())
     } else {
@@ -310,7 +315,7 @@ fn bench(args: BenchArgs) -> Result<(), String> {
             "--methods",
             methods,
             "--layers",
-            &args.layers,
+            &layers,
             "--warmups",
             &args.warmups.to_string(),
         ])
@@ -334,7 +339,7 @@ fn bench(args: BenchArgs) -> Result<(), String> {
                 "--methods",
                 methods,
                 "--layers",
-                &args.layers,
+                &layers,
                 "--warmups",
                 &args.warmups.to_string(),
                 "--runs",
