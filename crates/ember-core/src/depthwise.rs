@@ -69,8 +69,7 @@ impl DepthwiseConvBackend for Flex {
             let (begin, end) = options.padding[axis];
             begin < k && end < k
         };
-        let depthwise = options.groups == channels && out_channels == channels && per_group == 1;
-        if !depthwise
+        if !is_depthwise(channels, [out_channels, per_group], options.groups)
             || options.dilation != [1, 1]
             || !fits(kh, 0)
             || !fits(kw, 1)
@@ -99,6 +98,12 @@ impl DepthwiseConvBackend for Flex {
             ConvOptions::new([1, 1], [0, 0], [1, 1], channels),
         )
     }
+}
+
+/// Whether a convolution of `channels` input channels with `[out channels, channels per group]`
+/// kernels in `groups` groups is depthwise: one input and one output channel per group.
+fn is_depthwise(channels: usize, [out_channels, per_group]: [usize; 2], groups: usize) -> bool {
+    groups == channels && out_channels == channels && per_group == 1
 }
 
 /// Each `[1, kh, kw]` kernel turned by 180°.
@@ -192,8 +197,7 @@ impl<B: Backend + DepthwiseConvBackend, C: CheckpointStrategy> DepthwiseConvBack
 pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, options: ConvOptions<2>) -> Tensor<4> {
     let [_, channels, ..] = x.dims();
     let [out_channels, per_group, ..] = weight.dims();
-    let depthwise = options.groups == channels && out_channels == channels && per_group == 1;
-    if !depthwise || !x.is_autodiff() {
+    if !is_depthwise(channels, [out_channels, per_group], options.groups) || !x.is_autodiff() {
         return burn::tensor::module::conv2d(x, weight, bias, options);
     }
     let bias = bias.unwrap_or_else(|| Tensor::zeros([out_channels], &weight.device()));
