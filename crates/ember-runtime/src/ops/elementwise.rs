@@ -28,6 +28,22 @@ pub fn div(_: &Node) -> Result<Kernel, String> {
     arithmetic(|a, b| a / b, i64::checked_div)
 }
 
+/// Mod: C's `fmod` (`fmod = 1`: the sign of the dividend), or Python's `%` (`fmod = 0`, the
+/// default, integers only in ONNX: the sign of the divisor).
+pub fn modulo(node: &Node) -> Result<Kernel, String> {
+    if node!(node, Mod).config.fmod {
+        arithmetic(|a, b| a.fmod(b), i64::checked_rem)
+    } else {
+        arithmetic(
+            |a, b| a.remainder(b),
+            |a, b| {
+                let r = a.checked_rem(b)?;
+                Some(if r != 0 && (r < 0) != (b < 0) { r + b } else { r })
+            },
+        )
+    }
+}
+
 pub fn pow(_: &Node) -> Result<Kernel, String> {
     kernel(|mut inputs, device| {
         let exponent = float(&mut inputs, 1, device)?;
@@ -218,24 +234,18 @@ fn arithmetic(f: Binary, int: fn(i64, i64) -> Option<i64>) -> Result<Kernel, Str
     })
 }
 
+/// `int` on host integers, broadcast as NumPy does.
 fn integer_arithmetic(a: &Ints, b: &Ints, int: fn(i64, i64) -> Option<i64>) -> Result<Ints, String> {
-    let values: Option<Vec<i64>> = if a.values.len() == b.values.len() {
-        a.values.iter().zip(&b.values).map(|(&x, &y)| int(x, y)).collect()
-    } else if b.values.len() == 1 {
-        a.values.iter().map(|&x| int(x, b.values[0])).collect()
-    } else if a.values.len() == 1 {
-        b.values.iter().map(|&y| int(a.values[0], y)).collect()
-    } else {
-        return Err(format!(
-            "integer shapes {:?} and {:?} do not broadcast",
-            a.shape, b.shape
-        ));
-    };
-    let shape = if a.shape.len() >= b.shape.len() {
-        a.shape.clone()
-    } else {
-        b.shape.clone()
-    };
+    let shape = super::host_broadcast(&[&a.shape, &b.shape])?;
+    let (from_a, from_b) = (
+        super::broadcast_indices(&a.shape, &shape),
+        super::broadcast_indices(&b.shape, &shape),
+    );
+    let values: Option<Vec<i64>> = from_a
+        .iter()
+        .zip(&from_b)
+        .map(|(&i, &j)| int(a.values[i], b.values[j]))
+        .collect();
     let values = values.ok_or("integer overflow or division by zero")?;
     Ok(Ints { values, shape })
 }

@@ -17,6 +17,7 @@ mod logic;
 mod nn;
 mod reduce;
 mod resize;
+mod scatter;
 mod shape;
 #[cfg(test)]
 mod tests;
@@ -58,6 +59,7 @@ pub static OPERATORS: &[Operator] = &[
     op("Mul", NodeType::Mul, elementwise::mul),
     op("Div", NodeType::Div, elementwise::div),
     op("Pow", NodeType::Pow, elementwise::pow),
+    op("Mod", NodeType::Mod, elementwise::modulo),
     op("Neg", NodeType::Neg, elementwise::neg),
     op("Abs", NodeType::Abs, elementwise::abs),
     op("Sqrt", NodeType::Sqrt, elementwise::sqrt),
@@ -173,6 +175,7 @@ pub static OPERATORS: &[Operator] = &[
     op("Pad", NodeType::Pad, shape::pad),
     op("Shape", NodeType::Shape, shape::shape),
     op("Gather", NodeType::Gather, shape::gather),
+    op("ScatterND", NodeType::ScatterND, scatter::scatter_nd),
     op("Expand", NodeType::Expand, shape::expand),
     op("Tile", NodeType::Tile, shape::tile),
     op("Range", NodeType::Range, shape::range),

@@ -145,15 +145,8 @@ pub fn concat(node: &Node) -> Result<Kernel, String> {
     kernel(move |inputs, device| {
         let values: Vec<Value> = inputs.into_iter().flatten().collect();
         if values.iter().all(|v| matches!(v, Value::Ints(_))) {
-            let mut out = Vec::new();
-            for v in values {
-                let ints = v.into_ints()?;
-                if ints.shape.len() > 1 {
-                    return Err("concatenation of integer matrices is not supported".into());
-                }
-                out.extend(ints.values);
-            }
-            return Ok(vec![Value::Ints(Ints::vector(out))]);
+            let ints: Vec<Ints> = values.into_iter().map(Value::into_ints).collect::<Result<_, _>>()?;
+            return Ok(vec![Value::Ints(concat_ints(&ints, axis)?)]);
         }
         let floats: Vec<Float> = values
             .into_iter()
@@ -180,6 +173,42 @@ pub fn concat(node: &Node) -> Result<Kernel, String> {
             rank,
         })
     })
+}
+
+/// Host integers joined along `axis`: vectors (and scalars, as one value), or tensors of one
+/// rank that agree on every other axis.
+fn concat_ints(parts: &[Ints], axis: usize) -> Result<Ints, String> {
+    if parts.iter().all(|p| p.shape.len() <= 1) {
+        return Ok(Ints::vector(
+            parts.iter().flat_map(|p| p.values.iter().copied()).collect(),
+        ));
+    }
+    let first = &parts[0].shape;
+    if axis >= first.len() {
+        return Err(format!(
+            "Concat axis {axis} out of range for integers of shape {first:?}"
+        ));
+    }
+    for part in parts {
+        let s = &part.shape;
+        if s.len() != first.len() || (0..s.len()).any(|a| a != axis && s[a] != first[a]) {
+            return Err(format!(
+                "cannot concatenate integers of shape {first:?} and {s:?} along axis {axis}"
+            ));
+        }
+    }
+    let outer: usize = first[..axis].iter().product();
+    let inner: usize = first[axis + 1..].iter().product();
+    let mut values = Vec::with_capacity(parts.iter().map(|p| p.values.len()).sum());
+    for o in 0..outer {
+        for part in parts {
+            let run = part.shape[axis] * inner;
+            values.extend_from_slice(&part.values[o * run..(o + 1) * run]);
+        }
+    }
+    let mut shape = first.clone();
+    shape[axis] = parts.iter().map(|p| p.shape[axis]).sum();
+    Ok(Ints { values, shape })
 }
 
 /// Split along an axis into the sizes given, or into equal parts (the last one smaller).

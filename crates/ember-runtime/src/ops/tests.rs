@@ -264,10 +264,10 @@ const POSITIVE: [f32; 4] = [0.25, 1.0, 2.0, 9.0];
 
 #[test]
 fn the_table_has_each_onnx_name_once_per_node_type() {
-    // 112 entries: Gemm twice (onnx-ir's Gemm, and its Linear for constant weights).
+    // 114 entries: Gemm twice (onnx-ir's Gemm, and its Linear for constant weights).
     let names = supported();
-    assert_eq!(OPERATORS.len(), 112);
-    assert_eq!(names.len(), 111, "{names:?}");
+    assert_eq!(OPERATORS.len(), 114);
+    assert_eq!(names.len(), 113, "{names:?}");
     for (i, a) in OPERATORS.iter().enumerate() {
         for b in &OPERATORS[i + 1..] {
             assert!(a.node_type != b.node_type, "{} is in the table twice", a.node_type);
@@ -982,4 +982,102 @@ fn cumulative_sums_forward_backward_inclusive_and_exclusive() {
         run(vec![attr_int("reverse", 1), attr_int("exclusive", 1)]),
         (vec![5.0, 3.0, 0.0, 11.0, 6.0, 0.0], vec![2, 3])
     );
+}
+
+#[test]
+fn integer_arithmetic_broadcasts_shapes_not_just_lengths() {
+    // [4, 1, 1] + [1, 4, 1]: four values each, but the result is [4, 4, 1].
+    let out = Graph::new()
+        .input_ints("a", &[0, 1, 2, 3], &[4, 1, 1])
+        .input_ints("b", &[0, 10, 20, 30], &[1, 4, 1])
+        .node("Add", &["a", "b"], &["y"], vec![])
+        .output("y")
+        .run();
+    let want: Vec<i64> = (0..4).flat_map(|i| (0..4).map(move |j| i + 10 * j)).collect();
+    assert_eq!(ints_of(&out[0]), (want, vec![4, 4, 1]));
+}
+
+#[test]
+fn integer_tensors_concatenate_along_any_axis() {
+    let out = Graph::new()
+        .input_ints("a", &[1, 2], &[2, 1, 1])
+        .input_ints("b", &[3, 4, 5, 6], &[2, 1, 2])
+        .node("Concat", &["a", "b"], &["y"], vec![attr_int("axis", 2)])
+        .output("y")
+        .run();
+    assert_eq!(ints_of(&out[0]), (vec![1, 3, 4, 2, 5, 6], vec![2, 1, 3]));
+    let mismatch = Graph::new()
+        .input_ints("a", &[1, 2], &[2, 1, 1])
+        .input_ints("b", &[3, 4, 5, 6], &[1, 4, 1])
+        .node("Concat", &["a", "b"], &["y"], vec![attr_int("axis", 2)])
+        .output("y")
+        .try_run()
+        .unwrap_err();
+    assert!(mismatch.contains("cannot concatenate"), "{mismatch}");
+}
+
+#[test]
+fn mod_takes_the_sign_of_the_divisor_or_with_fmod_of_the_dividend() {
+    let run = |fmod: i64| {
+        let out = Graph::new()
+            .input_ints("a", &[-7, 7, -7, 7], &[4])
+            .input_ints("b", &[3, -3, -3, 3], &[4])
+            .node("Mod", &["a", "b"], &["y"], vec![attr_int("fmod", fmod)])
+            .output("y")
+            .run();
+        ints_of(&out[0]).0
+    };
+    assert_eq!(run(0), vec![2, -2, -1, 1]);
+    assert_eq!(run(1), vec![-1, 1, -1, 1]);
+    let (floats_out, _) = Graph::new()
+        .input("a", &[5.5, -5.5, 5.5], &[3])
+        .weight("b", &[2.0, 2.0, -2.0], &[3])
+        .node("Mod", &["a", "b"], &["y"], vec![attr_int("fmod", 1)])
+        .output("y")
+        .run_float();
+    close(&floats_out, &[1.5, -1.5, 1.5]);
+}
+
+#[test]
+fn scatter_nd_replaces_or_combines_the_indexed_slices() {
+    let scatter = |reduction: &str| {
+        Graph::new()
+            .input("data", &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], &[4, 2])
+            .ints("indices", &[1, -1], &[2, 1])
+            .weight("updates", &[10.0, 20.0, 30.0, 40.0], &[2, 2])
+            .node(
+                "ScatterND",
+                &["data", "indices", "updates"],
+                &["y"],
+                vec![attr_string("reduction", reduction)],
+            )
+            .output("y")
+            .run_float()
+    };
+    assert_eq!(
+        scatter("none"),
+        (vec![1.0, 2.0, 10.0, 20.0, 5.0, 6.0, 30.0, 40.0], vec![4, 2])
+    );
+    assert_eq!(
+        scatter("add"),
+        (vec![1.0, 2.0, 13.0, 24.0, 5.0, 6.0, 37.0, 48.0], vec![4, 2])
+    );
+    // Host integers, one element per index tuple.
+    let out = Graph::new()
+        .input_ints("data", &[0, 0, 0, 0], &[2, 2])
+        .ints("indices", &[0, 1, 1, 0], &[2, 2])
+        .input_ints("updates", &[7, 9], &[2])
+        .node("ScatterND", &["data", "indices", "updates"], &["y"], vec![])
+        .output("y")
+        .run();
+    assert_eq!(ints_of(&out[0]), (vec![0, 7, 9, 0], vec![2, 2]));
+    let outside = Graph::new()
+        .input_ints("data", &[0, 0, 0, 0], &[2, 2])
+        .ints("indices", &[0, 2], &[1, 2])
+        .input_ints("updates", &[7], &[1])
+        .node("ScatterND", &["data", "indices", "updates"], &["y"], vec![])
+        .output("y")
+        .try_run()
+        .unwrap_err();
+    assert!(outside.contains("outside"), "{outside}");
 }
