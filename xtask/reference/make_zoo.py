@@ -28,9 +28,9 @@ import torchvision
 from pytorch_grad_cam import GradCAM
 
 # Module objects, not the same-named model constructors `torchvision.models` re-exports.
-densenet, efficientnet, googlenet, mobilenetv3, regnet, resnet, shufflenetv2, squeezenet, vgg, convnext, vision_transformer = (
+densenet, efficientnet, googlenet, mobilenetv3, regnet, resnet, shufflenetv2, squeezenet, vgg, convnext, vision_transformer, swin_transformer = (
     importlib.import_module(f"torchvision.models.{name}")
-    for name in ["densenet", "efficientnet", "googlenet", "mobilenetv3", "regnet", "resnet", "shufflenetv2", "squeezenet", "vgg", "convnext", "vision_transformer"]
+    for name in ["densenet", "efficientnet", "googlenet", "mobilenetv3", "regnet", "resnet", "shufflenetv2", "squeezenet", "vgg", "convnext", "vision_transformer", "swin_transformer"]
 )
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -383,6 +383,19 @@ def zoo():
             False,
         ),
         ("resnet_dynamo", TinyResNet(), lambda m: m.layer3, False),
+        (
+            # Swin's stages run channels-last ([N, H, W, C]) with shifted windows: the legacy
+            # exporter builds their attention masks with ScatterND and Mod. Explained at the last
+            # stage's output `[N, 16, 16, 16]`.
+            "swin",
+            channels_last(
+                swin_transformer.SwinTransformer(
+                    patch_size=[4, 4], embed_dim=16, depths=[2], num_heads=[2], window_size=[4, 4], num_classes=CLASSES
+                )
+            ),
+            lambda m: m.features[-1],
+            False,
+        ),
     ]
     return models
 
