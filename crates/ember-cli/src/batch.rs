@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::{Device, Tensor};
 use ember_core::{
-    Adapter, CamModel, ClassTarget, Explainer, Explanation, Layout, Method, Rectifier, describe_dims, maps_to_host,
-    to_host,
+    Adapter, CamModel, Explainer, Explanation, Layout, Method, Rectifier, describe_dims, maps_to_host, to_host,
 };
-use ember_runtime::{FinalActivation, OnnxModel, ScoreSource};
+use ember_runtime::{FinalActivation, LoadOptions, OnnxModel, ScoreSource};
 use ember_vision::{
     Colormap, Sheet, Written, check_outputs, gradient_image, heatmap, overlay, save_picture, write_npy,
 };
@@ -26,7 +25,7 @@ use crate::Failure;
 use crate::cli::{ExplainArgs, LayersArgs, OverlayOn, ScoreKind};
 use crate::input;
 use crate::jobs::{self, shown_path};
-use crate::session::{self, Decoded, Decoder, Loaded, Shown, Source};
+use crate::session::{self, Decoded, Decoder, Loaded, RunTarget, Shown, Source};
 
 /// How often a batch run rewrites its summary, so that an interrupted run can be resumed.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
@@ -36,7 +35,11 @@ const THUMBNAIL_SIDE: u32 = 320;
 
 /// `ember layers`: the tappable layers of a model.
 pub fn layers(args: &LayersArgs) -> Result<(), Failure> {
-    let model = OnnxModel::load_as(&args.model, args.input_layout, &Device::flex())?;
+    let options = LoadOptions {
+        input_layout: args.input_layout,
+        output: args.output.clone(),
+    };
+    let model = OnnxModel::load_with(&args.model, &options, &Device::flex())?;
     let default = model.default_layer().unwrap_or_default();
     let input = match model.input_layout() {
         Some(Layout::ChannelsLast) => format!("{} (channels last)", describe_dims(model.graph_input_shape())),
@@ -53,6 +56,29 @@ pub fn layers(args: &LayersArgs) -> Result<(), Failure> {
         match model.final_activation() {
             Some(activation) => format!(", output is a {} (explained through its logits)", activation.name()),
             None => String::new(),
+        }
+    );
+    let others: Vec<&String> = model
+        .graph_outputs()
+        .iter()
+        .filter(|name| name.as_str() != model.output_name())
+        .collect();
+    println!(
+        "output `{}` {}{}{}",
+        model.output_name(),
+        describe_dims(model.output_shape()),
+        if model.has_dense_output() {
+            ": dense, explained as a --channel summed over --region / --mask"
+        } else {
+            ": class scores"
+        },
+        if others.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (other outputs, chosen with --output: {})",
+                others.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+            )
         }
     );
     if let Some(names) = model.class_names() {
@@ -272,7 +298,7 @@ pub fn explain(args: ExplainArgs) -> Result<(), Failure> {
         labels,
         target,
         decoder,
-    } = listed.load(&args.input)?;
+    } = listed.load(&args.input, true)?;
     // What the reported probabilities are, given the scores the explanation returns.
     let probabilities = match (model.final_activation(), model.score_source()) {
         (Some(FinalActivation::Softmax | FinalActivation::Sigmoid), ScoreSource::Output) => Probabilities::Scores,
@@ -446,7 +472,7 @@ struct Run<'a> {
     model: &'a OnnxModel,
     rows: Vec<Row>,
     variants: Vec<Variant>,
-    target: ClassTarget,
+    target: RunTarget,
     labels: Vec<String>,
     colormap: Colormap,
     probabilities: Probabilities,
@@ -457,9 +483,12 @@ struct Run<'a> {
 
 /// What is reported of one explained image.
 struct Report {
+    /// The explained class, or the channel of a dense output.
     class: usize,
     score: f32,
-    probability: f32,
+    /// The class's probability (none for dense outputs).
+    probability: Option<f32>,
+    /// The most probable classes (none for dense outputs).
     top5: Vec<(usize, f32)>,
     /// The final map of each variant, `size`, row-major.
     maps: Vec<Vec<f32>>,
@@ -476,11 +505,21 @@ impl Run<'_> {
     /// Every variant's explanation of a batch, in variant order.
     fn explain(&self, input: Tensor<4>) -> Result<Vec<Explanation<Tensor<2>>>, String> {
         let mut explanations = Vec::with_capacity(self.variants.len());
+        let rectifiers = &self.args.variants.rectifiers;
         for row in &self.rows {
-            let each = row
-                .explainer
-                .explain_each_rectifier(self.model, input.clone(), &self.target, &self.args.variants.rectifiers)
-                .map_err(|e| e.to_string())?;
+            let each = match &self.target {
+                RunTarget::Class(target) => {
+                    row.explainer
+                        .explain_each_rectifier(self.model, input.clone(), target, rectifiers)
+                }
+                RunTarget::Region { target, .. } => {
+                    let dense = self.model.dense().ok_or("the model's output is not dense")?;
+                    row.explainer
+                        .explain_each_rectifier(&dense, input.clone(), target, rectifiers)
+                        .map(|each| each.into_iter().map(region_scores).collect())
+                }
+            }
+            .map_err(|e| e.to_string())?;
             explanations.extend(each);
         }
         Ok(explanations)
@@ -518,9 +557,8 @@ impl Run<'_> {
             several => format!("{} ways", several.len()),
         };
         println!(
-            "explained class {} {} (score {:.4}) {how} in {:.2} s",
-            report.class,
-            self.label(report.class),
+            "explained {} (score {:.4}) {how} in {:.2} s",
+            self.explained(report.class),
             report.score,
             seconds
         );
@@ -735,7 +773,12 @@ impl Run<'_> {
             Probabilities::Softmax => read(softmax(first.output.clone().inner(), 1))?,
             Probabilities::Sigmoid => read(sigmoid(first.output.clone().inner()))?,
         };
+        let region_channel = match &self.target {
+            RunTarget::Region { target, .. } => Some(target.channel),
+            RunTarget::Class(_) => None,
+        };
         let explained: Vec<usize> = match &first.classes {
+            _ if region_channel.is_some() => vec![region_channel.unwrap_or_default(); batch],
             Some(c) => c
                 .clone()
                 .try_into_vec_as::<i64>()
@@ -769,8 +812,13 @@ impl Run<'_> {
                 let row = &probabilities[i * classes..(i + 1) * classes];
                 // NaN or infinite numbers are never reported as results.
                 if let Some(bad) = row_scores.iter().chain(row).find(|v| !v.is_finite()) {
+                    let what = if region_channel.is_some() {
+                        "region's score is"
+                    } else {
+                        "class scores are"
+                    };
                     return Err(format!(
-                        "the model's class scores are not finite ({bad}); check the input and the model"
+                        "the model's {what} not finite ({bad}); check the input and the model"
                     ));
                 }
                 let image_maps: Vec<Vec<f32>> = maps.iter().map(|m| m[i * plane..(i + 1) * plane].to_vec()).collect();
@@ -779,7 +827,7 @@ impl Run<'_> {
                 }
                 let mut ranked: Vec<(usize, f32)> = row.iter().copied().enumerate().collect();
                 ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-                ranked.truncate(5);
+                ranked.truncate(if region_channel.is_some() { 0 } else { 5 });
                 let peaks = image_maps
                     .iter()
                     .map(|map| {
@@ -809,10 +857,12 @@ impl Run<'_> {
                         "the input gradient is not finite ({bad}); check the input and the model"
                     ));
                 }
+                // A dense output's explanation carries one score per image: its region's sum.
+                let column = if region_channel.is_some() { 0 } else { class };
                 Ok(Report {
                     class,
-                    score: row_scores[class],
-                    probability: row[class],
+                    score: row_scores[column],
+                    probability: region_channel.is_none().then(|| row[column]),
                     top5: ranked,
                     maps: image_maps,
                     peaks,
@@ -895,13 +945,14 @@ impl Run<'_> {
     /// rectifier, the class and score in the header.
     fn sheet(&self, item: &Shown, report: &Report, pictures: Vec<RgbImage>) -> Result<RgbImage, String> {
         let name = item.source.file_name().unwrap_or_else(|| item.source.as_os_str());
+        let probability = report
+            .probability
+            .map_or_else(String::new, |p| format!(", p {:.1}%", 100.0 * p));
         let title = format!(
-            "{}: class {} {} (score {:.3}, p {:.1}%)",
+            "{}: {} (score {:.3}{probability})",
             shown_path(Path::new(name)),
-            report.class,
-            self.label(report.class),
+            self.explained(report.class),
             report.score,
-            100.0 * report.probability
         );
         let columns = self.args.variants.rectifiers.iter().map(|r| r.to_string()).collect();
         let mut sheet = Sheet::new(title, columns);
@@ -943,6 +994,10 @@ impl Run<'_> {
             "label": label(report.class),
             "score": report.score,
             "probability": report.probability,
+            "target": match &self.target {
+                RunTarget::Class(_) => Value::Null,
+                RunTarget::Region { described, .. } => json!(described),
+            },
             "top5": report.top5.iter().map(|&(class, p)| json!({
                 "class": class, "label": label(class), "probability": p,
             })).collect::<Vec<_>>(),
@@ -970,6 +1025,10 @@ impl Run<'_> {
             "layers": args.input.layer,
             "compare_layers": args.compare_layers,
             "class": args.input.class,
+            "output": self.model.output_name(),
+            "channel": args.input.channel,
+            "region": args.input.region,
+            "mask": args.input.mask.as_deref().map(shown_path),
             "score": match args.input.score { ScoreKind::Logits => "logits", ScoreKind::Output => "output" },
             "preprocess": self.decoder.recipe(),
             "eigen_smooth": args.eigen_smooth,
@@ -1015,6 +1074,28 @@ impl Run<'_> {
 
     fn label(&self, class: usize) -> String {
         self.labels.get(class).cloned().unwrap_or_default()
+    }
+
+    /// `class 281 tabby`, or for a dense output `channel 1 road of `seg` summed over x 0..8, y
+    /// 0..4`.
+    fn explained(&self, class: usize) -> String {
+        match &self.target {
+            RunTarget::Class(_) => format!("class {class} {}", self.label(class)),
+            RunTarget::Region { described, .. } => described.clone(),
+        }
+    }
+}
+
+/// A dense output's explanation with its region scores `[N, 1]` as the output, as reported.
+fn region_scores(explanation: Explanation<Tensor<4>>) -> Explanation<Tensor<2>> {
+    let batch = explanation.scores.dims()[0];
+    Explanation {
+        output: explanation.scores.clone().reshape([batch, 1]),
+        maps: explanation.maps,
+        layers: explanation.layers,
+        scores: explanation.scores,
+        classes: explanation.classes,
+        guided_backprop: explanation.guided_backprop,
     }
 }
 

@@ -93,13 +93,18 @@ pub struct LayersArgs {
     /// The layout of the model's input, for models whose input shape and graph do not tell.
     #[arg(long, value_parser = value_parser::<SpatialLayout>())]
     pub input_layout: Option<SpatialLayout>,
+
+    /// The graph output to describe, for models with several (see `ember explain --output`).
+    #[arg(long, value_name = "NAME")]
+    pub output: Option<String>,
 }
 
 /// What every command that runs a model on inputs takes: the model, the inputs and how they are
 /// pre-processed, the layers, the class, the device.
 #[derive(Args, Debug)]
 pub struct InputArgs {
-    /// The ONNX model (an image classifier with one [N, C, H, W] input and [N, classes] output).
+    /// The ONNX model: one [N, C, H, W] image input (or [N, H, W, C]), an [N, classes] output
+    /// (a classifier) or a dense [N, K, H, W] one (see --channel).
     #[arg(long)]
     pub model: PathBuf,
 
@@ -142,6 +147,29 @@ pub struct InputArgs {
     /// Class to explain: an index, or a name from --labels. Default: each image's top class.
     #[arg(long, allow_hyphen_values = true)]
     pub class: Option<String>,
+
+    /// The graph output to explain, by its name in the file, for models with several outputs
+    /// (`ember layers` lists them). Default: the first.
+    #[arg(long, value_name = "NAME")]
+    pub output: Option<String>,
+
+    /// Dense outputs [N, K, H, W] (segmentation, saliency, text detection): the output channel
+    /// explained, an index or a name from --labels; needed when the output has several. The
+    /// score is this channel summed over --region and/or --mask (pytorch-grad-cam's
+    /// SemanticSegmentationTarget).
+    #[arg(long, allow_hyphen_values = true, conflicts_with = "class")]
+    pub channel: Option<String>,
+
+    /// Dense outputs: the box of output pixels summed, X0,Y0,X1,Y1 (ends exclusive). Default:
+    /// the whole output (or the --mask).
+    #[arg(long, value_name = "X0,Y0,X1,Y1", conflicts_with = "class")]
+    pub region: Option<String>,
+
+    /// Dense outputs: a PNG of the output's size weighting each output pixel by its grey level
+    /// (black 0, white 1: a black-and-white mask selects pixels). With --region, only its
+    /// pixels inside the box count.
+    #[arg(long, value_name = "FILE.png", conflicts_with = "class")]
+    pub mask: Option<PathBuf>,
 
     /// Class names, one per line (index order), for --class names and the report. Default: the
     /// names in the model's metadata, when it has them.

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::Failure;
 use crate::cli::{BaselineKind, EvaluateArgs, MetricScore};
-use crate::session::{self, Loaded};
+use crate::session::{self, Loaded, RunTarget};
 
 /// Boxes files are small; a larger one is refused before it is read.
 const MAX_BOXES_BYTES: u64 = 64 << 20;
@@ -63,7 +63,10 @@ pub fn evaluate(args: EvaluateArgs) -> Result<(), Failure> {
     };
     let Loaded {
         model, target, decoder, ..
-    } = listed.load(&args.input)?;
+    } = listed.load(&args.input, false)?;
+    let RunTarget::Class(target) = target else {
+        return Err(Failure::Input("`ember evaluate` scores class outputs only".into()));
+    };
     let probability = ClassProbability(target.clone());
     // Probabilities: a softmax of the logits, unless the model's output already is them.
     let scored: &dyn Target<Tensor<2>> = match (args.metric_score, model.final_activation(), model.score_source()) {

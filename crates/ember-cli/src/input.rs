@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
 use ember_core::limits::read_regular_file;
-use ember_core::{CamError, Explainer, Layout, Method, TokenGrid, describe_dims, parse_class};
-use ember_vision::{Preprocess, read_npy};
+use ember_core::{CamError, Explainer, Layout, Method, Region, RegionTarget, TokenGrid, describe_dims, parse_class};
+use ember_vision::{Preprocess, load_rgb, read_npy};
 
 use crate::Failure;
 use crate::cli::{InputArgs, PreprocessKind};
@@ -33,6 +33,9 @@ pub fn check_arguments(args: &InputArgs) -> Result<(), Failure> {
     }
     if let Some(text) = &args.token_grid {
         token_grid(text, args.skip_tokens)?;
+    }
+    if let Some(text) = &args.region {
+        region(text)?;
     }
     Ok(())
 }
@@ -75,6 +78,55 @@ pub fn explainer(args: &InputArgs, method: Method, layers: &[String]) -> Explain
         explainer = explainer.layer(layer.clone());
     }
     explainer
+}
+
+/// `--region X0,Y0,X1,Y1`: a non-empty box of output pixels (ends exclusive).
+pub fn region(text: &str) -> Result<Region, Failure> {
+    let usage = || {
+        Failure::usage(format!(
+            "--region `{text}` is not X0,Y0,X1,Y1 with integers, X0 < X1 and Y0 < Y1 (output pixels, ends exclusive)"
+        ))
+    };
+    let values: Vec<usize> = text
+        .split(',')
+        .map(|v| v.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| usage())?;
+    let &[x0, y0, x1, y1] = values.as_slice() else {
+        return Err(usage());
+    };
+    if x0 >= x1 || y0 >= y1 {
+        return Err(usage());
+    }
+    Ok(Region::Box { x0, y0, x1, y1 })
+}
+
+/// `--mask FILE.png`: each pixel's grey level in [0, 1] (black 0, white 1), `[height, width]`,
+/// times `--region`'s box when there is one.
+pub fn mask(path: &Path, within: Option<&Region>) -> Result<Region, Failure> {
+    let picture = load_rgb(path).map_err(|e| Failure::Input(e.to_string()))?;
+    let size = [picture.height() as usize, picture.width() as usize];
+    let grey = image::DynamicImage::ImageRgb8(picture).into_luma8();
+    let mut weights: Vec<f32> = grey.pixels().map(|p| f32::from(p.0[0]) / 255.0).collect();
+    if let Some(within) = within {
+        let inside = RegionTarget {
+            channel: 0,
+            region: within.clone(),
+        }
+        .weights(size)
+        .map_err(|e| Failure::Input(format!("--region against --mask {}: {e}", path.display())))?;
+        for (weight, inside) in weights.iter_mut().zip(inside) {
+            *weight *= inside;
+        }
+    }
+    if weights.iter().all(|&w| w == 0.0) {
+        return Err(Failure::Input(format!(
+            "the mask {} selects no pixel{} (every weight is 0: black)",
+            path.display(),
+            if within.is_some() { " inside --region" } else { "" }
+        )));
+    }
+    Ok(Region::Mask { weights, size })
 }
 
 /// `--token-grid HxW` with `--skip-tokens K`.

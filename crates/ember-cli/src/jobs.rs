@@ -144,9 +144,10 @@ pub fn write_report(summary_path: &Path) -> Result<PathBuf, String> {
                         class as usize,
                         label(&row["label"]),
                         row["score"].as_f64().unwrap_or(f64::NAN) as f32,
-                        row["probability"].as_f64().unwrap_or(f64::NAN) as f32,
+                        row["probability"].as_f64().map(|p| p as f32),
                     )
                 }),
+                target: row["target"].as_str().map(str::to_owned),
                 top: row["top5"]
                     .as_array()
                     .into_iter()

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor};
-use ember_core::{Adapter, ClassTarget, DeviceError, open_device};
-use ember_runtime::{OnnxModel, ScoreSource};
+use ember_core::{Adapter, ClassTarget, DeviceError, Region, RegionTarget, open_device};
+use ember_runtime::{LoadOptions, OnnxModel, ScoreSource};
 use ember_vision::{Placement, Prepared, Preprocess, ReadPaths, load_rgb};
 use image::RgbImage;
 
@@ -77,12 +77,26 @@ pub struct Listed {
     requested_size: Option<[u32; 2]>,
 }
 
-/// The model, its class names, the class target, and how inputs become tensors.
+/// The model, its class names, the target, and how inputs become tensors.
 pub struct Loaded {
     pub model: OnnxModel,
     pub labels: Vec<String>,
-    pub target: ClassTarget,
+    pub target: RunTarget,
     pub decoder: Decoder,
+}
+
+/// What a run explains: a class of a classifier's scores, or a channel of a dense output summed
+/// over a region.
+#[derive(Debug, Clone)]
+pub enum RunTarget {
+    /// `--class`, or each image's top class.
+    Class(ClassTarget),
+    /// `--channel` over `--region` / `--mask` (dense outputs).
+    Region {
+        target: RegionTarget,
+        /// `x 16..48, y 8..40 of `seg``, for reports.
+        described: String,
+    },
 }
 
 /// Turns sources into tensors.
@@ -110,6 +124,9 @@ pub fn list(args: &InputArgs) -> Result<Listed, Failure> {
     }
     if let Some(labels) = &args.labels {
         read.files.push(("labels", labels.clone()));
+    }
+    if let Some(mask) = &args.mask {
+        read.files.push(("mask", mask.clone()));
     }
     let mut tensor = None;
     let sources: Vec<Source> = match &args.input_npy {
@@ -147,28 +164,51 @@ pub fn list(args: &InputArgs) -> Result<Listed, Failure> {
 }
 
 impl Listed {
-    /// Loads the model and its class names, resolves `--class`, and settles the pre-processing.
-    pub fn load(&mut self, args: &InputArgs) -> Result<Loaded, Failure> {
+    /// Loads the model and its class names, resolves the target (`--class`, or `--channel`
+    /// over `--region` / `--mask` for a dense output, which only commands that take `dense`
+    /// outputs accept), and settles the pre-processing.
+    pub fn load(&mut self, args: &InputArgs, dense: bool) -> Result<Loaded, Failure> {
         let scores = match args.score {
             ScoreKind::Logits => ScoreSource::Logits,
             ScoreKind::Output => ScoreSource::Output,
         };
-        let model = OnnxModel::load_as(&args.model, args.input_layout, &self.device)?.with_scores(scores);
-        if model.has_dense_output() {
-            return Err(Failure::Input(format!(
-                "{}: a dense output (segmentation, saliency); `ember` explains class scores only so far \
-                 (the library explains dense outputs: OnnxModel::dense with a RegionTarget)",
-                model.output_description()
-            )));
-        }
+        let options = LoadOptions {
+            input_layout: args.input_layout,
+            output: args.output.clone(),
+        };
+        let model = OnnxModel::load_with(&args.model, &options, &self.device)?.with_scores(scores);
         // Class names: --labels, or those the file's metadata carries.
         let labels = match (&args.labels, model.class_names()) {
             (None, Some(names)) => names.to_vec(),
             (labels, _) => input::labels(labels.as_deref())?,
         };
-        let target = match &args.class {
-            Some(text) => ClassTarget::Class(input::class_index(text, &labels)?),
-            None => ClassTarget::TopClass,
+        let target = if model.has_dense_output() {
+            if !dense {
+                return Err(Failure::Input(format!(
+                    "{}: a dense output; this command scores class outputs only (`ember explain` explains \
+                     dense outputs)",
+                    model.output_description()
+                )));
+            }
+            region_target(args, &model, &labels)?
+        } else {
+            if let Some(flag) = [
+                ("--channel", args.channel.is_some()),
+                ("--region", args.region.is_some()),
+                ("--mask", args.mask.is_some()),
+            ]
+            .into_iter()
+            .find_map(|(flag, given)| given.then_some(flag))
+            {
+                return Err(Failure::usage(format!(
+                    "{flag} is for dense [N, K, H, W] outputs; {}: choose a class with --class",
+                    model.output_description()
+                )));
+            }
+            RunTarget::Class(match &args.class {
+                Some(text) => ClassTarget::Class(input::class_index(text, &labels)?),
+                None => ClassTarget::TopClass,
+            })
         };
         // A tensor the user brings is in the model's layout; Ember works in [N, C, H, W].
         let tensor = self.tensor.take().map(|tensor| model.to_nchw(tensor));
@@ -191,6 +231,70 @@ impl Listed {
             },
         })
     }
+}
+
+/// The target of a dense output: `--channel` (needed unless the output has one channel) over
+/// `--region` and/or `--mask` (default: every pixel), checked against the output's declared
+/// shape where it has one.
+fn region_target(args: &InputArgs, model: &OnnxModel, labels: &[String]) -> Result<RunTarget, Failure> {
+    let dims = model.output_shape();
+    let channels = dims.get(1).copied().flatten();
+    if args.class.is_some() {
+        return Err(Failure::usage(format!(
+            "--class chooses among class scores; {}: a dense output, explained for a --channel over \
+             --region / --mask",
+            model.output_description()
+        )));
+    }
+    let channel = match (&args.channel, channels) {
+        (Some(text), _) => input::class_index(text, labels).map_err(|e| e.replace("--class", "--channel"))?,
+        (None, Some(1)) => 0,
+        (None, _) => {
+            return Err(Failure::usage(format!(
+                "{}: a dense output; choose the channel to explain with --channel{}",
+                model.output_description(),
+                match channels {
+                    Some(k) => format!(" (0 … {})", k - 1),
+                    None => String::new(),
+                }
+            )));
+        }
+    };
+    if let Some(k) = channels.filter(|&k| channel >= k) {
+        return Err(Failure::Input(format!(
+            "--channel {channel} is out of range: {} ({k} channels)",
+            model.output_description()
+        )));
+    }
+    let boxed = args.region.as_deref().map(input::region).transpose()?;
+    let region = match (&args.mask, &boxed) {
+        (Some(path), _) => input::mask(path, boxed.as_ref())?,
+        (None, Some(boxed)) => boxed.clone(),
+        (None, None) => Region::Whole,
+    };
+    let target = RegionTarget { channel, region };
+    // A region or mask that does not fit an output of known size fails before any input is read.
+    if let [_, _, Some(height), Some(width)] = *dims {
+        target
+            .weights([height, width])
+            .map_err(|e| Failure::Input(format!("{e} (`{}`)", model.output_name())))?;
+    }
+    let label = labels.get(channel).map_or_else(String::new, |l| format!(" {l}"));
+    let place = match (&args.mask, &boxed) {
+        (Some(path), Some(Region::Box { x0, y0, x1, y1 })) => {
+            format!("the mask {} within x {x0}..{x1}, y {y0}..{y1}", path.display())
+        }
+        (Some(path), _) => format!("the mask {}", path.display()),
+        (None, Some(Region::Box { x0, y0, x1, y1 })) => format!("x {x0}..{x1}, y {y0}..{y1}"),
+        _ => "every pixel".to_owned(),
+    };
+    Ok(RunTarget::Region {
+        target,
+        described: format!(
+            "channel {channel}{label} of `{}` summed over {place}",
+            model.output_name()
+        ),
+    })
 }
 
 impl Decoder {

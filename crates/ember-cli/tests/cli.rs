@@ -53,6 +53,10 @@ fn help_documents_every_option() {
         "--report",
         "--shard",
         "--resume",
+        "--output",
+        "--channel",
+        "--region",
+        "--mask",
     ] {
         assert!(help.contains(option), "`ember explain --help` lacks {option}");
     }
@@ -327,12 +331,7 @@ fn layers_are_listed_with_operators_and_shapes() {
 
 /// A copy of the zoo ResNet with one change to its graph.
 fn edited_resnet(name: &str, edit: impl FnOnce(&mut ModelProto)) -> PathBuf {
-    let bytes = std::fs::read(root().join("tests/fixtures/zoo/resnet.onnx")).unwrap();
-    let mut model = ModelProto::parse_from_bytes(&bytes).unwrap();
-    edit(&mut model);
-    let path = scratch(name);
-    std::fs::write(&path, model.write_to_bytes().unwrap()).unwrap();
-    path
+    edited_zoo("resnet", name, edit)
 }
 
 /// `ember explain --model <model> <extra>`, on the cat photo unless `extra` names inputs, with
@@ -419,8 +418,229 @@ fn corrupt_and_unsupported_models_are_one_line_errors() {
     });
     assert_clean_error(
         &explain(features.to_str().unwrap(), &[]),
-        "the output `/layer3/relu_2/Relu_output_0` is a rank-4 F32 tensor [N, 32, 4, 4]: a dense output (segmentation, \
-         saliency); `ember` explains class scores only so far",
+        "the output `/layer3/relu_2/Relu_output_0` is a rank-4 F32 tensor [N, 32, ?, ?]: a dense output; choose the \
+         channel to explain with --channel (0 … 31)",
+    );
+}
+
+/// A copy of a zoo model with one change to its graph.
+fn edited_zoo(zoo: &str, name: &str, edit: impl FnOnce(&mut ModelProto)) -> PathBuf {
+    let bytes = std::fs::read(root().join(format!("tests/fixtures/zoo/{zoo}.onnx"))).unwrap();
+    let mut model = ModelProto::parse_from_bytes(&bytes).unwrap();
+    edit(&mut model);
+    let path = scratch(name);
+    std::fs::write(&path, model.write_to_bytes().unwrap()).unwrap();
+    path
+}
+
+/// The zoo's segmenter (`[N, 3, 64, 64]` logits per pixel) explained for channel 1 summed over a
+/// box, as pytorch-grad-cam's `SemanticSegmentationTarget` with a box mask: the map equals its
+/// map; a mask PNG of the box, or a white mask with the box, gives the same map; a final Sigmoid
+/// is skipped for `--score logits` and kept for `--score output`; regions, masks and channels
+/// that do not fit are one-line errors.
+#[test]
+fn dense_outputs_are_explained_for_a_channel_over_a_region() {
+    let model = path("tests/fixtures/zoo/segmenter.onnx");
+    let listing = stdout(&ember(&["layers", "--model", &model]));
+    assert!(listing.contains("output `logits` [N, 3, 64, 64]: dense"), "{listing}");
+    // The coarsest layer, the end of the encoder, is the default (not the output's Resize).
+    let default = listing.lines().find(|l| l.ends_with("(default)")).unwrap();
+    assert!(default.starts_with("/Relu_1 "), "{default}");
+
+    let file = std::fs::File::open(root().join("tests/fixtures/zoo/segmenter.npz")).unwrap();
+    let mut npz = npyz::npz::NpzArchive::new(std::io::BufReader::new(file)).unwrap();
+    let input = npz.by_name("input").unwrap().unwrap().into_vec::<f32>().unwrap();
+    let reference = npz.by_name("grad_cam").unwrap().unwrap().into_vec::<f32>().unwrap();
+    let tensor = scratch("segmenter-input.npy");
+    write_npy(&tensor, &input[..3 * 64 * 64], &[1, 3, 64, 64]).unwrap();
+    let map = |model: &str, name: &str, extra: &[&str]| {
+        let out = scratch(&format!("{name}.png"));
+        let mut args = vec![
+            "--input-npy",
+            tensor.to_str().unwrap(),
+            "--layer",
+            "/up/ConvTranspose",
+            "--channel",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+            "--save-npy",
+        ];
+        args.extend_from_slice(extra);
+        let printed = stdout(&explain(model, &args));
+        let (map, shape) = read_npy(&scratch(&format!("{name}.npy")));
+        assert_eq!(shape, vec![64, 64]);
+        (map, printed)
+    };
+    let (boxed, printed) = map(&model, "seg-box", &["--region", "16,8,48,40"]);
+    assert!(
+        printed.contains("explained channel 1 of `logits` summed over x 16..48, y 8..40"),
+        "{printed}"
+    );
+    let worst = boxed
+        .iter()
+        .zip(&reference[..64 * 64])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    println!("dense output, channel over a region, through the CLI vs pytorch-grad-cam: {worst:.1e}");
+    assert!(worst <= 1e-4, "{worst}");
+
+    // The same box as a mask, and a white mask cut by the box.
+    let mask_of = |name: &str, inside: fn(u32, u32) -> bool| {
+        let mask = image::GrayImage::from_fn(64, 64, |x, y| image::Luma([if inside(x, y) { 255 } else { 0 }]));
+        let file = scratch(name);
+        mask.save(&file).unwrap();
+        file
+    };
+    let box_mask = mask_of("seg-box-mask.png", |x, y| (16..48).contains(&x) && (8..40).contains(&y));
+    let white = mask_of("seg-white-mask.png", |_, _| true);
+    let (masked, printed) = map(&model, "seg-mask", &["--mask", box_mask.to_str().unwrap()]);
+    assert!(printed.contains("summed over the mask"), "{printed}");
+    assert!(masked == boxed, "the box's mask gives another map");
+    let (cut, _) = map(
+        &model,
+        "seg-cut",
+        &["--mask", white.to_str().unwrap(), "--region", "16,8,48,40"],
+    );
+    assert!(cut == boxed, "a white mask cut by the box gives another map");
+
+    // A final Sigmoid: its input is explained unless --score output asks for the probabilities.
+    let sigmoid = edited_zoo("segmenter", "segmenter-sigmoid.onnx", |m| {
+        let graph = m.graph.as_mut().unwrap();
+        let mut node = onnx_ir::NodeProto::new();
+        node.name = "probabilities".into();
+        node.op_type = "Sigmoid".into();
+        node.input = vec!["logits".into()];
+        node.output = vec!["probabilities".into()];
+        graph.node.push(node);
+        graph.output[0].name = "probabilities".into();
+    });
+    let sigmoid = sigmoid.to_str().unwrap();
+    let listing = stdout(&ember(&["layers", "--model", sigmoid]));
+    assert!(
+        listing.contains("output is a sigmoid (explained through its logits)"),
+        "{listing}"
+    );
+    let (logits, _) = map(sigmoid, "seg-logits", &["--region", "16,8,48,40"]);
+    assert!(logits == boxed, "the logits under a final Sigmoid give another map");
+    let (probabilities, _) = map(
+        sigmoid,
+        "seg-probabilities",
+        &["--region", "16,8,48,40", "--score", "output"],
+    );
+    assert!(probabilities != boxed, "--score output explained the logits");
+
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--input-npy", tensor.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        explain(&model, &args)
+    };
+    assert_clean_error(
+        &run(&[]),
+        "a dense output; choose the channel to explain with --channel (0 … 2)",
+    );
+    assert_clean_error(
+        &run(&["--channel", "3"]),
+        "--channel 3 is out of range: the output `logits` is a rank-4 F32 tensor [N, 3, 64, 64] (3 channels)",
+    );
+    assert_clean_error(
+        &run(&["--channel", "1", "--region", "0,0,65,8"]),
+        "the region x 0..65, y 0..8 is empty or outside the 64x64 output",
+    );
+    assert_clean_error(&run(&["--channel", "1", "--region", "8,0,8,4"]), "is not X0,Y0,X1,Y1");
+    assert_clean_error(&run(&["--channel", "1", "--region", "1,2,3"]), "is not X0,Y0,X1,Y1");
+    let small = scratch("seg-small-mask.png");
+    image::GrayImage::from_pixel(32, 32, image::Luma([255]))
+        .save(&small)
+        .unwrap();
+    assert_clean_error(
+        &run(&["--channel", "1", "--mask", small.to_str().unwrap()]),
+        "the mask is 32x32, the output 64x64",
+    );
+    let black = scratch("seg-black-mask.png");
+    image::GrayImage::new(64, 64).save(&black).unwrap();
+    assert_clean_error(
+        &run(&["--channel", "1", "--mask", black.to_str().unwrap()]),
+        "selects no pixel",
+    );
+    assert_clean_error(
+        &run(&[
+            "--channel",
+            "1",
+            "--mask",
+            box_mask.to_str().unwrap(),
+            "--region",
+            "0,0,8,8",
+        ]),
+        "selects no pixel inside --region",
+    );
+    assert_clean_error(&run(&["--class", "1"]), "--class chooses among class scores");
+    assert_clean_error(&run(&["--class", "1", "--channel", "1"]), "cannot be used with");
+    // Classifiers take no dense target; `evaluate` scores classes only.
+    assert_clean_error(
+        &explain(&path("tests/fixtures/zoo/resnet.onnx"), &["--channel", "1"]),
+        "--channel is for dense [N, K, H, W] outputs; the output `logits` is a rank-2 F32 tensor [N, 10]",
+    );
+    assert_clean_error(
+        &ember(&[
+            "evaluate",
+            "--model",
+            &model,
+            "--input-npy",
+            tensor.to_str().unwrap(),
+            "--channel",
+            "1",
+            "--device",
+            "flex",
+        ]),
+        "a dense output; this command scores class outputs only",
+    );
+}
+
+/// A graph with two outputs: the first (a feature map) is explained unless `--output` names
+/// the other; the class scores chosen by name give the one-output model's map; an unknown name
+/// lists the outputs.
+#[test]
+fn one_of_several_outputs_is_chosen_by_name() {
+    let features = "/layer3/relu_2/Relu_output_0";
+    let two = edited_zoo("resnet", "two-outputs.onnx", |m| {
+        let graph = m.graph.as_mut().unwrap();
+        let mut extra = graph.output[0].clone();
+        extra.name = features.into();
+        extra.type_.mut_or_insert_default().mut_tensor_type().shape.clear();
+        graph.output.insert(0, extra);
+    });
+    let two = two.to_str().unwrap();
+    let listing = stdout(&ember(&["layers", "--model", two]));
+    assert!(
+        listing.contains(&format!("output `{features}` [N, 32, ?, ?]: dense"))
+            && listing.contains("--output: `logits`"),
+        "{listing}"
+    );
+    let chosen = stdout(&ember(&["layers", "--model", two, "--output", "logits"]));
+    assert!(chosen.contains("output `logits` [N, 10]: class scores"), "{chosen}");
+
+    let map = |model: &str, name: &str, extra: &[&str]| {
+        let out = scratch(&format!("{name}.png"));
+        let mut args = vec!["--class", "3", "--out", out.to_str().unwrap(), "--save-npy"];
+        args.extend_from_slice(extra);
+        stdout(&explain(model, &args));
+        read_npy(&scratch(&format!("{name}.npy"))).0
+    };
+    let single = map(&path("tests/fixtures/zoo/resnet.onnx"), "one-output", &[]);
+    assert!(
+        map(two, "chosen-output", &["--output", "logits"]) == single,
+        "the chosen output gives another map"
+    );
+    // The feature map, explained as a dense output.
+    let dense = stdout(&explain(two, &["--channel", "5", "--layer", "/layer2/relu_1/Relu"]));
+    assert!(
+        dense.contains(&format!("channel 5 of `{features}` summed over every pixel")),
+        "{dense}"
+    );
+    assert_clean_error(
+        &explain(two, &["--output", "probs"]),
+        &format!("has no output `probs`; its outputs: {features}, logits"),
     );
 }
 

@@ -110,6 +110,16 @@ pub enum ImportError {
     /// No node has a spatial floating-point output.
     #[error("{0} has no node with a [N, C, H, W] floating-point output to tap")]
     NothingToTap(PathBuf),
+    /// The output asked for is not one of the graph's.
+    #[error("{path} has no output `{name}`; its outputs: {}", .outputs.join(", "))]
+    UnknownOutput {
+        /// The file.
+        path: PathBuf,
+        /// The name asked for.
+        name: String,
+        /// The graph's outputs, in order.
+        outputs: Vec<String>,
+    },
     /// Writing generated files failed.
     #[error("cannot write {path}: {source}")]
     Write {
@@ -176,6 +186,33 @@ pub fn read_model(path: &Path) -> Result<ModelProto, ImportError> {
     inline_external_data(&mut model, base)?;
     check_node_count(&model, path)?;
     Ok(model)
+}
+
+/// The names of the graph's outputs, in order, as the file has them.
+pub fn output_names(model: &ModelProto) -> Vec<String> {
+    model
+        .graph
+        .get_or_default()
+        .output
+        .iter()
+        .map(|o| o.name.clone())
+        .collect()
+}
+
+/// Keeps only the graph output `name` (for models with several outputs: a detector's boxes and
+/// scores, a segmenter's auxiliary head), so that the taps, the score tap and the explanation
+/// see that one; the nodes only the others need are never run.
+pub fn select_output(model: &mut ModelProto, name: &str, path: &Path) -> Result<(), ImportError> {
+    let graph = model.graph.mut_or_insert_default();
+    if !graph.output.iter().any(|o| o.name == name) {
+        return Err(ImportError::UnknownOutput {
+            path: path.to_path_buf(),
+            name: name.to_owned(),
+            outputs: output_names(model),
+        });
+    }
+    graph.output.retain(|o| o.name == name);
+    Ok(())
 }
 
 /// The most nodes (subgraphs included) a graph may have. Image classifiers have a few hundred
@@ -329,9 +366,6 @@ pub fn tap_model_as(
     if layers.is_empty() {
         return Err(ImportError::NothingToTap(path.to_path_buf()));
     }
-    let default_layer = default_layer(model.graph.get_or_default(), &layers);
-    insert_taps(&mut model, labels);
-
     let output_rank = match graph.outputs.as_slice() {
         [only] => match &only.ty {
             ArgType::Tensor(t) => Some(t.rank),
@@ -339,6 +373,13 @@ pub fn tap_model_as(
         },
         _ => None,
     };
+    let default_layer = if output_rank == Some(4) {
+        dense_default_layer(&layers).or_else(|| ember_core::default_layer(&layers))
+    } else {
+        default_layer(model.graph.get_or_default(), &layers)
+    };
+    insert_taps(&mut model, labels);
+
     // One logit: a sigmoid over it is a binary classifier's probability. The size is onnx-ir's
     // inference, or the file's declaration (onnx-ir leaves static shapes with a symbolic batch
     // unknown).
@@ -357,10 +398,9 @@ pub fn tap_model_as(
         .and_then(|ty| ty.tensor_type().shape.as_ref())
         .is_some_and(|shape| shape.dim.len() == 2 && shape.dim[1].dim_value() == 1);
     let one_logit = inferred || declared;
-    let final_activation = if output_rank == Some(2) {
-        insert_score_tap(&mut model, one_logit)
-    } else {
-        None
+    let final_activation = match output_rank {
+        Some(rank @ (2 | 4)) => insert_score_tap(&mut model, rank, one_logit),
+        _ => None,
     };
     Ok(TappedGraph {
         model,
@@ -400,10 +440,33 @@ pub fn default_layer(graph: &onnx_ir::GraphProto, layers: &[LayerInfo]) -> Optio
         .or_else(|| ember_core::default_layer(layers))
 }
 
-/// Finds the activation the graph's output comes from (through Identity and Dropout): a
-/// Softmax or LogSoftmax over the classes, or a Sigmoid when there is `one_logit`; puts a
-/// score tap on its input and says which it is.
-fn insert_score_tap(model: &mut ModelProto, one_logit: bool) -> Option<FinalActivation> {
+/// The layer explained by default in a model with a dense output (segmentation, saliency, text
+/// detection): the last layer of the coarsest resolution, the end of the encoder (where
+/// pytorch-grad-cam's segmentation tutorial explains DeepLabV3, `backbone.layer4`). The last
+/// spatial layer would be the output itself, or its upsampling, whose map only repeats the
+/// region. Global (1×1) layers do not count; `None` when no layer's size is known.
+fn dense_default_layer(layers: &[LayerInfo]) -> Option<String> {
+    let area = |layer: &LayerInfo| -> Option<usize> {
+        let (height, width) = match (layer.layout?, layer.shape.as_slice()) {
+            (Layout::ChannelsFirst, &[_, _, h, w]) | (Layout::ChannelsLast, &[_, h, w, _]) => (h?, w?),
+            (Layout::Tokens(grid), _) => (grid.height, grid.width),
+            _ => return None,
+        };
+        Some(height * width).filter(|&area| area > 1)
+    };
+    let coarsest = layers.iter().filter_map(area).min()?;
+    layers
+        .iter()
+        .rfind(|layer| area(layer) == Some(coarsest))
+        .map(|layer| layer.name.clone())
+}
+
+/// Finds the activation the graph's output comes from (through Identity and Dropout) and puts a
+/// score tap on its input, saying which it is. For class scores (`rank` 2): a Softmax or
+/// LogSoftmax over the classes, or a Sigmoid when there is `one_logit`. For dense outputs
+/// (`rank` 4, `[N, K, H, W]`): a Sigmoid (per pixel), or a Softmax or LogSoftmax over any axis
+/// but the batch's.
+fn insert_score_tap(model: &mut ModelProto, rank: usize, one_logit: bool) -> Option<FinalActivation> {
     let graph = model.graph.mut_or_insert_default();
     let producer: HashMap<&str, usize> = graph
         .node
@@ -415,15 +478,18 @@ fn insert_score_tap(model: &mut ModelProto, one_logit: bool) -> Option<FinalActi
     let (index, activation) = loop {
         let index = *producer.get(value)?;
         let node = &graph.node[index];
-        // Over the class axis of a [N, classes] output: 1, -1, or the default.
-        let over_classes = || {
-            node.attribute
-                .iter()
-                .find(|a| a.name == "axis")
-                .is_none_or(|a| a.i == 1 || a.i == -1)
+        let axis = node.attribute.iter().find(|a| a.name == "axis").map(|a| a.i);
+        // Over the class axis of a [N, classes] output: 1, -1, or the default; over any axis of
+        // a dense output but the batch's (the default, -1, is the width's: still not the batch).
+        let over_classes = || match rank {
+            2 => axis.is_none_or(|axis| axis == 1 || axis == -1),
+            _ => axis.is_none_or(|axis| axis != 0 && axis != -(rank as i64)),
         };
+        let one_logit = one_logit || rank == 4;
         match node.op_type.as_str() {
             "Identity" | "Dropout" => value = node.input.first()?.as_str(),
+            // A dense output is itself a tapped layer.
+            TAP_OP if node.domain == TAP_DOMAIN => value = node.input.first()?.as_str(),
             "Softmax" if over_classes() => break (index, FinalActivation::Softmax),
             "LogSoftmax" if over_classes() => break (index, FinalActivation::LogSoftmax),
             "Sigmoid" if one_logit => break (index, FinalActivation::Sigmoid),

@@ -37,7 +37,7 @@ mod value;
 pub use ember_core::{FinalActivation, ScoreSource};
 pub use error::RuntimeError;
 pub use graph::{GraphValue, HostTensor, OnnxGraph};
-pub use model::{DenseOnnxModel, OnnxModel};
+pub use model::{DenseOnnxModel, LoadOptions, OnnxModel};
 
 /// The ONNX operators the executor implements, each once, in the order of its operator table
 /// (the table every loaded node is compiled through).

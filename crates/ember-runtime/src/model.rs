@@ -14,6 +14,16 @@ use crate::error::RuntimeError;
 use crate::plan::{Op, Plan, panic_message, parse, schedule_releases};
 use crate::value::{Float, Value};
 
+/// What [`OnnxModel::load_with`] is told that the file does not say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// The input's layout, for graphs whose input shape and nodes do not tell (`[N, ?, ?, ?]`).
+    pub input_layout: Option<SpatialLayout>,
+    /// The graph output explained, by its name in the file, for graphs with several (default:
+    /// the first).
+    pub output: Option<String>,
+}
+
 /// An ONNX image classifier interpreted over Burn tensors, with a tap after every spatial
 /// layer. Implements [`CamModel`].
 #[derive(Debug, Clone)]
@@ -32,6 +42,12 @@ pub struct OnnxModel {
     dense_output: bool,
     /// `the output `name` is a rank-4 F32 tensor [N, 3, 64, 64]`, for messages.
     output_description: String,
+    /// The output's name in the file.
+    output_name: String,
+    /// The output's static shape (`None` where dynamic).
+    output_shape: Vec<Option<usize>>,
+    /// Every output of the graph in the file, by name.
+    graph_outputs: Vec<String>,
     /// The input's static shape as Ember feeds it, `[N, C, H, W]`.
     input_shape: Vec<Option<usize>>,
     /// The input's static shape as the graph declares it.
@@ -58,20 +74,38 @@ impl OnnxModel {
         input_layout: Option<SpatialLayout>,
         device: &Device,
     ) -> Result<Self, RuntimeError> {
+        let options = LoadOptions {
+            input_layout,
+            ..LoadOptions::default()
+        };
+        Self::load_with(path, &options, device)
+    }
+
+    /// [`OnnxModel::load`] with what the file does not say given in `options`: the input's
+    /// layout, the output to explain.
+    pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions, device: &Device) -> Result<Self, RuntimeError> {
         let path = path.as_ref();
-        let input_layout = input_layout.map(Layout::from);
+        let input_layout = options.input_layout.map(Layout::from);
+        let mut model = ember_onnx::read_model(path)?;
+        let graph_outputs = ember_onnx::output_names(&model);
+        if let Some(output) = &options.output {
+            ember_onnx::select_output(&mut model, output, path)?;
+        }
         // onnx-ir is given arbitrary files: a panic in it must become an error, not a crash.
-        let tapped =
-            catch_unwind(|| ember_onnx::tap_graph_as(path, input_layout)).map_err(|panic| RuntimeError::Parse {
+        let tapped = catch_unwind(|| ember_onnx::tap_model_as(model, path, input_layout)).map_err(|panic| {
+            RuntimeError::Parse {
                 path: path.to_path_buf(),
                 message: panic_message(&panic),
-            })??;
+            }
+        })??;
         let bytes = tapped.model.write_to_bytes().map_err(|e| RuntimeError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
         let graph = parse(path, &bytes)?;
-        Self::plan(path, &tapped, graph, device)
+        let mut model = Self::plan(path, &tapped, graph, device)?;
+        model.graph_outputs = graph_outputs;
+        Ok(model)
     }
 
     fn plan(
@@ -131,7 +165,33 @@ impl OnnxModel {
                     .to_owned()
             })
         };
-        let output_description = format!("the output `{output_name}` is {}", describe_type(&output.ty));
+        // The file's declaration, else onnx-ir's inference, which leaves static shapes with a
+        // symbolic batch unknown and gives a Resize its input's height and width (onnx-ir 0.22):
+        // a dense output's height and width only ever come from the file.
+        let output_shape = match &output.ty {
+            ArgType::Tensor(t) => {
+                let declared = declared_output_shape(&tapped.model)
+                    .filter(|d| d.len() == t.rank)
+                    .unwrap_or_else(|| vec![None; t.rank]);
+                let inferred = t.static_shape.clone().unwrap_or_else(|| vec![None; t.rank]);
+                (0..t.rank)
+                    .map(|axis| {
+                        let trusted = t.rank != 4 || axis < 2;
+                        declared[axis].or(inferred.get(axis).copied().flatten().filter(|_| trusted))
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        let output_description = match &output.ty {
+            ArgType::Tensor(t) => format!(
+                "the output `{output_name}` is a rank-{} {:?} tensor {}",
+                t.rank,
+                t.dtype,
+                describe_dims(&output_shape)
+            ),
+            other => format!("the output `{output_name}` is {}", describe_type(other)),
+        };
         let dense_output = match &output.ty {
             ArgType::Tensor(t) if t.rank == 2 && t.dtype.is_float() => {
                 if t.static_shape.as_ref().and_then(|s| s.get(1).copied().flatten()) == Some(0) {
@@ -175,6 +235,9 @@ impl OnnxModel {
             default_layer: tapped.default_layer.clone().unwrap_or_default(),
             dense_output,
             output_description,
+            graph_outputs: vec![output_name.clone()],
+            output_name,
+            output_shape,
             input_shape,
             graph_input_shape,
             input_layout,
@@ -288,6 +351,23 @@ impl OnnxModel {
         &self.output_description
     }
 
+    /// The explained output's name in the file.
+    pub fn output_name(&self) -> &str {
+        &self.output_name
+    }
+
+    /// The names of every output of the graph in the file (the explained one is chosen with
+    /// [`LoadOptions::output`]).
+    pub fn graph_outputs(&self) -> &[String] {
+        &self.graph_outputs
+    }
+
+    /// The explained output's static shape (`None` where dynamic): `[N, classes]` or a dense
+    /// `[N, K, H, W]`.
+    pub fn output_shape(&self) -> &[Option<usize>] {
+        &self.output_shape
+    }
+
     /// The model as a [`CamModel`] of its dense output `[N, K, H, W]`, to explain with a
     /// [`ember_core::RegionTarget`]; `None` for a classifier.
     pub fn dense(&self) -> Option<DenseOnnxModel<'_>> {
@@ -313,10 +393,16 @@ pub struct DenseOnnxModel<'a>(&'a OnnxModel);
 impl CamModel for DenseOnnxModel<'_> {
     type Output = Tensor<4>;
 
+    /// The dense output, or the input of the Sigmoid or Softmax it ends in (see
+    /// [`OnnxModel::with_scores`]).
     fn forward(&self, input: Tensor<4>) -> ember_core::Result<Tensor<4>> {
         let device = input.device();
         let values = self.0.execute(input)?;
-        Ok(read_output::<4>(&values, self.0.output_slot, &device)?)
+        let slot = match (self.0.scores, self.0.logits_slot) {
+            (ScoreSource::Logits, Some(logits)) => logits,
+            _ => self.0.output_slot,
+        };
+        Ok(read_output::<4>(&values, slot, &device)?)
     }
 
     fn layers(&self) -> Vec<LayerInfo> {
@@ -330,6 +416,19 @@ impl CamModel for DenseOnnxModel<'_> {
     fn check_input(&self, input: &Tensor<4>) -> ember_core::Result<()> {
         self.0.check_input(input)
     }
+}
+
+/// The shape the file declares for its (first) output, `None` where symbolic.
+fn declared_output_shape(model: &onnx_ir::ModelProto) -> Option<Vec<Option<usize>>> {
+    let output = model.graph.get_or_default().output.first()?;
+    let shape = output.type_.as_ref()?.tensor_type().shape.as_ref()?;
+    Some(
+        shape
+            .dim
+            .iter()
+            .map(|d| usize::try_from(d.dim_value()).ok().filter(|&v| v > 0))
+            .collect(),
+    )
 }
 
 /// Output slot `slot` as a rank-`D` float tensor.

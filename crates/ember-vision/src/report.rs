@@ -14,8 +14,11 @@ pub struct Card {
     pub thumbnail: Option<String>,
     /// The overlay or comparison sheet, relative to the report.
     pub overlay: Option<String>,
-    /// The explained class, its label, score and probability.
-    pub class: Option<(usize, String, f32, f32)>,
+    /// The explained class (or a dense output's channel), its label, score and probability
+    /// (none for dense outputs).
+    pub class: Option<(usize, String, f32, Option<f32>)>,
+    /// What a dense output's score sums (`channel 1 of `seg` summed over x 0..8, y 0..4`).
+    pub target: Option<String>,
     /// The top classes: index, label, probability.
     pub top: Vec<(usize, String, f32)>,
     /// The map's peak: x, y (network input pixels) and value.
@@ -234,10 +237,11 @@ fn write_card(page: &mut String, index: usize, card: &Card) {
     }
     let mut facts = Vec::new();
     if let Some((class, label, score, probability)) = &card.class {
+        let what = card.target.clone().unwrap_or_else(|| format!("{class} {label}"));
+        let probability = probability.map_or_else(String::new, |p| format!(" · p {:.1}%", 100.0 * p));
         facts.push(format!(
-            "explained {class} {} · score {score:.4} · p {:.1}%",
-            escape_html(label),
-            100.0 * probability
+            "explained {} · score {score:.4}{probability}",
+            escape_html(&what)
         ));
     }
     if let Some((x, y, value)) = card.peak {
@@ -263,7 +267,7 @@ mod tests {
         let card = Card {
             name: "<script>alert(1)</script>".into(),
             overlay: Some("x\".png".into()),
-            class: Some((3, "a & b".into(), 1.5, 0.25)),
+            class: Some((3, "a & b".into(), 1.5, Some(0.25))),
             ..Card::default()
         };
         let page = report_html("t", "f", &[card]);
