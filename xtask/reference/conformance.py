@@ -28,6 +28,50 @@ import warnings
 
 import numpy as np
 import onnx
+
+# Why the failing cases of listed operators fail (checked by hand; a failure no prefix covers is
+# reported as not explained).
+WHY = [
+    (("test_averagepool_1d", "test_averagepool_3d", "test_maxpool_1d", "test_maxpool_3d", "test_convtranspose_1d",
+      "test_convtranspose_3d"),
+     "1-D and 3-D pooling and transposed convolution (onnx-ir's `AveragePool1d/3d`, `MaxPool1d/3d`, "
+     "`ConvTranspose1d/3d`): the executor runs the 2-D (image) forms only"),
+    (("test_averagepool_2d_dilations",), "dilated average pooling: Burn 0.22's `avg_pool2d` has no dilation"),
+    (("test_averagepool_2d_ceil_last_window_starts_on_pad",),
+     "ONNX's expected values are rounded to four decimals (0.1511 for 1.3595 / 9 = 0.151056); Ember's are the "
+     "exact means, 4.4e-5 away, beyond atol + rtol"),
+    (("test_batchnorm_epsilon_training_mode", "test_batchnorm_example_training_mode"),
+     "BatchNormalization in training mode (batch statistics, running-mean outputs): onnx-ir 0.22 refuses it, and "
+     "it is not inference"),
+    (("test_maxpool_with_argmax",), "MaxPool's second output (the argmax indices, for MaxUnpool) is not computed"),
+    (("test_reduce_max_empty_set_bool", "test_reshape_allowzero_reordered"),
+     "empty tensors: the maximum over zero booleans, and a reshape of a 0-element tensor"),
+    (("test_spacetodepth_crd_mode",), "SpaceToDepth's `mode` attribute (new in ONNX 1.21): onnx-ir 0.22 ignores it"),
+    (("test_wrap_pad",), "Pad's `wrap` mode (opset 19): onnx-ir 0.22 refuses it"),
+]
+
+# Cases the subset always keeps when they pass, beyond the first ones of each operator: they go
+# through Ember's rewrites of what onnx-ir refuses (`ember_onnx::legalize`: Resize's axes,
+# antialias, tf_crop_and_resize, half_pixel_symmetric, keep_aspect_ratio_policy; Upsample;
+# variadic Max/Min) and through fixed edge cases (empty tensors, negative slice steps, Dropout's
+# mask).
+ALWAYS = {
+    "test_resize_downsample_scales_linear_antialias",
+    "test_resize_downsample_sizes_cubic_antialias",
+    "test_resize_downsample_scales_linear_half_pixel_symmetric",
+    "test_resize_tf_crop_and_resize_axes_3_2",
+    "test_resize_tf_crop_and_resize_extrapolation_value",
+    "test_resize_upsample_sizes_nearest_not_larger",
+    "test_resize_upsample_scales_nearest_axes_2_3",
+    "test_upsample_nearest",
+    "test_max_example",
+    "test_min_one_input",
+    "test_slice_neg_steps",
+    "test_tril_zero",
+    "test_split_zero_size_splits_opset18",
+    "test_dropout_default_mask",
+    "test_constant",
+}
 from onnx.backend.test.case import node
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -166,6 +210,15 @@ def main():
     lines += [f"| {op} | {p} | {n} |" for op, (p, n) in sorted(by_operator.items())]
     lines += ["", "## Failures of listed operators", ""]
     lines += [f"- `{r['case']}` ({r['operator']}): {r['failure']}" for r in listed_results if not r["passed"]]
+    lines += ["", "### Why", ""]
+    failed = {r["case"] for r in listed_results if not r["passed"]}
+    for prefixes, why in WHY:
+        cases = sorted(c for c in failed if c.startswith(prefixes))
+        if cases:
+            lines.append(f"- {why} ({len(cases)}: {', '.join(f'`{c}`' for c in cases)})")
+            failed -= set(cases)
+    if failed:
+        lines.append(f"- Not explained yet: {', '.join(f'`{c}`' for c in sorted(failed))}")
     lines += ["", "## Operators not listed (cases refused or failing)", ""]
     missing = collections.Counter(r["operator"] for r in others)
     lines += [", ".join(f"{op} ({n})" for op, n in sorted(missing.items()))]
@@ -176,7 +229,7 @@ def main():
         shutil.rmtree(SUBSET, ignore_errors=True)
         chosen = collections.defaultdict(list)
         for r in listed_results:
-            if r["passed"] and len(chosen[r["operator"]]) < PER_OPERATOR:
+            if r["passed"] and (len(chosen[r["operator"]]) < PER_OPERATOR or r["case"] in ALWAYS):
                 chosen[r["operator"]].append(r["case"])
         table = []
         for operator, names in sorted(chosen.items()):

@@ -34,6 +34,7 @@ use onnx_ir::{
 #[cfg(feature = "codegen")]
 mod codegen;
 mod layout;
+pub mod legalize;
 /// How generated models load their weights (re-exported from burn-onnx).
 #[cfg(feature = "codegen")]
 pub use burn_onnx::LoadStrategy;
@@ -775,7 +776,9 @@ pub struct PassThrough;
 
 impl CustomOpInference for PassThrough {
     fn coverage(&self, op_type: &str, domain: &str, _opset: usize) -> HookCoverage {
-        if (op_type == TAP_OP || op_type == SCORES_OP) && domain == TAP_DOMAIN {
+        let tap = (op_type == TAP_OP || op_type == SCORES_OP) && domain == TAP_DOMAIN;
+        let legalized = domain == legalize::LEGALIZED_DOMAIN && legalize::LEGALIZED_OPS.contains(&op_type);
+        if tap || legalized {
             HookCoverage::Covered
         } else {
             HookCoverage::Missing(MissingReason::NoHook)
@@ -785,6 +788,18 @@ impl CustomOpInference for PassThrough {
     fn infer(&self, node: &CustomNode) -> Result<Option<Vec<ArgType>>, ProcessError> {
         if (node.op_type == TAP_OP || node.op_type == SCORES_OP) && node.domain == TAP_DOMAIN {
             Ok(Some(vec![node.inputs[0].ty.clone()]))
+        } else if node.domain == legalize::LEGALIZED_DOMAIN && legalize::LEGALIZED_OPS.contains(&node.op_type.as_str())
+        {
+            // The input's rank and type; the sizes are known only when it runs.
+            let ty = match node.inputs.first().map(|input| input.ty.clone()) {
+                Some(ArgType::Tensor(mut tensor)) => {
+                    tensor.static_shape = None;
+                    ArgType::Tensor(tensor)
+                }
+                Some(other) => other,
+                None => return Ok(None),
+            };
+            Ok(Some(vec![ty]))
         } else {
             Ok(None)
         }

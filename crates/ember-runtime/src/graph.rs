@@ -70,7 +70,8 @@ impl OnnxGraph {
     /// Loads the file at `path`, uploading its weights to `device`.
     pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<Self, RuntimeError> {
         let path = path.as_ref();
-        let model = ember_onnx::read_model(path)?;
+        let mut model = ember_onnx::read_model(path)?;
+        ember_onnx::legalize::legalize(&mut model);
         let bytes = model.write_to_bytes().map_err(|e| RuntimeError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),

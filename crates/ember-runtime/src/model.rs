@@ -87,6 +87,7 @@ impl OnnxModel {
         let path = path.as_ref();
         let input_layout = options.input_layout.map(Layout::from);
         let mut model = ember_onnx::read_model(path)?;
+        ember_onnx::legalize::legalize(&mut model);
         let graph_outputs = ember_onnx::output_names(&model);
         if let Some(output) = &options.output {
             ember_onnx::select_output(&mut model, output, path)?;

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use burn::tensor::Device;
+use ember_onnx::legalize::LEGALIZED_DOMAIN;
 use ember_onnx::{PassThrough, SCORES_OP, TAP_ATTRIBUTE, TAP_DOMAIN, TAP_OP};
 use onnx_ir::{ModelProto, Node, OnnxGraph, OnnxGraphBuilder};
 
@@ -88,11 +89,15 @@ impl Plan {
         let mut kernels: Vec<Option<ops::Kernel>> = Vec::with_capacity(nodes.len());
         let mut unsupported: Vec<String> = Vec::new();
         for (index, node) in nodes.iter().enumerate() {
-            if matches!(node, Node::Custom(_)) {
-                kernels.push(None);
-                continue;
-            }
-            match ops::compile(node) {
+            let compiled = match node {
+                Node::Custom(custom) if custom.domain == LEGALIZED_DOMAIN => ops::compile_legalized(custom),
+                Node::Custom(_) => {
+                    kernels.push(None);
+                    continue;
+                }
+                _ => ops::compile(node),
+            };
+            match compiled {
                 Ok(kernel) => kernels.push(Some(kernel)),
                 Err(ops::CompileError::Unsupported) => {
                     unsupported.push(described(node, &names[index]));
@@ -126,18 +131,36 @@ impl Plan {
         for input in inputs {
             new_slot(input, &mut slot_of);
         }
+        // Values of Constant nodes, for consumers whose arguments onnx-ir did not give the value
+        // (it never lifts constants into custom nodes).
+        let constants: HashMap<String, _> = nodes
+            .iter()
+            .filter(|node| matches!(node, Node::Constant(_)))
+            .filter_map(|node| {
+                let output = node.outputs().first()?;
+                let data = node.inputs().iter().chain(node.outputs()).find_map(|arg| arg.value())?;
+                Some((output.name.clone(), data))
+            })
+            .collect();
+        let consumed: std::collections::HashSet<String> = nodes
+            .iter()
+            .flat_map(|node| node.inputs().iter().map(|arg| arg.name.clone()))
+            .collect();
         let mut steps = Vec::with_capacity(nodes.len());
         // Run-time errors name nodes as the file does.
         for ((node, kernel), file_name) in nodes.into_iter().zip(kernels).zip(names) {
-            if let Node::Constant(_) = node {
-                // Consumers read constants through their arguments' values.
+            if let Node::Constant(_) = &node
+                && node.outputs().iter().all(|o| consumed.contains(o.name.as_str()))
+            {
+                // Consumers read constants through their arguments' values; a constant no node
+                // reads (a graph output) is a step.
                 continue;
             }
             let mut inputs = Vec::with_capacity(node.inputs().len());
             for arg in node.inputs() {
                 let operand = if let Some(&slot) = slot_of.get(&arg.name).filter(|_| !arg.name.is_empty()) {
                     Operand::Slot(slot)
-                } else if let Some(data) = arg.value() {
+                } else if let Some(data) = arg.value().or_else(|| constants.get(&arg.name).cloned()) {
                     Operand::Constant(Value::from_data(data, device).map_err(|message| RuntimeError::Node {
                         node: node.name().to_owned(),
                         op: node.node_type().to_string(),
@@ -174,7 +197,7 @@ impl Plan {
                     Op::Tap(layer.to_owned())
                 }
                 Node::Custom(custom) if custom.op_type == SCORES_OP && custom.domain == TAP_DOMAIN => Op::Scores,
-                Node::Custom(custom) => {
+                Node::Custom(custom) if custom.domain != LEGALIZED_DOMAIN => {
                     return Err(RuntimeError::UnsupportedOps {
                         path: path.to_path_buf(),
                         ops: vec![format!(
@@ -322,7 +345,10 @@ pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 /// The ONNX operator of a node: the table's name where the executor has it (onnx-ir
 /// specialises some, `Conv` → `Conv2d`), onnx-ir's node type otherwise.
 fn onnx_op(node: &Node) -> String {
-    ops::onnx_name(node).map_or_else(|| node.node_type().to_string(), str::to_owned)
+    match node {
+        Node::Custom(custom) => custom.op_type.clone(),
+        _ => ops::onnx_name(node).map_or_else(|| node.node_type().to_string(), str::to_owned),
+    }
 }
 
 /// `Op (node `name`)`, for messages.

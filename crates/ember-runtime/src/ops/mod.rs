@@ -25,7 +25,7 @@ mod tests;
 use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor};
-use onnx_ir::{Node, NodeType};
+use onnx_ir::{CustomNode, Node, NodeType};
 
 use crate::value::{Float, MAX_RANK, Value};
 
@@ -134,6 +134,7 @@ pub static OPERATORS: &[Operator] = &[
         NodeType::InstanceNormalization,
         nn::instance_norm,
     ),
+    op("GroupNormalization", NodeType::GroupNormalization, nn::group_norm),
     op("DepthToSpace", NodeType::DepthToSpace, nn::depth_to_space),
     op("SpaceToDepth", NodeType::SpaceToDepth, nn::space_to_depth),
     op("LRN", NodeType::Lrn, nn::lrn),
@@ -148,6 +149,7 @@ pub static OPERATORS: &[Operator] = &[
     op("Gemm", NodeType::Gemm, nn::gemm),
     op("Gemm", NodeType::Linear, nn::linear),
     op("MatMul", NodeType::MatMul, nn::matmul),
+    op("Einsum", NodeType::Einsum, nn::einsum),
     // Reductions.
     op("ReduceMean", NodeType::ReduceMean, reduce::mean),
     op("ReduceSum", NodeType::ReduceSum, reduce::sum),
@@ -161,6 +163,7 @@ pub static OPERATORS: &[Operator] = &[
     op("ReduceLogSumExp", NodeType::ReduceLogSumExp, reduce::log_sum_exp),
     op("ArgMax", NodeType::ArgMax, reduce::arg_max),
     op("ArgMin", NodeType::ArgMin, reduce::arg_min),
+    op("TopK", NodeType::TopK, reduce::top_k),
     op("CumSum", NodeType::CumSum, reduce::cum_sum),
     op("Hardmax", NodeType::Hardmax, reduce::hardmax),
     // Shapes, indexing, constants.
@@ -185,8 +188,17 @@ pub static OPERATORS: &[Operator] = &[
     op("Constant", NodeType::Constant, shape::constant),
     op("ConstantOfShape", NodeType::ConstantOfShape, shape::constant_of_shape),
     op("Identity", NodeType::Identity, shape::identity),
-    op("Dropout", NodeType::Dropout, shape::identity),
+    op("Dropout", NodeType::Dropout, shape::dropout),
 ];
+
+/// How a node that `ember_onnx::legalize` took out of onnx-ir's hands is compiled: from the
+/// attributes and inputs as the file has them.
+type CompileCustom = fn(&CustomNode) -> Result<Kernel, String>;
+
+/// The operators the executor runs as [`ember_onnx::legalize::LEGALIZED_DOMAIN`] nodes (onnx-ir
+/// 0.22 refuses some of their attributes, or the operator): ONNX name and compiler. Listed by
+/// [`supported`] with [`OPERATORS`].
+pub static LEGALIZED: &[(&str, CompileCustom)] = &[("Resize", resize::legalized), ("Upsample", resize::legalized)];
 
 const fn op(name: &'static str, node_type: NodeType, compile: Compile) -> Operator {
     Operator {
@@ -198,10 +210,14 @@ const fn op(name: &'static str, node_type: NodeType, compile: Compile) -> Operat
 
 /// The ONNX operators the executor implements, each once, in table order.
 pub fn supported() -> Vec<&'static str> {
-    let mut names: Vec<&'static str> = Vec::with_capacity(OPERATORS.len());
-    for operator in OPERATORS {
-        if !names.contains(&operator.name) {
-            names.push(operator.name);
+    let mut names: Vec<&'static str> = Vec::with_capacity(OPERATORS.len() + LEGALIZED.len());
+    for name in OPERATORS
+        .iter()
+        .map(|o| o.name)
+        .chain(LEGALIZED.iter().map(|(name, _)| *name))
+    {
+        if !names.contains(&name) {
+            names.push(name);
         }
     }
     names
@@ -230,6 +246,15 @@ pub fn compile(node: &Node) -> Result<Kernel, CompileError> {
         .find(|o| o.node_type == node_type)
         .ok_or(CompileError::Unsupported)?;
     (operator.compile)(node).map_err(CompileError::Invalid)
+}
+
+/// Compiles a node of [`ember_onnx::legalize::LEGALIZED_DOMAIN`] through [`LEGALIZED`].
+pub fn compile_legalized(node: &CustomNode) -> Result<Kernel, CompileError> {
+    let (_, compile) = LEGALIZED
+        .iter()
+        .find(|(name, _)| *name == node.op_type)
+        .ok_or(CompileError::Unsupported)?;
+    compile(node).map_err(CompileError::Invalid)
 }
 
 /// The configuration of a node of the expected variant (the table guarantees the variant).

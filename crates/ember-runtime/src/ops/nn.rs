@@ -1,10 +1,10 @@
 //! Convolution, normalisation, pooling and matrix products.
 
-use burn::tensor::Tensor;
 use burn::tensor::module::{
     adaptive_avg_pool2d, avg_pool2d, batch_norm as batch_norm_fn, linear as linear_fn, max_pool2d,
 };
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, ConvTransposeOptions, MaxPoolOptions, PadMode};
+use burn::tensor::{EinsumOperand, Tensor};
 use onnx_ir::Node;
 use onnx_ir::node::batch_norm::BatchNormConfig;
 use onnx_ir::node::padding::{AutoPad, PaddingConfig2d};
@@ -622,6 +622,131 @@ pub fn instance_norm(node: &Node) -> Result<Kernel, String> {
         let normalised = centred / (variance + epsilon).sqrt();
         one(Float {
             tensor: normalised * scale.reshape(per_channel) + bias.reshape(per_channel),
+            rank: x.rank,
+        })
+    })
+}
+
+/// Einsum through Burn's `Tensor::einsum` (left-to-right contractions, diagonals, ellipsis
+/// broadcasting), with the equation parsed when the model loads and the operands' ranks checked
+/// before it runs (Burn panics on a mismatch).
+pub fn einsum(node: &Node) -> Result<Kernel, String> {
+    let text = node!(node, Einsum).config.equation.clone();
+    let equation = burn_einsum::parse(&text).map_err(|e| format!("Einsum equation `{text}`: {e}"))?;
+    kernel(move |mut inputs, device| {
+        let count = equation.inputs().len();
+        if inputs.len() != count {
+            return Err(format!("Einsum `{text}` takes {count} operands, got {}", inputs.len()));
+        }
+        let named = |labels: &[u8]| labels.iter().filter(|&&l| l != burn_einsum::ELLIPSIS).count();
+        let mut ellipsis = 0;
+        let mut operands = Vec::with_capacity(count);
+        for (index, labels) in equation.inputs().iter().enumerate() {
+            let x = float(&mut inputs, index, device)?;
+            let fixed = named(labels);
+            let fits = if labels.contains(&burn_einsum::ELLIPSIS) {
+                ellipsis = ellipsis.max(x.rank.saturating_sub(fixed));
+                x.rank >= fixed
+            } else {
+                x.rank == fixed
+            };
+            if !fits {
+                return Err(format!(
+                    "Einsum `{text}`: operand {index} has rank {}, its subscript {fixed} labels",
+                    x.rank
+                ));
+            }
+            operands.push(einsum_operand(x)?);
+        }
+        let output = equation.output();
+        let rank = named(output)
+            + if output.contains(&burn_einsum::ELLIPSIS) {
+                ellipsis
+            } else {
+                0
+            };
+        macro_rules! contract {
+            ($rank:literal) => {
+                Float::new(Tensor::<$rank>::einsum(&text, operands))
+            };
+        }
+        let result = match rank {
+            // Burn's scalars are [1].
+            0 => {
+                let scalar = Tensor::<1>::einsum(&text, operands);
+                Float {
+                    tensor: scalar.reshape([1; MAX_RANK]),
+                    rank: 0,
+                }
+            }
+            1 => contract!(1),
+            2 => contract!(2),
+            3 => contract!(3),
+            4 => contract!(4),
+            5 => contract!(5),
+            6 => contract!(6),
+            _ => return Err(format!("Einsum `{text}` to rank {rank}")),
+        };
+        one(result)
+    })
+}
+
+/// A float of any rank as an operand of `Tensor::einsum` (rank 0 as Burn's `[1]`).
+fn einsum_operand(x: Float) -> Result<EinsumOperand, String> {
+    Ok(match x.rank {
+        0 | 1 => {
+            let length = x.shape().iter().product::<usize>().max(1);
+            x.tensor.reshape([length]).into()
+        }
+        2 => x.to_rank::<2>()?.into(),
+        3 => x.to_rank::<3>()?.into(),
+        4 => x.to_rank::<4>()?.into(),
+        5 => x.to_rank::<5>()?.into(),
+        _ => x.to_rank::<6>()?.into(),
+    })
+}
+
+/// GroupNormalization: the channels of each image in `num_groups` groups, each group normalised
+/// over its channels and positions, then scaled and shifted per channel (opset 21; opset 18's
+/// per-group scale and bias, of `num_groups` values, are spread over each group's channels).
+pub fn group_norm(node: &Node) -> Result<Kernel, String> {
+    let config = node!(node, GroupNormalization).config.clone();
+    let (groups, epsilon) = (config.num_groups, config.epsilon);
+    if groups == 0 {
+        return Err("GroupNormalization with 0 groups".into());
+    }
+    kernel(move |mut inputs, device| {
+        let x = float(&mut inputs, 0, device)?;
+        let scale = float(&mut inputs, 1, device)?.to_rank::<1>()?;
+        let bias = float(&mut inputs, 2, device)?.to_rank::<1>()?;
+        if x.rank < 3 {
+            return Err(format!("GroupNormalization of a rank-{} tensor", x.rank));
+        }
+        let shape = x.shape();
+        let (batch, channels) = (shape[0], shape[1]);
+        if !channels.is_multiple_of(groups) {
+            return Err(format!("{channels} channels in {groups} groups"));
+        }
+        let per_group = channels / groups;
+        let spread = |values: Tensor<1>, what: &str| -> Result<Tensor<1>, String> {
+            match values.dims()[0] {
+                n if n == channels => Ok(values),
+                n if n == groups => Ok(values.reshape([groups, 1]).repeat_dim(1, per_group).reshape([channels])),
+                n => Err(format!("{n} {what} for {channels} channels in {groups} groups")),
+            }
+        };
+        let (scale, bias) = (spread(scale, "scales")?, spread(bias, "biases")?);
+        let rest: usize = shape[2..].iter().product();
+        let grouped = x.tensor.reshape([batch, groups, per_group * rest]);
+        let mean = grouped.clone().mean_dim(2);
+        let centred = grouped - mean;
+        let variance = centred.clone().powf_scalar(2.0).mean_dim(2);
+        let normalised = (centred / (variance + epsilon).sqrt()).reshape([batch, channels, rest]);
+        let output = normalised * scale.reshape([1, channels, 1]) + bias.reshape([1, channels, 1]);
+        let mut padded_shape = [1; MAX_RANK];
+        padded_shape[MAX_RANK - x.rank..].copy_from_slice(&shape);
+        one(Float {
+            tensor: output.reshape(padded_shape),
             rank: x.rank,
         })
     })

@@ -5,6 +5,7 @@ use burn::tensor::{Tensor, TensorData};
 use onnx_ir::Node;
 use onnx_ir::node::cumsum::CumSumAxis;
 use onnx_ir::node::reduce::{ReduceAxes, ReduceConfig};
+use onnx_ir::node::topk::TopKInput;
 
 use super::{Kernel, float, kernel, node, normalise_axes, one, take};
 use crate::value::{Float, Ints, MAX_RANK, Value};
@@ -243,5 +244,91 @@ pub fn hardmax(node: &Node) -> Result<Kernel, String> {
             tensor: positions.expand(dims).equal(first.expand(dims)).float(),
             rank: x.rank,
         })
+    })
+}
+
+/// TopK: the `k` largest (or smallest) values along an axis and their indices, sorted, equal
+/// values in index order (as ONNX asks). Computed on the host: detectors and classifiers' heads
+/// take it over a few thousand scores at most.
+pub fn top_k(node: &Node) -> Result<Kernel, String> {
+    let config = node!(node, TopK).config.clone();
+    kernel(move |mut inputs, device| {
+        let k = match &config.k {
+            TopKInput::Static(k) => *k,
+            TopKInput::Runtime(r) => {
+                let k = take(&mut inputs, r.input_index)?.into_ints()?;
+                match k.values.as_slice() {
+                    [k] => usize::try_from(*k).map_err(|_| format!("TopK with k = {k}"))?,
+                    other => return Err(format!("TopK with k = {other:?}")),
+                }
+            }
+        };
+        let x = take(&mut inputs, 0)?;
+        let shape = x.shape();
+        let axis = config.axis;
+        let length = *shape
+            .get(axis)
+            .ok_or_else(|| format!("TopK axis {axis} of a rank-{} tensor", shape.len()))?;
+        if k > length {
+            return Err(format!("TopK of {k} values along an axis of {length}"));
+        }
+        let (values, integers): (Vec<f64>, bool) = match x {
+            Value::Ints(ints) => (ints.values.iter().map(|&v| v as f64).collect(), true),
+            Value::Float(f) => (
+                f.tensor
+                    .into_data()
+                    .convert::<f64>()
+                    .try_into_vec::<f64>()
+                    .map_err(|e| format!("{e:?}"))?,
+                false,
+            ),
+        };
+        let outer: usize = shape[..axis].iter().product();
+        let inner: usize = shape[axis + 1..].iter().product();
+        let mut out_shape = shape.clone();
+        out_shape[axis] = k;
+        let count = outer * k * inner;
+        let (mut top, mut indices) = (vec![0.0; count], vec![0i64; count]);
+        // NaN ranks above every number, as onnxruntime's.
+        let order = |a: f64, b: f64| match (a.is_nan(), b.is_nan()) {
+            (true, true) => std::cmp::Ordering::Equal,
+            (true, false) => std::cmp::Ordering::Greater,
+            (false, true) => std::cmp::Ordering::Less,
+            _ => a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal),
+        };
+        let mut positions: Vec<usize> = Vec::with_capacity(length);
+        for o in 0..outer {
+            for i in 0..inner {
+                let at = |p: usize| values[(o * length + p) * inner + i];
+                positions.clear();
+                positions.extend(0..length);
+                positions.sort_by(|&a, &b| {
+                    let by_value = order(at(a), at(b));
+                    let by_value = if config.largest { by_value.reverse() } else { by_value };
+                    by_value.then(a.cmp(&b))
+                });
+                for (rank, &p) in positions.iter().take(k).enumerate() {
+                    let to = (o * k + rank) * inner + i;
+                    top[to] = at(p);
+                    indices[to] = p as i64;
+                }
+            }
+        }
+        let top = if integers {
+            Value::Ints(Ints {
+                values: top.iter().map(|&v| v as i64).collect(),
+                shape: out_shape.clone(),
+            })
+        } else {
+            let top: Vec<f32> = top.iter().map(|&v| v as f32).collect();
+            Value::Float(Float::from_data(TensorData::new(top, out_shape.clone()), device)?)
+        };
+        Ok(vec![
+            top,
+            Value::Ints(Ints {
+                values: indices,
+                shape: out_shape,
+            }),
+        ])
     })
 }

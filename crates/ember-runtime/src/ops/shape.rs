@@ -246,10 +246,15 @@ pub fn split(node: &Node) -> Result<Kernel, String> {
         let mut start = 0;
         let mut outputs = Vec::with_capacity(sizes.len());
         for size in sizes {
-            outputs.push(Value::Float(Float {
-                tensor: x.tensor.clone().narrow(axis, start, size),
-                rank: x.rank,
-            }));
+            // Burn narrows to one element at least; an empty part is made empty.
+            let tensor = if size == 0 {
+                let mut dims = x.tensor.dims();
+                dims[axis] = 0;
+                Tensor::from_data(TensorData::new(Vec::<f32>::new(), dims), device)
+            } else {
+                x.tensor.clone().narrow(axis, start, size)
+            };
+            outputs.push(Value::Float(Float { tensor, rank: x.rank }));
             start += size;
         }
         Ok(outputs)
@@ -259,7 +264,7 @@ pub fn split(node: &Node) -> Result<Kernel, String> {
 /// Slice with starts, ends, axes and steps (static or inputs); negative steps on host integers.
 pub fn slice(node: &Node) -> Result<Kernel, String> {
     let config = node!(node, Slice).config.clone();
-    kernel(move |mut inputs, _| {
+    kernel(move |mut inputs, device| {
         let mut resolve = |input: &SliceInput| -> Result<Vec<i64>, String> {
             match input {
                 SliceInput::Static(v) => Ok(v.clone()),
@@ -287,16 +292,65 @@ pub fn slice(node: &Node) -> Result<Kernel, String> {
             return Ok(vec![Value::Ints(slice_ints(ints, &starts, &ends, &axes, &steps)?)]);
         }
         let mut ranges: Vec<(usize, usize, usize)> = shape.iter().map(|&d| (0, d, 1)).collect();
+        // Axes walked backwards: the positions kept, gathered after the forward slices.
+        let mut reversed: Vec<(usize, Vec<usize>)> = Vec::new();
         for (i, &axis) in axes.iter().enumerate() {
-            if steps[i] <= 0 {
-                return Err("Slice with zero or negative steps is not supported on float tensors".into());
+            if steps[i] < 0 {
+                reversed.push((axis, kept_positions(shape[axis], starts[i], ends[i], steps[i])?));
+                continue;
+            }
+            if steps[i] == 0 {
+                return Err("Slice step 0".into());
             }
             let dim = shape[axis] as i64;
             let clamp = |v: i64| (if v < 0 { v.saturating_add(dim) } else { v }).clamp(0, dim) as usize;
             let (start, end) = (clamp(starts[i]), clamp(ends[i]));
             ranges[axis] = (start, end.max(start), steps[i] as usize);
         }
-        slice_value(x, &ranges)
+        let sliced = slice_value(x, &ranges)?;
+        if reversed.is_empty() {
+            return Ok(sliced);
+        }
+        let Some(Value::Float(mut x)) = sliced.into_iter().next() else {
+            return Err("internal: a float Slice gave no float".into());
+        };
+        for (axis, positions) in reversed {
+            let axis = x.axis(axis);
+            x.tensor = if positions.is_empty() {
+                let mut dims = x.tensor.dims();
+                dims[axis] = 0;
+                Tensor::from_data(TensorData::new(Vec::<f32>::new(), dims), device)
+            } else {
+                let count = positions.len();
+                let positions: Vec<i64> = positions.into_iter().map(|p| p as i64).collect();
+                let indices = Tensor::<1, Int>::from_data(TensorData::new(positions, [count]), device);
+                x.tensor.select(axis, indices)
+            };
+        }
+        one(x)
+    })
+}
+
+/// The positions an ONNX Slice keeps along an axis of `dim` elements, in order (negative
+/// steps walk backwards from `start`, which is clamped to the last element).
+fn kept_positions(dim: usize, start: i64, end: i64, step: i64) -> Result<Vec<usize>, String> {
+    let dim = dim as i64;
+    let wrap = |v: i64| if v < 0 { v.saturating_add(dim) } else { v };
+    if step == 0 {
+        return Err("Slice step 0".into());
+    }
+    Ok(if step > 0 {
+        let (start, end) = (wrap(start).clamp(0, dim), wrap(end).clamp(0, dim));
+        (start..end).step_by(step as usize).map(|p| p as usize).collect()
+    } else {
+        let (start, end) = (wrap(start).clamp(-1, dim - 1), wrap(end).clamp(-1, dim - 1));
+        let mut positions = Vec::new();
+        let mut p = start;
+        while p > end {
+            positions.push(p as usize);
+            p = p.saturating_add(step);
+        }
+        positions
     })
 }
 
@@ -466,6 +520,40 @@ pub fn identity(_: &Node) -> Result<Kernel, String> {
     kernel(|mut inputs, _| Ok(vec![take(&mut inputs, 0)?]))
 }
 
+/// Dropout in inference (`training_mode` false, the default): the input unchanged, and the
+/// optional mask all true. Training mode drops at random and is refused.
+pub fn dropout(node: &Node) -> Result<Kernel, String> {
+    let with_mask = node.outputs().len() > 1;
+    let training = |value: Option<Value>| -> Result<bool, String> {
+        match value {
+            Some(Value::Ints(flag)) => Ok(flag.values.first().is_some_and(|&v| v != 0)),
+            Some(Value::Float(_)) => Err("a float training_mode".into()),
+            None => Ok(false),
+        }
+    };
+    if let Some(flag) = node.inputs().get(2).and_then(|arg| arg.value())
+        && training(Some(Value::Ints(Ints::from_data(flag)?)))?
+    {
+        return Err("Dropout in training mode (random) is not supported".into());
+    }
+    kernel(move |mut inputs, _| {
+        if training(inputs.get_mut(2).and_then(Option::take))? {
+            return Err("Dropout in training mode (random) is not supported".into());
+        }
+        let x = take(&mut inputs, 0)?;
+        if !with_mask {
+            return Ok(vec![x]);
+        }
+        let shape = x.shape();
+        within_budget_of(&shape, 8)?;
+        let mask = Ints {
+            values: vec![1; shape.iter().product()],
+            shape,
+        };
+        Ok(vec![x, Value::Ints(mask)])
+    })
+}
+
 /// Resolves ONNX reshape targets: `0` copies the input dimension, `-1` takes the rest.
 pub(super) fn reshape_target(input: &[usize], target: &[i64]) -> Result<Vec<usize>, String> {
     let total: usize = input.iter().product();
@@ -594,26 +682,7 @@ pub(super) fn slice_ints(
     // Per axis: the source positions kept, in order.
     let mut kept: Vec<Vec<usize>> = ints.shape.iter().map(|&d| (0..d).collect()).collect();
     for (i, &axis) in axes.iter().enumerate() {
-        let dim = ints.shape[axis] as i64;
-        let step = steps[i];
-        if step == 0 {
-            return Err("Slice step 0".into());
-        }
-        let wrap = |v: i64| if v < 0 { v.saturating_add(dim) } else { v };
-        let positions: Vec<usize> = if step > 0 {
-            let (start, end) = (wrap(starts[i]).clamp(0, dim), wrap(ends[i]).clamp(0, dim));
-            (start..end).step_by(step as usize).map(|p| p as usize).collect()
-        } else {
-            let (start, end) = (wrap(starts[i]).clamp(-1, dim - 1), wrap(ends[i]).clamp(-1, dim - 1));
-            let mut positions = Vec::new();
-            let mut p = start;
-            while p > end {
-                positions.push(p as usize);
-                p = p.saturating_add(step);
-            }
-            positions
-        };
-        kept[axis] = positions;
+        kept[axis] = kept_positions(ints.shape[axis], starts[i], ends[i], steps[i])?;
     }
     let shape: Vec<usize> = kept.iter().map(Vec::len).collect();
     let from = strides(&ints.shape);
@@ -814,6 +883,10 @@ pub fn trilu(node: &Node) -> Result<Kernel, String> {
         let x = float(&mut inputs, 0, device)?;
         if x.rank < 2 {
             return Err(format!("Trilu of a rank-{} tensor", x.rank));
+        }
+        // Burn's triangles index past an empty matrix; an empty one has no triangle to keep.
+        if x.shape().contains(&0) {
+            return one(x);
         }
         let tensor = if config.upper {
             x.tensor.triu(diagonal)

@@ -10,7 +10,7 @@ use onnx_ir::{
     ValueInfoProto,
 };
 
-use super::{CompileError, OPERATORS, compile, supported};
+use super::{CompileError, LEGALIZED, OPERATORS, compile, supported};
 use crate::value::{Float, Ints, Value};
 
 /// A graph under construction.
@@ -264,10 +264,14 @@ const POSITIVE: [f32; 4] = [0.25, 1.0, 2.0, 9.0];
 
 #[test]
 fn the_table_has_each_onnx_name_once_per_node_type() {
-    // 114 entries: Gemm twice (onnx-ir's Gemm, and its Linear for constant weights).
+    // 114 entries: Gemm twice (onnx-ir's Gemm, and its Linear for constant weights); Resize
+    // is also among the legalized operators, Upsample only there.
     let names = supported();
-    assert_eq!(OPERATORS.len(), 114);
-    assert_eq!(names.len(), 113, "{names:?}");
+    assert_eq!(OPERATORS.len(), 117);
+    assert_eq!(names.len(), 117, "{names:?}");
+    // The legalized nodes are exactly those ember-onnx types for onnx-ir.
+    let legalized: Vec<&str> = LEGALIZED.iter().map(|(name, _)| *name).collect();
+    assert_eq!(legalized, ember_onnx::legalize::LEGALIZED_OPS);
     for (i, a) in OPERATORS.iter().enumerate() {
         for b in &OPERATORS[i + 1..] {
             assert!(a.node_type != b.node_type, "{} is in the table twice", a.node_type);
@@ -646,6 +650,50 @@ fn gemm_linear_and_matmul_multiply() {
         .run_float();
     assert_eq!(shape, [2, 2, 2]);
     close(&matmul, &[want, want].concat());
+}
+
+#[test]
+fn einsum_contracts_transposes_takes_diagonals_and_broadcasts() {
+    let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]; // [2, 3]
+    let b = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0]; // [3, 2]
+    let einsum = |equation: &str, operands: &[(&str, &[f32], &[usize])]| {
+        let mut graph = Graph::new().opset(12);
+        for (name, values, shape) in operands {
+            graph = graph.input_fixed(name, values, shape);
+        }
+        let names: Vec<&str> = operands.iter().map(|(name, ..)| *name).collect();
+        graph
+            .node("Einsum", &names, &["y"], vec![attr_string("equation", equation)])
+            .output("y")
+            .try_run()
+            .map(|outputs| floats(&outputs[0]))
+    };
+    // A matrix product, [2, 3] · [3, 2].
+    let (product, shape) = einsum("ij,jk->ik", &[("a", &a, &[2, 3]), ("b", &b, &[3, 2])]).unwrap();
+    assert_eq!(shape, [2, 2]);
+    close(&product, &[4.0, 5.0, 10.0, 11.0]);
+    // A transpose, an implicit output (labels in alphabetical order), a trace to a scalar.
+    let (transposed, shape) = einsum("ij->ji", &[("a", &a, &[2, 3])]).unwrap();
+    assert_eq!(shape, [3, 2]);
+    close(&transposed, &[1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+    let (implicit, _) = einsum("ji", &[("a", &a, &[2, 3])]).unwrap();
+    close(&implicit, &[1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+    let square = [1.0, 2.0, 3.0, 4.0];
+    let (trace, shape) = einsum("ii->", &[("m", &square, &[2, 2])]).unwrap();
+    assert_eq!(shape, Vec::<usize>::new());
+    close(&trace, &[5.0]);
+    let (diagonal, _) = einsum("ii->i", &[("m", &square, &[2, 2])]).unwrap();
+    close(&diagonal, &[1.0, 4.0]);
+    // Batched products with an ellipsis: [2, 1, 3] · [3, 2] per batch.
+    let (batched, shape) = einsum("...ij,jk->...ik", &[("a", &a, &[2, 1, 3]), ("b", &b, &[3, 2])]).unwrap();
+    assert_eq!(shape, [2, 1, 2]);
+    close(&batched, &[4.0, 5.0, 10.0, 11.0]);
+    // An operand whose rank is not its subscript's (onnx-ir sees it first when ranks are
+    // declared), and a bad equation: errors, not panics.
+    let wrong = einsum("ijk,jk->i", &[("a", &a, &[2, 3]), ("b", &b, &[3, 2])]).unwrap_err();
+    assert!(wrong.contains("rank 2"), "{wrong}");
+    let bad = einsum("ij,,->", &[("a", &a, &[2, 3])]).unwrap_err();
+    assert!(bad.contains("Einsum"), "{bad}");
 }
 
 #[test]
