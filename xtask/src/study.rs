@@ -6,7 +6,9 @@
 //! mirrored) around it — 12 mosaics, the photo's cell as the pointing game's box. Each mosaic is
 //! explained for the class MobileNetV2 gives the photo alone, by every listed method with every
 //! rectifier, at two layers, and scored by `ember evaluate` (deletion, insertion, ROAD combined,
-//! pointing game). Rows go to target/sign-study/, the tables to docs/sign-study-results.md.
+//! pointing game). Rows go to target/sign-study/, the tables to docs/sign-study-results.md, and
+//! a comparison sheet of each photo's first mosaic (four methods × the four rectifiers, last
+//! block) to docs/sign-study-<photo>.jpg.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -120,7 +122,41 @@ pub fn sign_study(methods: &str, steps: usize, photos: &[String], ember: Option<
             std::fs::write(&path, report).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
             println!("{file} at {layer_name}: tables written to {}", path.display());
         }
+        sheet(&root, &ember, &mosaics.join("cell0.png"), classes[photo], file)?;
     }
+    Ok(())
+}
+
+/// The methods shown side by side in the study's sheets (all four rectifiers each).
+const SHEET_METHODS: &str = "gradcam,gradcam++,eigencam,ablationcam";
+
+/// A comparison sheet of the photo's first mosaic at the last block: a row per method of
+/// [`SHEET_METHODS`], a column per rectifier, to docs/sign-study-<photo>.jpg.
+fn sheet(root: &Path, ember: &Path, mosaic: &Path, class: usize, file: &str) -> Result<(), String> {
+    let name = file.split('.').next().unwrap_or("photo");
+    let out = root.join(format!("docs/sign-study-{name}.jpg"));
+    let status = Command::new(ember)
+        .current_dir(root)
+        .args(["explain", "--device", "flex", "--model", "models/mobilenet_v2.onnx"])
+        .arg("--image")
+        .arg(mosaic)
+        .args(["--preprocess", "resize", "--class", &class.to_string()])
+        .args([
+            "--layer",
+            LAYERS[0].1,
+            "--method",
+            SHEET_METHODS,
+            "--rectifier",
+            RECTIFIERS,
+        ])
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .map_err(|e| format!("cannot run ember: {e}"))?;
+    if !status.success() {
+        return Err(format!("ember explain failed on {}", mosaic.display()));
+    }
+    println!("{file}: maps side by side in {}", out.display());
     Ok(())
 }
 

@@ -254,8 +254,8 @@ fn region_target(args: &InputArgs, model: &OnnxModel, labels: &[String]) -> Resu
                 "{}: a dense output; choose the channel to explain with --channel{}",
                 model.output_description(),
                 match channels {
-                    Some(k) => format!(" (0 … {})", k - 1),
-                    None => String::new(),
+                    Some(k) if k > 0 => format!(" (0 … {})", k - 1),
+                    _ => String::new(),
                 }
             )));
         }

@@ -262,9 +262,7 @@ fn a_broken_image_in_a_folder_is_reported_and_the_others_explained() {
 #[test]
 fn a_preprocessed_tensor_gives_maps_of_its_own_size() {
     // The zoo's dynamic-size model on the 2 × 3 × 64 × 64 input of its fixture.
-    let file = std::fs::File::open(root().join("tests/fixtures/zoo/paddle_style.npz")).unwrap();
-    let mut npz = npyz::npz::NpzArchive::new(std::io::BufReader::new(file)).unwrap();
-    let input = npz.by_name("input").unwrap().unwrap().into_vec::<f32>().unwrap();
+    let input = zoo_array("paddle_style", "input");
     let tensor = scratch("tensor.npy");
     write_npy(&tensor, &input, &[2, 3, 64, 64]).unwrap();
     let dir = scratch("tensor-out");
@@ -447,10 +445,7 @@ fn dense_outputs_are_explained_for_a_channel_over_a_region() {
     let default = listing.lines().find(|l| l.ends_with("(default)")).unwrap();
     assert!(default.starts_with("/Relu_1 "), "{default}");
 
-    let file = std::fs::File::open(root().join("tests/fixtures/zoo/segmenter.npz")).unwrap();
-    let mut npz = npyz::npz::NpzArchive::new(std::io::BufReader::new(file)).unwrap();
-    let input = npz.by_name("input").unwrap().unwrap().into_vec::<f32>().unwrap();
-    let reference = npz.by_name("grad_cam").unwrap().unwrap().into_vec::<f32>().unwrap();
+    let (input, reference) = (zoo_array("segmenter", "input"), zoo_array("segmenter", "grad_cam"));
     let tensor = scratch("segmenter-input.npy");
     write_npy(&tensor, &input[..3 * 64 * 64], &[1, 3, 64, 64]).unwrap();
     let map = |model: &str, name: &str, extra: &[&str]| {
@@ -847,9 +842,14 @@ fn pre_processing_is_a_typed_config_with_channel_order_range_and_filter() {
 
 /// The input batch `[2, 3, 64, 64]` of the zoo's ResNet fixture, flattened.
 fn resnet_input() -> Vec<f32> {
-    let file = std::fs::File::open(root().join("tests/fixtures/zoo/resnet.npz")).unwrap();
+    zoo_array("resnet", "input")
+}
+
+/// An array of a zoo model's fixture (`tests/fixtures/zoo/<model>.npz`), flattened.
+fn zoo_array(model: &str, array: &str) -> Vec<f32> {
+    let file = std::fs::File::open(root().join(format!("tests/fixtures/zoo/{model}.npz"))).unwrap();
     let mut npz = npyz::npz::NpzArchive::new(std::io::BufReader::new(file)).unwrap();
-    npz.by_name("input").unwrap().unwrap().into_vec::<f32>().unwrap()
+    npz.by_name(array).unwrap().unwrap().into_vec::<f32>().unwrap()
 }
 
 /// `--save-guided-backprop` / `--save-guided-gradcam`: [C, H, W] float32 files equal to the
@@ -1119,10 +1119,10 @@ fn a_channels_last_model_is_explained_in_its_own_layout() {
     let conv = listing.lines().find(|l| l.starts_with("/convs.2/Conv")).unwrap();
     assert!(conv.contains("NCHW"), "{conv}");
 
-    let file = std::fs::File::open(root().join("tests/fixtures/zoo/tf_style_nhwc.npz")).unwrap();
-    let mut npz = npyz::npz::NpzArchive::new(std::io::BufReader::new(file)).unwrap();
-    let input = npz.by_name("input").unwrap().unwrap().into_vec::<f32>().unwrap();
-    let reference = npz.by_name("grad_cam").unwrap().unwrap().into_vec::<f32>().unwrap();
+    let (input, reference) = (
+        zoo_array("tf_style_nhwc", "input"),
+        zoo_array("tf_style_nhwc", "grad_cam"),
+    );
     let tensor = scratch("nhwc-input.npy");
     write_npy(&tensor, &input[..64 * 64 * 3], &[1, 64, 64, 3]).unwrap();
     let out = scratch("nhwc.png");
@@ -1173,10 +1173,10 @@ fn token_layers_are_explained_on_their_patch_grid() {
         "{default}"
     );
 
-    let file = std::fs::File::open(root().join("tests/fixtures/zoo/vit_registers.npz")).unwrap();
-    let mut npz = npyz::npz::NpzArchive::new(std::io::BufReader::new(file)).unwrap();
-    let input = npz.by_name("input").unwrap().unwrap().into_vec::<f32>().unwrap();
-    let reference = npz.by_name("grad_cam").unwrap().unwrap().into_vec::<f32>().unwrap();
+    let (input, reference) = (
+        zoo_array("vit_registers", "input"),
+        zoo_array("vit_registers", "grad_cam"),
+    );
     let tensor = scratch("vit-input.npy");
     write_npy(&tensor, &input, &[2, 3, 64, 64]).unwrap();
     let run = |folder: &str, extra: &[&str]| {

@@ -595,17 +595,27 @@ pub(super) struct WindowPlan {
     pub output: [usize; 2],
 }
 
+/// The input `[N, C, …]` (rank 3 at least), scales and biases of a normalisation.
+fn normalisation_operands(
+    inputs: &mut super::Inputs,
+    device: &burn::tensor::Device,
+    op: &str,
+) -> Result<(Float, Tensor<1>, Tensor<1>), String> {
+    let x = float(inputs, 0, device)?;
+    let scale = float(inputs, 1, device)?.to_rank::<1>()?;
+    let bias = float(inputs, 2, device)?.to_rank::<1>()?;
+    if x.rank < 3 {
+        return Err(format!("{op} of a rank-{} tensor", x.rank));
+    }
+    Ok((x, scale, bias))
+}
+
 /// InstanceNormalization: each channel of each image normalised over its spatial axes, then
 /// scaled and shifted per channel.
 pub fn instance_norm(node: &Node) -> Result<Kernel, String> {
     let epsilon = node!(node, InstanceNormalization).config.epsilon;
     kernel(move |mut inputs, device| {
-        let x = float(&mut inputs, 0, device)?;
-        let scale = float(&mut inputs, 1, device)?.to_rank::<1>()?;
-        let bias = float(&mut inputs, 2, device)?.to_rank::<1>()?;
-        if x.rank < 3 {
-            return Err(format!("InstanceNormalization of a rank-{} tensor", x.rank));
-        }
+        let (x, scale, bias) = normalisation_operands(&mut inputs, device, "InstanceNormalization")?;
         let channels = x.shape()[1];
         if scale.dims() != [channels] || bias.dims() != [channels] {
             return Err(format!(
@@ -716,12 +726,7 @@ pub fn group_norm(node: &Node) -> Result<Kernel, String> {
         return Err("GroupNormalization with 0 groups".into());
     }
     kernel(move |mut inputs, device| {
-        let x = float(&mut inputs, 0, device)?;
-        let scale = float(&mut inputs, 1, device)?.to_rank::<1>()?;
-        let bias = float(&mut inputs, 2, device)?.to_rank::<1>()?;
-        if x.rank < 3 {
-            return Err(format!("GroupNormalization of a rank-{} tensor", x.rank));
-        }
+        let (x, scale, bias) = normalisation_operands(&mut inputs, device, "GroupNormalization")?;
         let shape = x.shape();
         let (batch, channels) = (shape[0], shape[1]);
         if !channels.is_multiple_of(groups) {
