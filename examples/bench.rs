@@ -141,6 +141,36 @@ fn main() {
                 }
             }
         }
+        if args.models.iter().any(|m| m == "build-time") && args.models.iter().any(|m| m == "run-time") {
+            executor_rows(&args, (backend, &device));
+        }
+    }
+}
+
+/// The run-time executor's forward pass against the build-time model's on the same input, timed
+/// alternately (one, the other, …) so that the ratio is not the machine's drift between two
+/// blocks of runs: one row per batch size.
+fn executor_rows(args: &Args, (backend, device): (&str, &Device)) {
+    let build_time = mobilenet_v2::Model::from_embedded(device);
+    let run_time = OnnxModel::load("models/mobilenet_v2.onnx", device).unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    });
+    for &batch in &args.batches {
+        let input = Tensor::<4>::random([batch, 3, 224, 224], Distribution::Normal(0.0, 1.0), device);
+        let forward = |model: &dyn Fn(Tensor<4>) -> Tensor<2>| {
+            let _ = model(input.clone()).try_into_vec_as::<f32>();
+        };
+        let (build_ms, run_ms) = paired_medians_ms(
+            (args.warmups, args.runs),
+            || forward(&|x| CamModel::forward(&build_time, x).unwrap()),
+            || forward(&|x| CamModel::forward(&run_time, x).unwrap()),
+        );
+        println!(
+            "{{\"model\": \"mobilenet_v2: run-time executor vs build-time\", \"batch\": {batch}, \"backend\": \"{backend}\", \
+             \"build_time_forward_ms\": {build_ms:.2}, \"run_time_forward_ms\": {run_ms:.2}, \"ratio\": {:.3}}}",
+            run_ms / build_ms
+        );
     }
 }
 

@@ -134,6 +134,10 @@ struct StudyArgs {
     /// The photos whose mosaics are explained (file-name prefixes).
     #[arg(long, value_delimiter = ',', default_value = "chelsea,coffee,rocket")]
     photos: Vec<String>,
+    /// What the metrics score (`ember evaluate --metric-score`): `probability` (tables in
+    /// docs/sign-study-results.md) or `logit` (docs/sign-study-results-logit.md).
+    #[arg(long, default_value = "probability", value_parser = ["probability", "logit"])]
+    metric_score: String,
     /// The `ember` binary to run (default: built with `cargo build --release -p ember-cli`).
     #[arg(long)]
     ember: Option<PathBuf>,
@@ -186,7 +190,13 @@ fn main() -> ExitCode {
                 "grad-cam",
             ]),
         ),
-        Task::SignStudy(args) => study::sign_study(&args.methods, args.steps, &args.photos, args.ember.as_deref()),
+        Task::SignStudy(args) => study::sign_study(
+            &args.methods,
+            args.steps,
+            &args.photos,
+            &args.metric_score,
+            args.ember.as_deref(),
+        ),
         Task::UserCrate(args) => user_crate(args),
         Task::Conformance(args) => conformance(args),
         Task::Bench(args) => bench(args),
