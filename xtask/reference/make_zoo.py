@@ -372,6 +372,10 @@ def zoo():
         # pytorch-grad-cam's advice for ViTs: the last block's first LayerNorm.
         ("vit", token_layout(tiny_vit(), "tokens 4x4 after 1", seed=1), lambda m: m.encoder.layers[-1].ln_1, False),
         ("vit_registers", VitRegisters(), lambda m: m.vit.encoder.layers[-1].ln_1, False),
+        # The same ViT through torch's legacy exporter (`dynamo=False`): its attention reshapes
+        # take shapes assembled at run time (Shape → Gather → Unsqueeze → Concat), whose lengths
+        # onnx-ir cannot tell; Ember declares their ranks before it parses (ember_onnx::legalize).
+        ("vit_legacy", token_layout(tiny_vit(), "tokens 4x4 after 1", seed=1), lambda m: m.encoder.layers[-1].ln_1, False),
         (
             # ConvNeXt's blocks run in NHWC between two Transposes: the second pointwise Linear's
             # output `[N, 4, 4, 32]` is channels-last.

@@ -415,7 +415,8 @@ pub fn tap_model_as(
 }
 
 /// The layer explained when none is chosen. In a transformer (token layers and attention
-/// Softmaxes), the normalisation before the last attention — pytorch-grad-cam's advice for ViTs,
+/// Softmaxes), the normalisation (a LayerNormalization, or its decomposition below opset 17)
+/// before the last attention — pytorch-grad-cam's advice for ViTs,
 /// `blocks[-1].norm1`: after the last attention only the class token reaches the head, so later
 /// layers' patch tokens have no gradient. Otherwise the last layer with a spatial extent
 /// ([`ember_core::default_layer`]).
@@ -426,11 +427,40 @@ pub fn default_layer(graph: &onnx_ir::GraphProto, layers: &[LayerInfo]) -> Optio
         .enumerate()
         .map(|(index, node)| (node.name.as_str(), index))
         .collect();
+    let producer: HashMap<&str, &NodeProto> = graph
+        .node
+        .iter()
+        .flat_map(|node| node.output.iter().map(move |o| (o.as_str(), node)))
+        .collect();
+    let op_of = |node: &NodeProto, input: usize| {
+        node.input
+            .get(input)
+            .and_then(|name| producer.get(name.as_str()))
+            .map(|n| n.op_type.as_str())
+    };
+    // A LayerNormalization, or the decomposition exporters write below opset 17:
+    // `(x − mean) / sqrt(var + ε) · γ + β`, ending Div(·, Sqrt) → Mul → Add.
+    let is_layer_norm = |layer: &LayerInfo| {
+        if layer.op_type == "LayerNormalization" {
+            return true;
+        }
+        let Some(&index) = position.get(layer.name.as_str()) else {
+            return false;
+        };
+        let add = &graph.node[index];
+        let mul = (add.op_type == "Add" && op_of(add, 0) == Some("Mul"))
+            .then(|| producer.get(add.input[0].as_str()))
+            .flatten();
+        let div = mul
+            .filter(|mul| op_of(mul, 0) == Some("Div"))
+            .and_then(|mul| producer.get(mul.input[0].as_str()));
+        div.is_some_and(|div| op_of(div, 1) == Some("Sqrt"))
+    };
     let last_attention = graph.node.iter().rposition(|node| node.op_type == "Softmax");
     let before_attention = last_attention.and_then(|attention| {
         layers.iter().rfind(|layer| {
             matches!(layer.layout, Some(Layout::Tokens(_)))
-                && layer.op_type == "LayerNormalization"
+                && is_layer_norm(layer)
                 && position
                     .get(layer.name.as_str())
                     .is_some_and(|&index| index < attention)

@@ -110,12 +110,12 @@ fn cases() -> Vec<Case> {
 fn every_zoo_architecture_matches_pytorch_onnxruntime_and_pytorch_grad_cam() {
     let device = Device::flex();
     let cases = cases();
-    assert_eq!(cases.len(), 21, "the zoo lists twenty-one models");
+    assert_eq!(cases.len(), 22, "the zoo lists twenty-two models");
     assert!(cases.iter().any(|c| c.target.is_some()), "the zoo has a dense output");
     assert!(
         cases.iter().any(|c| c.input_layout == Layout::ChannelsLast)
             && cases.iter().filter(|c| c.layer_layout == "NHWC").count() >= 3
-            && cases.iter().filter(|c| c.layer_layout.starts_with("tokens")).count() >= 2,
+            && cases.iter().filter(|c| c.layer_layout.starts_with("tokens")).count() >= 3,
         "the zoo has channels-last inputs and layers, and token layers"
     );
     let mut report = Vec::new();
