@@ -119,11 +119,8 @@ pub fn sign_study(
                 .arg(&boxes_file)
                 .arg("--json")
                 .arg(&json)
-                .status()
-                .map_err(|e| format!("cannot run ember: {e}"))?;
-            if !status.success() {
-                return Err(format!("ember evaluate failed on {} at {layer}", group.display()));
-            }
+                .status();
+            succeeded(status, || format!("ember evaluate on {} at {layer}", group.display()))?;
             let text = std::fs::read_to_string(&json).map_err(|e| format!("{}: {e}", json.display()))?;
             let parsed: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", json.display()))?;
             for row in parsed.as_array().cloned().unwrap_or_default() {
@@ -166,11 +163,8 @@ fn sheet(root: &Path, ember: &Path, mosaic: &Path, class: usize, file: &str) -> 
         ])
         .arg("--out")
         .arg(&out)
-        .status()
-        .map_err(|e| format!("cannot run ember: {e}"))?;
-    if !status.success() {
-        return Err(format!("ember explain failed on {}", mosaic.display()));
-    }
+        .status();
+    succeeded(status, || format!("ember explain on {}", mosaic.display()))?;
     println!("{file}: maps side by side in {}", out.display());
     Ok(())
 }
@@ -212,13 +206,19 @@ pub fn build_ember(root: &Path) -> Result<std::path::PathBuf, String> {
     let status = Command::new(env!("CARGO"))
         .current_dir(root)
         .args(["build", "--quiet", "--release", "-p", "ember-cli", "--bin", "ember"])
-        .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !status.success() {
-        return Err("building ember failed".into());
-    }
+        .status();
+    succeeded(status, || "building ember".to_owned())?;
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), std::path::PathBuf::from);
     Ok(target.join("release").join("ember"))
+}
+
+/// Whether a command that was run succeeded, or what failed (`what`: the command, for the error).
+fn succeeded(status: std::io::Result<std::process::ExitStatus>, what: impl Fn() -> String) -> Result<(), String> {
+    match status {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(format!("{} failed ({status})", what())),
+        Err(e) => Err(format!("{} could not be run: {e}", what())),
+    }
 }
 
 /// A photo as one 112×112 cell: its centre square, resized.
