@@ -41,7 +41,7 @@ OPSETS = {"convnext_opset20": 20}
 # Exported with torch.onnx.export's defaults (the dynamo exporter, opset 20, weights in a separate
 # `.onnx.data` file, the batch size fixed by the example input). The ViTs too: the legacy
 # exporter writes multi-head attention's shape arithmetic in a form onnx-ir 0.22 cannot type.
-DYNAMO = {"resnet_dynamo", "vit", "vit_registers"}
+DYNAMO = {"resnet_dynamo", "vit", "vit_registers", "vit_saliency"}
 SIZE = 64
 CLASSES = 10
 # Exported, then rewritten with their weights in Constant nodes.
@@ -226,6 +226,31 @@ class VitRegisters(torch.nn.Module):
         return vit.heads(x[:, 0])
 
 
+class VitSaliency(VitRegisters):
+    """A DINOv2-style ViT with a dense head, as saliency and segmentation ViTs end: the same class
+    token, registers and blocks, then a linear layer on every patch token (two channels), laid out
+    on the 4×4 grid and upsampled bilinearly (×16, the ONNX `Resize`) to the input's size. It is
+    explained at a token layer for channel 1 summed over a box, with pytorch-grad-cam's
+    `SemanticSegmentationTarget`."""
+
+    target = {"channel": 1, "region": [8, 24, 40, 56]}
+    seed = 2
+
+    def __init__(self):
+        super().__init__()
+        self.dense_head = torch.nn.Linear(32, 2)
+
+    def forward(self, x):
+        vit = self.vit
+        x = vit._process_input(x)
+        n = x.shape[0]
+        x = torch.cat([vit.class_token.expand(n, -1, -1), x], dim=1) + vit.encoder.pos_embedding
+        x = torch.cat([x[:, :1], self.registers.expand(n, -1, -1), x[:, 1:]], dim=1)
+        x = vit.encoder.ln(vit.encoder.layers(vit.encoder.dropout(x)))
+        patches = self.dense_head(x[:, 5:]).reshape(n, 4, 4, 2).permute(0, 3, 1, 2)
+        return torch.nn.functional.interpolate(patches, scale_factor=16, mode="bilinear", align_corners=False)
+
+
 class TinySegmenter(torch.nn.Module):
     """An encoder–decoder segmenter: two strided convolutions, a ConvTranspose (×2) and a bilinear
     `F.interpolate` (×2, the ONNX `Resize`) back to the input size, three classes per pixel. It
@@ -372,6 +397,7 @@ def zoo():
         # pytorch-grad-cam's advice for ViTs: the last block's first LayerNorm.
         ("vit", token_layout(tiny_vit(), "tokens 4x4 after 1", seed=1), lambda m: m.encoder.layers[-1].ln_1, False),
         ("vit_registers", VitRegisters(), lambda m: m.vit.encoder.layers[-1].ln_1, False),
+        ("vit_saliency", VitSaliency(), lambda m: m.vit.encoder.layers[-1].ln_1, False),
         # The same ViT through torch's legacy exporter (`dynamo=False`): its attention reshapes
         # take shapes assembled at run time (Shape → Gather → Unsqueeze → Concat), whose lengths
         # onnx-ir cannot tell; Ember declares their ranks before it parses (ember_onnx::legalize).

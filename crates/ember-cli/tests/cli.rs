@@ -1228,3 +1228,58 @@ fn token_layers_are_explained_on_their_patch_grid() {
         "--token-grid",
     );
 }
+
+/// A saliency ViT (the zoo's `vit_saliency`: class token, four registers, a linear head on the
+/// patch tokens upsampled to `[N, 2, 64, 64]`) explained for channel 1 summed over a box: the
+/// default layer is the last block's norm1 on its 4×4 token grid, not the head's upsampling, and
+/// the maps equal pytorch-grad-cam's (`SemanticSegmentationTarget` with its token-dropping
+/// `reshape_transform`).
+#[test]
+fn a_token_layer_is_explained_for_a_region_of_a_dense_output() {
+    let model = path("tests/fixtures/zoo/vit_saliency.onnx");
+    let listing = stdout(&ember(&["layers", "--model", &model]));
+    assert!(listing.contains("output `logits` [2, 2, 64, 64]: dense"), "{listing}");
+    let default = listing.lines().find(|l| l.ends_with("(default)")).unwrap();
+    assert!(
+        default.starts_with("node_layer_norm_2") && default.contains("tokens 4x4 after 5"),
+        "{default}"
+    );
+    // The upsampling's own size, not its input's.
+    let resize = listing.lines().find(|l| l.contains(" Resize ")).unwrap();
+    assert!(resize.contains("[2, 2, 64, 64]"), "{resize}");
+
+    let (input, reference) = (
+        zoo_array("vit_saliency", "input"),
+        zoo_array("vit_saliency", "grad_cam"),
+    );
+    let tensor = scratch("vit-saliency-input.npy");
+    write_npy(&tensor, &input, &[2, 3, 64, 64]).unwrap();
+    let out = scratch("vit-saliency");
+    stdout(&explain(
+        &model,
+        &[
+            "--input-npy",
+            tensor.to_str().unwrap(),
+            "--channel",
+            "1",
+            "--region",
+            "8,24,40,56",
+            "--out-dir",
+            out.to_str().unwrap(),
+            "--save-npy",
+        ],
+    ));
+    let summary = std::fs::read_to_string(out.join("summary.json")).unwrap();
+    let target = r#""target": "channel 1 of `logits` summed over x 8..40, y 24..56""#;
+    assert_eq!(summary.matches(target).count(), 2, "{summary}");
+    let (first, _) = read_npy(&out.join("vit-saliency-input.npy"));
+    let (second, _) = read_npy(&out.join("vit-saliency-input-2.npy"));
+    let worst = [first, second]
+        .concat()
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    println!("token layer of a dense ViT, channel over a region, through the CLI vs pytorch-grad-cam: {worst:.1e}");
+    assert!(worst <= 1e-4, "{worst}");
+}

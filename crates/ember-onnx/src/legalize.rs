@@ -9,6 +9,10 @@
 //!   `extrapolation_value`, `keep_aspect_ratio_policy` other than `stretch`, a non-empty `roi`,
 //!   `half_pixel_symmetric`), and the deprecated `Upsample`: a node of [`LEGALIZED_DOMAIN`] with
 //!   the same inputs and attributes, whose kernel reads them as written.
+//! - Every `Attention` (opset 23+): onnx-ir 0.22 refuses the optional cache outputs left out by
+//!   name before `qk_matmul_output`, and drops opset 25's `left_window_size` /
+//!   `right_window_size` (a silently wrong answer); the kernel reads the attributes itself. The
+//!   Attention nodes onnx-ir's simplification makes of decomposed attention stay onnx-ir's.
 
 use onnx_ir::{AttributeProto, ModelProto, NodeProto};
 
@@ -16,7 +20,7 @@ use onnx_ir::{AttributeProto, ModelProto, NodeProto};
 pub const LEGALIZED_DOMAIN: &str = "ember.onnx";
 
 /// The ONNX operators that [`legalize`] may turn into nodes of [`LEGALIZED_DOMAIN`].
-pub const LEGALIZED_OPS: &[&str] = &["Resize", "Upsample"];
+pub const LEGALIZED_OPS: &[&str] = &["Resize", "Upsample", "Attention"];
 
 /// Rewrites the nodes of `model`'s main graph that onnx-ir would refuse (see the module).
 pub fn legalize(model: &mut ModelProto) {
@@ -33,6 +37,10 @@ pub fn legalize(model: &mut ModelProto) {
         match node.op_type.as_str() {
             "Max" | "Min" if domain_is_onnx && node.input.len() != 2 => nodes.extend(pairwise(node)),
             "Resize" if domain_is_onnx && onnx_ir_refuses_resize(&node, opset) => {
+                legalized = true;
+                nodes.push(custom(node));
+            }
+            "Attention" if domain_is_onnx => {
                 legalized = true;
                 nodes.push(custom(node));
             }

@@ -331,7 +331,14 @@ pub fn tap_model_as(
         if !is_float(tensor.dtype) || !(tensor.rank == 3 || tensor.rank == 4) {
             continue;
         }
-        let shape = tensor.static_shape.clone().unwrap_or_else(|| vec![None; tensor.rank]);
+        let mut shape = tensor.static_shape.clone().unwrap_or_else(|| vec![None; tensor.rank]);
+        // onnx-ir 0.22 gives a Resize (and Upsample) its input's height and width
+        // (`node/resize.rs`, `same_as_input`): the file's declaration, or else unknown.
+        let resizes = matches!(candidate.op_type.as_str(), "Resize" | "Upsample");
+        let declared = declared_shape(proto, &candidate.output).filter(|d| d.len() == tensor.rank);
+        if resizes && let Some(declared) = &declared {
+            shape.clone_from(declared);
+        }
         // A first axis that is not the batch (attention heads or tokens moved in front) makes
         // no image-batch layer.
         if let Some(first) = shape[0]
@@ -352,6 +359,13 @@ pub fn tap_model_as(
                 _ => continue,
             }
         };
+        if resizes && declared.is_none() && shape.len() == 4 {
+            let spatial = match layout {
+                Some(Layout::ChannelsLast) => 1..3,
+                _ => 2..4,
+            };
+            shape[spatial].fill(None);
+        }
         labels.push((
             candidate.output.clone(),
             string_attribute(TAP_ATTRIBUTE, &candidate.node),
@@ -374,11 +388,7 @@ pub fn tap_model_as(
         },
         _ => None,
     };
-    let default_layer = if output_rank == Some(4) {
-        dense_default_layer(&layers).or_else(|| ember_core::default_layer(&layers))
-    } else {
-        default_layer(model.graph.get_or_default(), &layers)
-    };
+    let default_layer = default_layer(model.graph.get_or_default(), &layers, output_rank == Some(4));
     insert_taps(&mut model, labels);
 
     // One logit: a sigmoid over it is a binary classifier's probability. The size is onnx-ir's
@@ -418,9 +428,11 @@ pub fn tap_model_as(
 /// Softmaxes), the normalisation (a LayerNormalization, or its decomposition below opset 17)
 /// before the last attention — pytorch-grad-cam's advice for ViTs,
 /// `blocks[-1].norm1`: after the last attention only the class token reaches the head, so later
-/// layers' patch tokens have no gradient. Otherwise the last layer with a spatial extent
-/// ([`ember_core::default_layer`]).
-pub fn default_layer(graph: &onnx_ir::GraphProto, layers: &[LayerInfo]) -> Option<String> {
+/// layers' patch tokens have no gradient. The same in a transformer with a `dense` output (a
+/// saliency or segmentation ViT), whose patch-token head would otherwise pass for the coarsest
+/// layer. Otherwise, for a dense output the end of the encoder (`dense_default_layer`), and for
+/// class scores the last layer with a spatial extent ([`ember_core::default_layer`]).
+pub fn default_layer(graph: &onnx_ir::GraphProto, layers: &[LayerInfo], dense: bool) -> Option<String> {
     let position: HashMap<&str, usize> = graph
         .node
         .iter()
@@ -468,6 +480,7 @@ pub fn default_layer(graph: &onnx_ir::GraphProto, layers: &[LayerInfo]) -> Optio
     });
     before_attention
         .map(|layer| layer.name.clone())
+        .or_else(|| dense.then(|| dense_default_layer(layers)).flatten())
         .or_else(|| ember_core::default_layer(layers))
 }
 
@@ -820,16 +833,22 @@ impl CustomOpInference for PassThrough {
             Ok(Some(vec![node.inputs[0].ty.clone()]))
         } else if node.domain == legalize::LEGALIZED_DOMAIN && legalize::LEGALIZED_OPS.contains(&node.op_type.as_str())
         {
-            // The input's rank and type; the sizes are known only when it runs.
+            // The input's rank and type; the sizes are known only when it runs. Attention's
+            // key/value cache and scores (outputs 1 to 3) are rank 4.
             let ty = match node.inputs.first().map(|input| input.ty.clone()) {
                 Some(ArgType::Tensor(mut tensor)) => {
                     tensor.static_shape = None;
-                    ArgType::Tensor(tensor)
+                    tensor
                 }
-                Some(other) => other,
+                Some(other) => return Ok(Some(vec![other])),
                 None => return Ok(None),
             };
-            Ok(Some(vec![ty]))
+            let mut types = vec![ArgType::Tensor(ty.clone())];
+            if node.op_type == "Attention" {
+                let four = onnx_ir::TensorType { rank: 4, ..ty };
+                types.extend((1..node.outputs.len()).map(|_| ArgType::Tensor(four.clone())));
+            }
+            Ok(Some(types))
         } else {
             Ok(None)
         }
@@ -841,21 +860,30 @@ fn graph_input(model: &ModelProto) -> Option<(String, Vec<Option<usize>>)> {
     let graph = model.graph.get_or_default();
     let initializers: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
     let input = graph.input.iter().find(|i| !initializers.contains(i.name.as_str()))?;
-    let dims: Vec<Option<usize>> = input
+    Some((input.name.clone(), dims_of(input)))
+}
+
+/// The dimensions a value's declared type gives, `None` where symbolic.
+fn dims_of(value: &onnx_ir::ValueInfoProto) -> Vec<Option<usize>> {
+    value
         .type_
         .tensor_type()
         .shape
         .dim
         .iter()
-        .map(|d| {
-            if d.has_dim_value() {
-                usize::try_from(d.dim_value()).ok()
-            } else {
-                None
-            }
-        })
-        .collect();
-    Some((input.name.clone(), dims))
+        .map(|d| d.has_dim_value().then(|| usize::try_from(d.dim_value()).ok()).flatten())
+        .collect()
+}
+
+/// The shape the file declares for value `name` (a graph output or a `value_info` entry), if it
+/// declares one with a shape.
+fn declared_shape(graph: &onnx_ir::GraphProto, name: &str) -> Option<Vec<Option<usize>>> {
+    graph
+        .output
+        .iter()
+        .chain(&graph.value_info)
+        .find(|value| value.name == name && value.type_.tensor_type().shape.is_some())
+        .map(dims_of)
 }
 
 /// The metadata keys class names are stored under by exporters (PaddleClas, Ultralytics, …),

@@ -110,8 +110,13 @@ fn cases() -> Vec<Case> {
 fn every_zoo_architecture_matches_pytorch_onnxruntime_and_pytorch_grad_cam() {
     let device = Device::flex();
     let cases = cases();
-    assert_eq!(cases.len(), 22, "the zoo lists twenty-two models");
-    assert!(cases.iter().any(|c| c.target.is_some()), "the zoo has a dense output");
+    assert_eq!(cases.len(), 23, "the zoo lists twenty-three models");
+    assert!(
+        cases
+            .iter()
+            .any(|c| c.target.is_some() && c.layer_layout.starts_with("tokens")),
+        "the zoo has a dense output, and a token layer explained for one"
+    );
     assert!(
         cases.iter().any(|c| c.input_layout == Layout::ChannelsLast)
             && cases.iter().filter(|c| c.layer_layout == "NHWC").count() >= 3
@@ -221,4 +226,36 @@ fn a_softmax_output_is_explained_through_its_logits_by_default() {
     // The dynamic input size takes another resolution.
     let larger = Tensor::<4>::ones([1, 3, 96, 80], &device);
     assert_eq!(CamModel::forward(&model, larger).unwrap().dims(), [1, 10]);
+}
+
+/// Every zoo model as a plain graph, without taps (what `ember run` executes), gives PyTorch's
+/// outputs. Without taps onnx-ir's simplification fuses the transformers' decomposed attention
+/// (`MatMul → Div → Add → Softmax → MatMul`) into `Attention` nodes, which the executor runs
+/// (Swin's shifted windows add their masks there).
+#[test]
+fn every_zoo_model_runs_as_a_plain_graph() {
+    let device = Device::flex();
+    let mut report = Vec::new();
+    for case in cases() {
+        let fixture = arrays(&case.name);
+        let (input, shape) = &fixture["input"];
+        let graph = ember_runtime::OnnxGraph::load(zoo_dir().join(format!("{}.onnx", case.name)), &device)
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let outputs = graph
+            .run(
+                vec![ember_runtime::HostTensor::Float {
+                    values: input.clone(),
+                    shape: shape.clone(),
+                }],
+                &device,
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let ember_runtime::HostTensor::Float { values, .. } = &outputs[0] else {
+            panic!("{}: integer output", case.name);
+        };
+        let vs_torch = relative(values, &fixture["torch_logits"].0);
+        report.push(format!("{:14} as a plain graph: vs torch {vs_torch:.1e}", case.name));
+        assert!(vs_torch <= LOGITS_REL, "{}", report.last().unwrap());
+    }
+    println!("{}", report.join("\n"));
 }

@@ -10,8 +10,9 @@
 //! operator (convolution, batch norm, pooling, linear) it is used, so run-time models compute
 //! what burn-onnx's generated code computes. One file per family:
 //! [`elementwise`] (arithmetic, activations), [`logic`] (comparisons, logic, Where), [`nn`] (convolution, normalisation, pooling,
-//! matrix products), [`resize`], [`reduce`] and [`shape`] (reshaping, indexing, constants).
+//! matrix products), [`attention`], [`resize`], [`reduce`] and [`shape`] (reshaping, indexing, constants).
 
+mod attention;
 mod elementwise;
 mod logic;
 mod nn;
@@ -150,6 +151,7 @@ pub static OPERATORS: &[Operator] = &[
     op("Gemm", NodeType::Linear, nn::linear),
     op("MatMul", NodeType::MatMul, nn::matmul),
     op("Einsum", NodeType::Einsum, nn::einsum),
+    op("Attention", NodeType::Attention, attention::attention),
     // Reductions.
     op("ReduceMean", NodeType::ReduceMean, reduce::mean),
     op("ReduceSum", NodeType::ReduceSum, reduce::sum),
@@ -198,7 +200,11 @@ type CompileCustom = fn(&CustomNode) -> Result<Kernel, String>;
 /// The operators the executor runs as [`ember_onnx::legalize::LEGALIZED_DOMAIN`] nodes (onnx-ir
 /// 0.22 refuses some of their attributes, or the operator): ONNX name and compiler. Listed by
 /// [`supported`] with [`OPERATORS`].
-pub static LEGALIZED: &[(&str, CompileCustom)] = &[("Resize", resize::legalized), ("Upsample", resize::legalized)];
+pub static LEGALIZED: &[(&str, CompileCustom)] = &[
+    ("Resize", resize::legalized),
+    ("Upsample", resize::legalized),
+    ("Attention", attention::legalized),
+];
 
 const fn op(name: &'static str, node_type: NodeType, compile: Compile) -> Operator {
     Operator {

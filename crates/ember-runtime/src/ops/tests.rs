@@ -264,11 +264,11 @@ const POSITIVE: [f32; 4] = [0.25, 1.0, 2.0, 9.0];
 
 #[test]
 fn the_table_has_each_onnx_name_once_per_node_type() {
-    // 114 entries: Gemm twice (onnx-ir's Gemm, and its Linear for constant weights); Resize
-    // is also among the legalized operators, Upsample only there.
+    // 118 entries: Gemm twice (onnx-ir's Gemm, and its Linear for constant weights); Resize
+    // and Attention are also among the legalized operators, Upsample only there.
     let names = supported();
-    assert_eq!(OPERATORS.len(), 117);
-    assert_eq!(names.len(), 117, "{names:?}");
+    assert_eq!(OPERATORS.len(), 118);
+    assert_eq!(names.len(), 118, "{names:?}");
     // The legalized nodes are exactly those ember-onnx types for onnx-ir.
     let legalized: Vec<&str> = LEGALIZED.iter().map(|(name, _)| *name).collect();
     assert_eq!(legalized, ember_onnx::legalize::LEGALIZED_OPS);
@@ -1128,4 +1128,80 @@ fn scatter_nd_replaces_or_combines_the_indexed_slices() {
         .try_run()
         .unwrap_err();
     assert!(outside.contains("outside"), "{outside}");
+}
+
+/// Softmax of each row of `scores` `[rows, n]` times `v` `[n, d]`, on the host.
+fn attend(scores: &[f32], n: usize, v: &[f32], d: usize) -> Vec<f32> {
+    scores
+        .chunks(n)
+        .flat_map(|row| {
+            let top = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let e: Vec<f32> = row.iter().map(|s| (s - top).exp()).collect();
+            let total: f32 = e.iter().sum();
+            (0..d).map(move |c| e.iter().enumerate().map(|(j, w)| w / total * v[j * d + c]).sum())
+        })
+        .collect()
+}
+
+#[test]
+fn decomposed_attention_becomes_an_attention_node_and_computes_softmax_qk_v() {
+    // One head, 2 queries, 3 keys, width 2: MatMul(Q, Transpose(K)) → Div(√2) → Softmax →
+    // MatMul(·, V),
+    // the legacy exporters' form, which onnx-ir's simplification fuses.
+    let q = [1.0, 0.0, 0.5, -1.0];
+    let k = [0.2, 0.4, -0.3, 1.0, 0.9, -0.1];
+    let v = [1.0, 2.0, -1.0, 0.5, 3.0, 0.0];
+    let graph = Graph::new()
+        .input("q", &q, &[1, 1, 2, 2])
+        .input("k", &k, &[1, 1, 3, 2])
+        .input("v", &v, &[1, 1, 3, 2])
+        .weight("root", &[2.0f32.sqrt()], &[])
+        .node("Transpose", &["k"], &["kt"], vec![attr_ints("perm", &[0, 1, 3, 2])])
+        .node("MatMul", &["q", "kt"], &["qk"], vec![])
+        .node("Div", &["qk", "root"], &["scaled"], vec![])
+        .node("Softmax", &["scaled"], &["p"], vec![attr_int("axis", -1)])
+        .node("MatMul", &["p", "v"], &["y"], vec![])
+        .output("y");
+    assert!(
+        graph.node_types().contains(&"Attention".to_owned()),
+        "{:?}",
+        graph.node_types()
+    );
+    let (y, shape) = graph.run_float();
+    let scores: Vec<f32> = (0..2)
+        .flat_map(|i| (0..3).map(move |j| (q[i * 2] * k[j * 2] + q[i * 2 + 1] * k[j * 2 + 1]) / 2.0f32.sqrt()))
+        .collect();
+    let expected = attend(&scores, 3, &v, 2);
+    assert_eq!(shape, [1, 1, 2, 2]);
+    assert!(
+        y.iter().zip(&expected).all(|(a, b)| (a - b).abs() < 1e-6),
+        "{y:?} vs {expected:?}"
+    );
+}
+
+#[test]
+fn attention_operands_that_do_not_fit_are_errors() {
+    // V with 4 keys where K has 3.
+    let error = Graph::new()
+        .opset(23)
+        .input("q", &[0.0; 4], &[1, 1, 2, 2])
+        .input("k", &[0.0; 6], &[1, 1, 3, 2])
+        .input("v", &[0.0; 8], &[1, 1, 4, 2])
+        .node("Attention", &["q", "k", "v"], &["y"], vec![])
+        .output("y")
+        .try_run()
+        .unwrap_err();
+    assert!(error.contains("different lengths"), "{error}");
+    // A mask of 2 queries' rows for 3 queries.
+    let error = Graph::new()
+        .opset(23)
+        .input("q", &[0.0; 6], &[1, 1, 3, 2])
+        .input("k", &[0.0; 6], &[1, 1, 3, 2])
+        .input("v", &[0.0; 6], &[1, 1, 3, 2])
+        .input("mask", &[0.0; 6], &[2, 3])
+        .node("Attention", &["q", "k", "v", "mask"], &["y"], vec![])
+        .output("y")
+        .try_run()
+        .unwrap_err();
+    assert!(error.contains("does not broadcast"), "{error}");
 }
