@@ -60,6 +60,6 @@ pub use rectifier::Rectifier;
 pub use region::{Region, RegionTarget};
 pub use resize::{resize_bilinear, resize_bilinear_aligned};
 pub use scores::{FinalActivation, ScoreSource, capture_scores, score_tap};
-pub use tap::{LayerTap, network_input, tap};
+pub use tap::{LayerTap, network_input, recording, tap};
 pub use target::{ClassProbability, ClassTarget, ScoreFn, Target, TargetScores, parse_class};
 pub use vocabulary::{UnknownName, Vocabulary};

@@ -190,6 +190,12 @@ pub fn network_input<const D: usize>(input: Tensor<D>) -> Tensor<D> {
     if guided { input } else { input.inner() }
 }
 
+/// Whether an explanation records taps on this thread: when none does, every tap is the
+/// identity, and an interpreter can pass values by without presenting them to [`tap`].
+pub fn recording() -> bool {
+    ACTIVE.with(|active| active.borrow().is_some())
+}
+
 /// The tap itself: identity unless `name` is armed by the running explanation.
 ///
 /// Generated ONNX models call this directly; native models go through [`LayerTap`].

@@ -326,6 +326,10 @@ fn tap(layer: &str, mut inputs: ops::Inputs) -> Result<Vec<Value>, String> {
     let Some(Some(Value::Float(x))) = inputs.pop() else {
         return Err("a tap needs a float input".into());
     };
+    // A plain forward pass: no reshapes to the layer's rank and back.
+    if !ember_core::recording() {
+        return Ok(vec![Value::Float(x)]);
+    }
     // Spatial layers are rank 4, token layers rank 3; the tap knows each one's layout.
     let tapped = match x.rank {
         3 => Float::new(ember_core::tap(layer, x.to_rank::<3>()?)),
