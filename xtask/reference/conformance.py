@@ -46,7 +46,6 @@ WHY = [
     (("test_maxpool_with_argmax",), "MaxPool's second output (the argmax indices, for MaxUnpool) is not computed"),
     (("test_reduce_max_empty_set_bool", "test_reshape_allowzero_reordered"),
      "empty tensors: the maximum over zero booleans, and a reshape of a 0-element tensor"),
-    (("test_spacetodepth_crd_mode",), "SpaceToDepth's `mode` attribute (new in ONNX 1.21): onnx-ir 0.22 ignores it"),
     (("test_wrap_pad",), "Pad's `wrap` mode (opset 19): onnx-ir 0.22 refuses it"),
 ]
 
@@ -79,6 +78,7 @@ ALWAYS = {
     "test_attention_4d_causal_with_past_and_present",
     "test_attention_3d_gqa_softcap",
     "test_attention_4d_attn_mask_bool",
+    "test_spacetodepth_crd_mode_example",
 }
 from onnx.backend.test.case import node
 

@@ -13,6 +13,8 @@
 //!   name before `qk_matmul_output`, and drops opset 25's `left_window_size` /
 //!   `right_window_size` (a silently wrong answer); the kernel reads the attributes itself. The
 //!   Attention nodes onnx-ir's simplification makes of decomposed attention stay onnx-ir's.
+//! - `SpaceToDepth` with opset 25's `mode` attribute, which onnx-ir 0.22 ignores (`CRD` would
+//!   come out in `DCR` order, silently).
 
 use onnx_ir::{AttributeProto, ModelProto, NodeProto};
 
@@ -20,7 +22,7 @@ use onnx_ir::{AttributeProto, ModelProto, NodeProto};
 pub const LEGALIZED_DOMAIN: &str = "ember.onnx";
 
 /// The ONNX operators that [`legalize`] may turn into nodes of [`LEGALIZED_DOMAIN`].
-pub const LEGALIZED_OPS: &[&str] = &["Resize", "Upsample", "Attention"];
+pub const LEGALIZED_OPS: &[&str] = &["Resize", "Upsample", "Attention", "SpaceToDepth"];
 
 /// Rewrites the nodes of `model`'s main graph that onnx-ir would refuse (see the module).
 pub fn legalize(model: &mut ModelProto) {
@@ -37,6 +39,10 @@ pub fn legalize(model: &mut ModelProto) {
         match node.op_type.as_str() {
             "Max" | "Min" if domain_is_onnx && node.input.len() != 2 => nodes.extend(pairwise(node)),
             "Resize" if domain_is_onnx && onnx_ir_refuses_resize(&node, opset) => {
+                legalized = true;
+                nodes.push(custom(node));
+            }
+            "SpaceToDepth" if domain_is_onnx && node.attribute.iter().any(|a| a.name == "mode") => {
                 legalized = true;
                 nodes.push(custom(node));
             }

@@ -204,6 +204,7 @@ pub static LEGALIZED: &[(&str, CompileCustom)] = &[
     ("Resize", resize::legalized),
     ("Upsample", resize::legalized),
     ("Attention", attention::legalized),
+    ("SpaceToDepth", nn::space_to_depth_legalized),
 ];
 
 const fn op(name: &'static str, node_type: NodeType, compile: Compile) -> Operator {

@@ -781,9 +781,29 @@ pub fn depth_to_space(node: &Node) -> Result<Kernel, String> {
     })
 }
 
-/// SpaceToDepth: `block × block` pixels become channels.
+/// SpaceToDepth: `block × block` pixels become channels, block-major (`DCR`, the only order
+/// before opset 25 and what onnx-ir compiles).
 pub fn space_to_depth(node: &Node) -> Result<Kernel, String> {
-    let block = node!(node, SpaceToDepth).config.block_size;
+    space_to_depth_kernel(node!(node, SpaceToDepth).config.block_size, false)
+}
+
+/// SpaceToDepth with opset 25's `mode` (onnx-ir 0.22 ignores it; `ember_onnx::legalize` hands
+/// the node over): `DCR` block-major, `CRD` channel-major.
+pub fn space_to_depth_legalized(node: &onnx_ir::CustomNode) -> Result<Kernel, String> {
+    let block = node
+        .attrs
+        .get_i64("blocksize")
+        .ok_or("SpaceToDepth without blocksize")?;
+    let block = usize::try_from(block).map_err(|_| format!("SpaceToDepth with block size {block}"))?;
+    let channel_major = match node.attrs.get_string("mode").unwrap_or("DCR") {
+        "DCR" => false,
+        "CRD" => true,
+        other => return Err(format!("unknown SpaceToDepth mode `{other}`")),
+    };
+    space_to_depth_kernel(block, channel_major)
+}
+
+fn space_to_depth_kernel(block: usize, channel_major: bool) -> Result<Kernel, String> {
     if block == 0 {
         return Err("SpaceToDepth with block size 0".into());
     }
@@ -793,9 +813,12 @@ pub fn space_to_depth(node: &Node) -> Result<Kernel, String> {
         if !h.is_multiple_of(block) || !w.is_multiple_of(block) {
             return Err(format!("{h}×{w} is not a multiple of the block {block}"));
         }
-        let blocks: Tensor<6> = x
-            .reshape([n, c, h / block, block, w / block, block])
-            .permute([0, 3, 5, 1, 2, 4]);
+        let blocks: Tensor<6> = x.reshape([n, c, h / block, block, w / block, block]);
+        let blocks = if channel_major {
+            blocks.permute([0, 1, 3, 5, 2, 4])
+        } else {
+            blocks.permute([0, 3, 5, 1, 2, 4])
+        };
         one(Float::new(blocks.reshape([n, c * block * block, h / block, w / block])))
     })
 }

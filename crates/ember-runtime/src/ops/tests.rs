@@ -264,8 +264,8 @@ const POSITIVE: [f32; 4] = [0.25, 1.0, 2.0, 9.0];
 
 #[test]
 fn the_table_has_each_onnx_name_once_per_node_type() {
-    // 118 entries: Gemm twice (onnx-ir's Gemm, and its Linear for constant weights); Resize
-    // and Attention are also among the legalized operators, Upsample only there.
+    // 118 entries: Gemm twice (onnx-ir's Gemm, and its Linear for constant weights); Resize,
+    // Attention and SpaceToDepth are also among the legalized operators, Upsample only there.
     let names = supported();
     assert_eq!(OPERATORS.len(), 118);
     assert_eq!(names.len(), 118, "{names:?}");
