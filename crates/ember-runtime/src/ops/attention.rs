@@ -1,5 +1,5 @@
-//! Attention (ONNX opset 23 and 24): scaled dot-product attention with masks, a causal frontier,
-//! a key/value cache, grouped query heads and a soft cap.
+//! Attention (ONNX opset 23 to 25): scaled dot-product attention with masks, a causal frontier,
+//! a key/value cache, grouped query heads, a soft cap and a sliding window.
 //!
 //! `Y = softmax(softcap(Q·√s (K·√s)ᵀ) + bias) · V`, `s` the scale (default `1/√head_size`),
 //! following ONNX's reference implementation step by step (`onnx/reference/ops/op_attention.py`)
@@ -193,7 +193,19 @@ fn compile(config: Settings) -> Result<Kernel, String> {
             return Err(format!("K {:?} and V {:?} have different lengths", k.dims(), v.dims()));
         }
         let scores_shape = [batch, q_heads, q_length, kv_length];
+        if scores_shape.contains(&0) || head_size == 0 || v.dims()[3] == 0 {
+            return Err(format!(
+                "attention of empty tensors: Q {:?}, K {:?}, V {:?}",
+                q.dims(),
+                k.dims(),
+                v.dims()
+            ));
+        }
         within_budget(&scores_shape)?;
+        if q_heads != kv_heads {
+            // The key/value heads repeated for grouped queries.
+            within_budget(&[batch, q_heads, kv_length, head_size.max(v.dims()[3])])?;
+        }
 
         let bias = bias(
             mask,
