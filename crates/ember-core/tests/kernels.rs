@@ -147,18 +147,18 @@ fn relu_and_clamp_gradients_are_burns() {
     }
 }
 
-/// Output, input gradient, kernel gradient and bias gradient of a convolution.
+/// Output, input gradient, kernel gradient and bias gradient of a convolution with kernels of
+/// shape `kernel` (`[out channels, channels per group, kh, kw]`).
 fn conv_results(
     conv: impl Fn(Tensor<4>, Tensor<4>, Option<Tensor<1>>, ConvOptions<2>) -> Tensor<4>,
     input: [usize; 4],
-    kernel: [usize; 2],
+    kernel: [usize; 4],
     options: &ConvOptions<2>,
 ) -> [Vec<f32>; 4] {
     let device = flex().autodiff();
-    let channels = input[1];
     let x = random(input, 11, &device).require_grad();
-    let weight = random([channels, 1, kernel[0], kernel[1]], 12, &device).require_grad();
-    let bias = random([channels], 13, &device).require_grad();
+    let weight = random(kernel, 12, &device).require_grad();
+    let bias = random([kernel[0]], 13, &device).require_grad();
     let y = conv(x.clone(), weight.clone(), Some(bias.clone()), options.clone());
     let upstream = random(y.dims(), 14, &device);
     let grads = (y.clone() * upstream).sum().backward();
@@ -189,19 +189,40 @@ fn depthwise_convolution_gradients_are_burns() {
     ];
     for (input, kernel, stride, padding, dilation) in cases {
         let options = ConvOptions::new_with_padding(*stride, *padding, *dilation, input[1]);
-        let ours = conv_results(ember_core::conv2d, *input, *kernel, &options);
-        let burns = conv_results(burn_conv2d, *input, *kernel, &options);
-        for (what, (a, b)) in ["output", "input gradient", "kernel gradient", "bias gradient"]
-            .iter()
-            .zip(ours.iter().zip(&burns))
-        {
-            close(
-                a,
-                b,
-                &format!("{what} of {input:?} * {kernel:?}, stride {stride:?}, padding {padding:?}"),
-            );
-        }
+        let weight = [input[1], 1, kernel[0], kernel[1]];
+        compare_convolutions(*input, weight, &options);
     }
+}
+
+/// Ember's convolution and Burn's: output and the three gradients.
+fn compare_convolutions(input: [usize; 4], kernel: [usize; 4], options: &ConvOptions<2>) {
+    let ours = conv_results(ember_core::conv2d, input, kernel, options);
+    let burns = conv_results(burn_conv2d, input, kernel, options);
+    for (what, (a, b)) in ["output", "input gradient", "kernel gradient", "bias gradient"]
+        .iter()
+        .zip(ours.iter().zip(&burns))
+    {
+        close(
+            a,
+            b,
+            &format!(
+                "{what} of {input:?} * {kernel:?}, stride {:?}, padding {:?}",
+                options.stride, options.padding
+            ),
+        );
+    }
+}
+
+#[test]
+fn pointwise_convolution_gradients_are_burns() {
+    // 1×1, stride 1, no padding, one group: Ember's input gradient is a matrix product.
+    for (input, out_channels) in [([2, 6, 5, 7], 10), ([1, 3, 4, 4], 8), ([3, 16, 9, 9], 4)] {
+        let options = ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
+        compare_convolutions(input, [out_channels, input[1], 1, 1], &options);
+    }
+    // Strided or padded 1×1 convolutions keep Burn's gradient.
+    compare_convolutions([1, 4, 6, 6], [5, 4, 1, 1], &ConvOptions::new([2, 2], [0, 0], [1, 1], 1));
+    compare_convolutions([1, 4, 6, 6], [5, 4, 1, 1], &ConvOptions::new([1, 1], [1, 1], [1, 1], 1));
 }
 
 #[test]
