@@ -126,7 +126,9 @@ pub static OPERATORS: &[Operator] = &[
     op("IsInf", NodeType::IsInf, logic::is_inf),
     // Convolution, normalisation, pooling, matrix products.
     op("Conv", NodeType::Conv2d, nn::conv),
+    op("Conv", NodeType::Conv1d, nn::conv1d),
     op("ConvTranspose", NodeType::ConvTranspose2d, nn::conv_transpose),
+    op("ConvTranspose", NodeType::ConvTranspose1d, nn::conv_transpose1d),
     op("Resize", NodeType::Resize, resize::resize),
     op("BatchNormalization", NodeType::BatchNormalization, nn::batch_norm),
     op("LayerNormalization", NodeType::LayerNormalization, nn::layer_norm),
@@ -140,7 +142,9 @@ pub static OPERATORS: &[Operator] = &[
     op("SpaceToDepth", NodeType::SpaceToDepth, nn::space_to_depth),
     op("LRN", NodeType::Lrn, nn::lrn),
     op("MaxPool", NodeType::MaxPool2d, nn::max_pool),
+    op("MaxPool", NodeType::MaxPool1d, nn::max_pool1d),
     op("AveragePool", NodeType::AveragePool2d, nn::average_pool),
+    op("AveragePool", NodeType::AveragePool1d, nn::average_pool1d),
     op(
         "GlobalAveragePool",
         NodeType::GlobalAveragePool,

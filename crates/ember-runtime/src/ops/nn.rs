@@ -6,8 +6,12 @@ use burn::tensor::module::{
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, ConvTransposeOptions, MaxPoolOptions, PadMode};
 use burn::tensor::{EinsumOperand, Tensor};
 use onnx_ir::Node;
+use onnx_ir::node::avg_pool2d::AvgPool2dConfig;
 use onnx_ir::node::batch_norm::BatchNormConfig;
-use onnx_ir::node::padding::{AutoPad, PaddingConfig2d};
+use onnx_ir::node::conv_transpose2d::ConvTranspose2dConfig;
+use onnx_ir::node::conv2d::Conv2dConfig;
+use onnx_ir::node::max_pool2d::MaxPool2dConfig;
+use onnx_ir::node::padding::{AutoPad, PaddingConfig1d, PaddingConfig2d};
 
 use super::{
     Kernel, binary_float, check_broadcast, float, kernel, node, normalise_axes, one, optional_float, within_budget,
@@ -16,7 +20,23 @@ use crate::value::{Float, MAX_RANK, Value};
 
 /// Conv (2-D): groups, strides, dilations, explicit or `auto_pad` padding.
 pub fn conv(node: &Node) -> Result<Kernel, String> {
-    let config = node!(node, Conv2d).config.clone();
+    conv_with(node!(node, Conv2d).config.clone())
+}
+
+/// Conv (1-D): the 2-D kernel on `[N, C, 1, L]`.
+pub fn conv1d(node: &Node) -> Result<Kernel, String> {
+    let config = node!(node, Conv1d).config.clone();
+    lifted(conv_with(Conv2dConfig {
+        kernel_size: [1, config.kernel_size],
+        stride: [1, config.stride],
+        padding: padding_2d(&config.padding),
+        dilation: [1, config.dilation],
+        groups: config.groups,
+        auto_pad: config.auto_pad,
+    })?)
+}
+
+fn conv_with(config: Conv2dConfig) -> Result<Kernel, String> {
     if config.groups == 0 {
         return Err("Conv with 0 groups".into());
     }
@@ -63,7 +83,25 @@ pub fn conv(node: &Node) -> Result<Kernel, String> {
 /// ConvTranspose (2-D): groups, strides, dilations, output padding; explicit symmetric pads, or
 /// pads derived from `output_shape` or `auto_pad` when they come out symmetric.
 pub fn conv_transpose(node: &Node) -> Result<Kernel, String> {
-    let config = node!(node, ConvTranspose2d).config.clone();
+    conv_transpose_with(node!(node, ConvTranspose2d).config.clone())
+}
+
+/// ConvTranspose (1-D): the 2-D kernel on `[N, C, 1, L]`.
+pub fn conv_transpose1d(node: &Node) -> Result<Kernel, String> {
+    let config = node!(node, ConvTranspose1d).config.clone();
+    lifted(conv_transpose_with(ConvTranspose2dConfig {
+        kernel_size: [1, config.kernel_size],
+        stride: [1, config.stride],
+        dilation: [1, config.dilation],
+        padding: [0, config.padding],
+        padding_out: [0, config.padding_out],
+        groups: config.groups,
+        auto_pad: config.auto_pad,
+        output_shape: config.output_shape.map(|length| [1, length]),
+    })?)
+}
+
+fn conv_transpose_with(config: ConvTranspose2dConfig) -> Result<Kernel, String> {
     if config.groups == 0 || config.stride.contains(&0) || config.dilation.contains(&0) {
         return Err(format!(
             "ConvTranspose with groups {}, strides {:?}, dilations {:?}",
@@ -149,6 +187,44 @@ pub fn conv_transpose(node: &Node) -> Result<Kernel, String> {
             .narrow(2, pads[0][0] - symmetric[0], out_h)
             .narrow(3, pads[1][0] - symmetric[1], out_w);
         one(Float::new(y))
+    })
+}
+
+/// A 1-D padding as the 2-D one of `[N, C, 1, L]`.
+fn padding_2d(padding: &PaddingConfig1d) -> PaddingConfig2d {
+    match padding {
+        PaddingConfig1d::Valid => PaddingConfig2d::Valid,
+        PaddingConfig1d::Explicit(left, right) => PaddingConfig2d::Explicit(0, *left, 0, *right),
+    }
+}
+
+/// A 2-D kernel run on 1-D data: every rank-3 float operand `[N, C, L]` (input and weights)
+/// enters as `[N, C, 1, L]`, and rank-4 outputs leave without the unit axis.
+fn lifted(inner: Kernel) -> Result<Kernel, String> {
+    kernel(move |inputs, device| {
+        let inputs = inputs
+            .into_iter()
+            .map(|value| match value {
+                Some(Value::Float(f)) if f.rank == 3 => {
+                    let [a, b, c]: [usize; 3] = f.shape().try_into().expect("rank 3");
+                    Ok(Some(Value::Float(f.reshape(&[a, b, 1, c])?)))
+                }
+                other => Ok(other),
+            })
+            .collect::<Result<super::Inputs, String>>()?;
+        inner(inputs, device)?
+            .into_iter()
+            .map(|value| match value {
+                Value::Float(f) if f.rank == 4 => {
+                    let [a, b, unit, c]: [usize; 4] = f.shape().try_into().expect("rank 4");
+                    if unit != 1 {
+                        return Err(format!("a 1-D window produced height {unit}"));
+                    }
+                    Ok(Value::Float(f.reshape(&[a, b, c])?))
+                }
+                other => Ok(other),
+            })
+            .collect()
     })
 }
 
@@ -264,7 +340,25 @@ pub fn lrn(node: &Node) -> Result<Kernel, String> {
 }
 
 pub fn max_pool(node: &Node) -> Result<Kernel, String> {
-    let config = node!(node, MaxPool2d).config.clone();
+    max_pool_with(node!(node, MaxPool2d).config.clone())
+}
+
+/// MaxPool (1-D): the 2-D kernel on `[N, C, 1, L]`.
+pub fn max_pool1d(node: &Node) -> Result<Kernel, String> {
+    let config = node!(node, MaxPool1d).config.clone();
+    let mut lifted_config = MaxPool2dConfig::new(
+        [1, config.kernel_size],
+        [1, config.stride],
+        padding_2d(&config.padding),
+        [1, config.dilation],
+        config.ceil_mode,
+        config.auto_pad,
+    );
+    lifted_config.storage_order = config.storage_order;
+    lifted(max_pool_with(lifted_config)?)
+}
+
+fn max_pool_with(config: MaxPool2dConfig) -> Result<Kernel, String> {
     let window = Window::checked(
         &config.auto_pad,
         &config.padding,
@@ -285,7 +379,24 @@ pub fn max_pool(node: &Node) -> Result<Kernel, String> {
 }
 
 pub fn average_pool(node: &Node) -> Result<Kernel, String> {
-    let config = node!(node, AveragePool2d).config.clone();
+    average_pool_with(node!(node, AveragePool2d).config.clone())
+}
+
+/// AveragePool (1-D): the 2-D kernel on `[N, C, 1, L]`.
+pub fn average_pool1d(node: &Node) -> Result<Kernel, String> {
+    let config = node!(node, AveragePool1d).config.clone();
+    lifted(average_pool_with(AvgPool2dConfig {
+        kernel_size: [1, config.kernel_size],
+        strides: [1, config.stride],
+        padding: padding_2d(&config.padding),
+        count_include_pad: config.count_include_pad,
+        dilation: [1, config.dilation],
+        ceil_mode: config.ceil_mode,
+        auto_pad: config.auto_pad,
+    })?)
+}
+
+fn average_pool_with(config: AvgPool2dConfig) -> Result<Kernel, String> {
     if config.dilation != [1, 1] {
         return Err(format!(
             "dilated average pooling (dilations {:?}) is not supported",

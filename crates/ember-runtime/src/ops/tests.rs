@@ -264,10 +264,11 @@ const POSITIVE: [f32; 4] = [0.25, 1.0, 2.0, 9.0];
 
 #[test]
 fn the_table_has_each_onnx_name_once_per_node_type() {
-    // 118 entries: Gemm twice (onnx-ir's Gemm, and its Linear for constant weights); Resize,
-    // Attention and SpaceToDepth are also among the legalized operators, Upsample only there.
+    // 122 entries: Gemm twice (onnx-ir's Gemm, and its Linear for constant weights), Conv,
+    // ConvTranspose, MaxPool and AveragePool twice (2-D and 1-D); Resize, Attention and
+    // SpaceToDepth are also among the legalized operators, Upsample only there.
     let names = supported();
-    assert_eq!(OPERATORS.len(), 118);
+    assert_eq!(OPERATORS.len(), 122);
     assert_eq!(names.len(), 118, "{names:?}");
     // The legalized nodes are exactly those ember-onnx types for onnx-ir.
     let legalized: Vec<&str> = LEGALIZED.iter().map(|(name, _)| *name).collect();
@@ -1204,4 +1205,50 @@ fn attention_operands_that_do_not_fit_are_errors() {
         .try_run()
         .unwrap_err();
     assert!(error.contains("does not broadcast"), "{error}");
+}
+
+#[test]
+fn one_dimensional_convolution_runs_as_a_two_dimensional_one() {
+    // Conv over [1, 2, 5] with 3 kernels of width 3, padding 1 each side, stride 2, and biases:
+    // y[o][t] = b[o] + Σ_c Σ_k w[o][c][k] · x[c][2t + k − 1].
+    let x: Vec<f32> = (0..10).map(|v| v as f32 * 0.5 - 2.0).collect();
+    let w: Vec<f32> = (0..18).map(|v| ((v * 7) % 5) as f32 - 2.0).collect();
+    let b = [0.5f32, -1.0, 2.0];
+    let graph = Graph::new()
+        .input("x", &x, &[1, 2, 5])
+        .weight("w", &w, &[3, 2, 3])
+        .weight("b", &b, &[3])
+        .node(
+            "Conv",
+            &["x", "w", "b"],
+            &["y"],
+            vec![attr_ints("pads", &[1, 1]), attr_ints("strides", &[2])],
+        )
+        .output("y");
+    assert!(
+        graph.node_types().contains(&"Conv1d".to_owned()),
+        "{:?}",
+        graph.node_types()
+    );
+    let (y, shape) = graph.run_float();
+    assert_eq!(shape, [1, 3, 3]);
+    let mut expected = Vec::new();
+    for o in 0..3 {
+        for t in 0..3i64 {
+            let mut sum = b[o];
+            for c in 0..2 {
+                for k in 0..3i64 {
+                    let i = 2 * t + k - 1;
+                    if (0..5).contains(&i) {
+                        sum += w[(o * 2 + c) * 3 + k as usize] * x[c * 5 + i as usize];
+                    }
+                }
+            }
+            expected.push(sum);
+        }
+    }
+    assert!(
+        y.iter().zip(&expected).all(|(a, e)| (a - e).abs() < 1e-5),
+        "{y:?} vs {expected:?}"
+    );
 }
