@@ -216,14 +216,17 @@ class VitRegisters(torch.nn.Module):
         self.vit = tiny_vit()
         self.registers = torch.nn.Parameter(torch.zeros(1, 4, 32))
 
-    def forward(self, x):
+    def encode(self, x):
+        """The tokens after the last block's norm: class token, registers, patches."""
         vit = self.vit
         x = vit._process_input(x)
         n = x.shape[0]
         x = torch.cat([vit.class_token.expand(n, -1, -1), x], dim=1) + vit.encoder.pos_embedding
         x = torch.cat([x[:, :1], self.registers.expand(n, -1, -1), x[:, 1:]], dim=1)
-        x = vit.encoder.ln(vit.encoder.layers(vit.encoder.dropout(x)))
-        return vit.heads(x[:, 0])
+        return vit.encoder.ln(vit.encoder.layers(vit.encoder.dropout(x)))
+
+    def forward(self, x):
+        return self.vit.heads(self.encode(x)[:, 0])
 
 
 class VitSaliency(VitRegisters):
@@ -241,13 +244,7 @@ class VitSaliency(VitRegisters):
         self.dense_head = torch.nn.Linear(32, 2)
 
     def forward(self, x):
-        vit = self.vit
-        x = vit._process_input(x)
-        n = x.shape[0]
-        x = torch.cat([vit.class_token.expand(n, -1, -1), x], dim=1) + vit.encoder.pos_embedding
-        x = torch.cat([x[:, :1], self.registers.expand(n, -1, -1), x[:, 1:]], dim=1)
-        x = vit.encoder.ln(vit.encoder.layers(vit.encoder.dropout(x)))
-        patches = self.dense_head(x[:, 5:]).reshape(n, 4, 4, 2).permute(0, 3, 1, 2)
+        patches = self.dense_head(self.encode(x)[:, 5:]).reshape(x.shape[0], 4, 4, 2).permute(0, 3, 1, 2)
         return torch.nn.functional.interpolate(patches, scale_factor=16, mode="bilinear", align_corners=False)
 
 
