@@ -36,12 +36,13 @@ densenet, efficientnet, googlenet, mobilenetv3, regnet, resnet, shufflenetv2, sq
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ZOO = ROOT / "tests" / "fixtures" / "zoo"
 # Opset 16 as burn-onnx's build-time import wants; one model keeps torch's default opset (20),
-# where ConvNeXt exports LayerNormalization and Gelu as single operators.
-OPSETS = {"convnext_opset20": 20}
+# where ConvNeXt exports LayerNormalization and Gelu as single operators; one ViT goes to opset 23,
+# where attention is one `Attention` node.
+OPSETS = {"convnext_opset20": 20, "vit_opset23": 23}
 # Exported with torch.onnx.export's defaults (the dynamo exporter, opset 20, weights in a separate
 # `.onnx.data` file, the batch size fixed by the example input). The ViTs too: the legacy
 # exporter writes multi-head attention's shape arithmetic in a form onnx-ir 0.22 cannot type.
-DYNAMO = {"resnet_dynamo", "vit", "vit_registers", "vit_saliency"}
+DYNAMO = {"resnet_dynamo", "vit", "vit_registers", "vit_saliency", "vit_opset23"}
 SIZE = 64
 CLASSES = 10
 # Exported, then rewritten with their weights in Constant nodes.
@@ -395,6 +396,9 @@ def zoo():
         ("vit", token_layout(tiny_vit(), "tokens 4x4 after 1", seed=1), lambda m: m.encoder.layers[-1].ln_1, False),
         ("vit_registers", VitRegisters(), lambda m: m.vit.encoder.layers[-1].ln_1, False),
         ("vit_saliency", VitSaliency(), lambda m: m.vit.encoder.layers[-1].ln_1, False),
+        # The ViT at opset 23, where the exporter writes attention as ONNX's own `Attention`
+        # node (no Softmax left in the graph).
+        ("vit_opset23", token_layout(tiny_vit(), "tokens 4x4 after 1", seed=1), lambda m: m.encoder.layers[-1].ln_1, False),
         # The same ViT through torch's legacy exporter (`dynamo=False`): its attention reshapes
         # take shapes assembled at run time (Shape → Gather → Unsqueeze → Concat), whose lengths
         # onnx-ir cannot tell; Ember declares their ranks before it parses (ember_onnx::legalize).
@@ -560,7 +564,8 @@ def main():
         elif name in DYNAMO:
             data = path.with_name(path.name + ".data")
             data.unlink(missing_ok=True)
-            torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["logits"])
+            opset = {"opset_version": OPSETS[name]} if name in OPSETS else {}
+            torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["logits"], **opset)
         else:
             torch.onnx.export(
                 model,

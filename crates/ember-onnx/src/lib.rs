@@ -468,7 +468,11 @@ pub fn default_layer(graph: &onnx_ir::GraphProto, layers: &[LayerInfo], dense: b
             .and_then(|mul| producer.get(mul.input[0].as_str()));
         div.is_some_and(|div| op_of(div, 1) == Some("Sqrt"))
     };
-    let last_attention = graph.node.iter().rposition(|node| node.op_type == "Softmax");
+    // A Softmax of decomposed attention, or an Attention node (opset 23+).
+    let last_attention = graph
+        .node
+        .iter()
+        .rposition(|node| node.op_type == "Softmax" || node.op_type == "Attention");
     let before_attention = last_attention.and_then(|attention| {
         layers.iter().rfind(|layer| {
             matches!(layer.layout, Some(Layout::Tokens(_)))

@@ -110,7 +110,7 @@ fn cases() -> Vec<Case> {
 fn every_zoo_architecture_matches_pytorch_onnxruntime_and_pytorch_grad_cam() {
     let device = Device::flex();
     let cases = cases();
-    assert_eq!(cases.len(), 23, "the zoo lists twenty-three models");
+    assert_eq!(cases.len(), 24, "the zoo lists twenty-four models");
     assert!(
         cases
             .iter()
