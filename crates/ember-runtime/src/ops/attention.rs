@@ -226,7 +226,9 @@ fn compile(config: Settings) -> Result<Kernel, String> {
                 .expand([b, h, groups, s, d])
                 .reshape([b, h * groups, s, d])
         };
-        let (present_key, present_value) = (k.clone(), v.clone());
+        // Values kept for the optional outputs only: a second owner would stop the backend
+        // from updating the scores in place.
+        let present = (config.outputs > 1).then(|| (k.clone(), v.clone()));
         let (k, v) = (repeat(k), repeat(v));
 
         let mut product = (q * root).matmul((k * root).swap_dims(2, 3));
@@ -234,22 +236,31 @@ fn compile(config: Settings) -> Result<Kernel, String> {
             let cap = config.softcap as f32;
             product = (product / cap).tanh() * cap;
         }
-        let (with_bias, fully_masked) = match &bias {
+        let exposed_product =
+            (config.outputs > 3 && config.exposed != Exposed::Probabilities).then(|| match (&bias, config.exposed) {
+                (Some(bias), Exposed::WithBias) => product.clone() + bias.clone(),
+                _ => product.clone(),
+            });
+        let (with_bias, fully_masked) = match bias {
             Some(bias) => {
                 let row_max = bias.clone().max_dim(3);
                 let fully_masked = row_max.equal_elem(f32::NEG_INFINITY).expand(scores_shape);
                 // Fully masked rows are set to 0 before the softmax (which would make NaN of
                 // them) and their probabilities to 0 after it.
-                let with_bias = (product.clone() + bias.clone()).mask_fill(fully_masked.clone(), 0.0);
+                let with_bias = (product + bias).mask_fill(fully_masked.clone(), 0.0);
                 (with_bias, Some(fully_masked))
             }
-            None => (product.clone(), None),
+            None => (product, None),
         };
-        let mut probabilities = burn::tensor::activation::softmax(with_bias.clone(), 3);
+        let mut probabilities = burn::tensor::activation::softmax(with_bias, 3);
         if let Some(fully_masked) = fully_masked {
             probabilities = probabilities.mask_fill(fully_masked, 0.0);
         }
-        let y = probabilities.clone().matmul(v);
+        let exposed = match exposed_product {
+            Some(product) => Some(product),
+            None => (config.outputs > 3).then(|| probabilities.clone()),
+        };
+        let y = probabilities.matmul(v);
         let y = if three_d {
             let [b, h, s, d] = y.dims();
             Float::new(y.swap_dims(1, 2).reshape([b, s, h * d]))
@@ -257,19 +268,11 @@ fn compile(config: Settings) -> Result<Kernel, String> {
             Float::new(y)
         };
         let mut values = vec![Value::Float(y)];
-        if config.outputs > 1 {
+        if let Some((present_key, present_value)) = present {
             values.push(Value::Float(Float::new(present_key)));
             values.push(Value::Float(Float::new(present_value)));
         }
-        if config.outputs > 3 {
-            let exposed = match config.exposed {
-                Exposed::Product => product,
-                Exposed::WithBias => match bias {
-                    Some(bias) => product + bias,
-                    None => product,
-                },
-                Exposed::Probabilities => probabilities,
-            };
+        if let Some(exposed) = exposed {
             values.push(Value::Float(Float::new(exposed)));
         }
         Ok(values)
