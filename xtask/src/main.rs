@@ -20,6 +20,9 @@ struct Cli {
 enum Task {
     /// Re-export models/mobilenet_v2.onnx and its fixture with PyTorch (needs Python and PyPI).
     ExportMobilenet,
+    /// Re-export models/efficientnet_lite0.onnx (the pretrained EfficientNet-Lite0) and its
+    /// fixture with PyTorch and pytorch-grad-cam (needs Python and PyPI).
+    ExportEfficientnetLite,
     /// Regenerate the pytorch-grad-cam reference fixtures in tests/fixtures/ (needs Python and PyPI).
     Reference,
     /// Regenerate the architecture zoo of the run-time executor in tests/fixtures/zoo/ (needs
@@ -46,9 +49,9 @@ enum Task {
     /// Regenerate tests/fixtures/reference_metrics.npz, pytorch-grad-cam's and torch-cam's
     /// faithfulness metrics (needs Python and PyPI: the full pinned requirements, torch included).
     Metrics,
-    /// The rectifier study (docs/sign-study.md): MobileNetV2 on mosaics of the bundled photos,
-    /// every listed method × relu/abs/signed/counterfactual × two layers, scored by `ember
-    /// evaluate`; tables to docs/sign-study-results.md.
+    /// The rectifier study (docs/sign-study.md): MobileNetV2 and EfficientNet-Lite0 on mosaics of
+    /// the bundled photos, every listed method × relu/abs/signed/counterfactual × two layers,
+    /// scored by `ember evaluate`; tables to docs/sign-study-<model>-results.md.
     SignStudy(StudyArgs),
     /// Build the crate in tests/user-crate — outside the workspace, depending only on ember-cam
     /// (and ember-onnx in its build script) — importing an ONNX model at build time, run it, and
@@ -122,6 +125,10 @@ struct BenchArgs {
 
 #[derive(clap::Args)]
 struct StudyArgs {
+    /// The pretrained models studied, comma-separated (default: all of them): mobilenet-v2
+    /// (models/mobilenet_v2.onnx), efficientnet-lite0 (models/efficientnet_lite0.onnx).
+    #[arg(long, value_delimiter = ',')]
+    models: Vec<String>,
     /// Methods (ScoreCAM is left out by default: 1280 forward passes per map at the last block).
     #[arg(
         long,
@@ -135,12 +142,15 @@ struct StudyArgs {
     #[arg(long, value_delimiter = ',', default_value = "chelsea,coffee,rocket")]
     photos: Vec<String>,
     /// What the metrics score (`ember evaluate --metric-score`): `probability` (tables in
-    /// docs/sign-study-results.md) or `logit` (docs/sign-study-results-logit.md).
+    /// docs/sign-study-<model>-results.md) or `logit` (docs/sign-study-<model>-results-logit.md).
     #[arg(long, default_value = "probability", value_parser = ["probability", "logit"])]
     metric_score: String,
     /// The `ember` binary to run (default: built with `cargo build --release -p ember-cli`).
     #[arg(long)]
     ember: Option<PathBuf>,
+    /// Only rebuild the tables from the rows an earlier run left in target/sign-study/.
+    #[arg(long)]
+    tables_only: bool,
 }
 
 #[derive(clap::Args)]
@@ -167,6 +177,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
         Task::ExportMobilenet => run_python("export_mobilenet.py", None),
+        Task::ExportEfficientnetLite => run_python("export_efficientnet_lite.py", None),
         Task::Reference => run_python("make_fixtures.py", None),
         Task::Zoo => run_python("make_zoo.py", None),
         Task::Hostile => run_python(
@@ -191,11 +202,13 @@ fn main() -> ExitCode {
             ]),
         ),
         Task::SignStudy(args) => study::sign_study(
+            &args.models,
             &args.methods,
             args.steps,
             &args.photos,
             &args.metric_score,
             args.ember.as_deref(),
+            args.tables_only,
         ),
         Task::UserCrate(args) => user_crate(args),
         Task::Conformance(args) => conformance(args),

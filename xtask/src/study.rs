@@ -3,12 +3,12 @@
 //! Mosaics of the bundled photos (examples/images: a cat, a cup of coffee, a rocket; CC0, from
 //! scikit-image) with a known object per cell: for each photo and each of the 4 cells of a 2×2
 //! grid at 224×224, a mosaic with that photo in that cell and the other two photos (one
-//! mirrored) around it — 12 mosaics, the photo's cell as the pointing game's box. Each mosaic is
-//! explained for the class MobileNetV2 gives the photo alone, by every listed method with every
-//! rectifier, at two layers, and scored by `ember evaluate` (deletion, insertion, ROAD combined,
-//! pointing game). Rows go to target/sign-study/, the tables to docs/sign-study-results.md, and
-//! a comparison sheet of each photo's first mosaic (four methods × the four rectifiers, last
-//! block) to docs/sign-study-<photo>.jpg.
+//! mirrored) around it — 12 mosaics, the photo's cell as the pointing game's box. For each model
+//! of [`MODELS`], each mosaic is explained for the class the model gives the photo alone, by every
+//! listed method with every rectifier, at two layers, and scored by `ember evaluate` (deletion,
+//! insertion, ROAD combined, pointing game). Rows go to target/sign-study/<model>/, the tables to
+//! docs/sign-study-<model>-results.md, and a comparison sheet of each photo's first mosaic (four
+//! methods × the four rectifiers, last layer) to docs/sign-study-<model>-<photo>.jpg.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,51 +20,125 @@ use serde_json::Value;
 
 use crate::root;
 
-/// The photos, and the class MobileNetV2 gives each alone (its top class on the photo with the
-/// ImageNet pre-processing: `ember explain --model models/mobilenet_v2.onnx --image …`).
-const PHOTOS: [(&str, usize, &str); 3] = [
-    ("chelsea.png", 285, "Egyptian cat"),
-    ("coffee.png", 967, "espresso"),
-    ("rocket.jpg", 0, ""),
-];
+/// The photos of examples/images. Each is explained for the class the model gives it alone
+/// (ImageNet has no rocket class: whatever the model sees there is the object explained).
+const PHOTOS: [&str; 3] = ["chelsea.png", "coffee.png", "rocket.jpg"];
 const CELL: u32 = 112;
-const LAYERS: [(&str, &str); 2] = [
-    ("last block (7×7)", "/features/features.18/features.18.2/Clip"),
-    ("block 13 (14×14)", "/features/features.13/Add"),
-];
 const RECTIFIERS: &str = "relu,abs,signed,counterfactual";
 const METRICS: &str = "deletion,insertion,road-combined,pointing-game";
 
+/// A real pretrained ImageNet classifier of the study.
+struct StudyModel {
+    /// Its name in paths and on the command line.
+    key: &'static str,
+    /// Its name in the tables.
+    name: &'static str,
+    /// The ONNX file, relative to the repository.
+    file: &'static str,
+    /// Its pre-processing as `ember` options (the mosaics are already 224×224: resized only).
+    preprocess: &'static [&'static str],
+    /// The two layers explained: (name in the tables, ONNX node), the last layer first.
+    layers: [(&'static str, &'static str); 2],
+}
+
+const MODELS: [StudyModel; 2] = [
+    StudyModel {
+        key: "mobilenet-v2",
+        name: "MobileNetV2",
+        file: "models/mobilenet_v2.onnx",
+        preprocess: &[],
+        layers: [
+            ("last block (7×7)", "/features/features.18/features.18.2/Clip"),
+            ("block 13 (14×14)", "/features/features.13/Add"),
+        ],
+    },
+    StudyModel {
+        key: "efficientnet-lite0",
+        name: "EfficientNet-Lite0",
+        file: "models/efficientnet_lite0.onnx",
+        // TensorFlow's EfficientNet-Lite normalisation: (pixel − 127) / 128.
+        preprocess: &["--value-range", "byte", "--mean", "127,127,127", "--std", "128,128,128"],
+        layers: [("head (7×7)", "/head_act/Clip"), ("block 10 (14×14)", "/blocks.10/Add")],
+    },
+];
+
 pub fn sign_study(
+    models: &[String],
     methods: &str,
     steps: usize,
     photos: &[String],
     metric_score: &str,
     ember: Option<&Path>,
+    tables_only: bool,
 ) -> Result<(), String> {
+    if let Some(unknown) = models.iter().find(|k| !MODELS.iter().any(|m| m.key == k.as_str())) {
+        let known: Vec<&str> = MODELS.iter().map(|m| m.key).collect();
+        return Err(format!(
+            "unknown model `{unknown}`; the study's models: {}",
+            known.join(", ")
+        ));
+    }
     let root = root();
     let ember = match ember {
         Some(path) => path.to_path_buf(),
         None => build_ember(&root)?,
     };
+    // None named: all of them.
+    for model in MODELS
+        .iter()
+        .filter(|m| models.is_empty() || models.iter().any(|k| k == m.key))
+    {
+        let run = Run {
+            methods,
+            steps,
+            photos,
+            metric_score,
+            tables_only,
+        };
+        study(&root, &ember, model, &run)?;
+    }
+    Ok(())
+}
+
+/// What a run of the study does, for every model.
+struct Run<'a> {
+    methods: &'a str,
+    steps: usize,
+    photos: &'a [String],
+    metric_score: &'a str,
+    /// Rebuild the tables from the rows a previous run left in target/sign-study/ (no `ember`
+    /// run, no sheets).
+    tables_only: bool,
+}
+
+/// The study of one model: its mosaics explained and scored, its tables and sheets written.
+fn study(root: &Path, ember: &Path, model: &StudyModel, run: &Run) -> Result<(), String> {
+    let Run {
+        methods,
+        photos,
+        metric_score,
+        tables_only,
+        ..
+    } = *run;
     // Probabilities (the default) keep the first run's file names.
     let suffix = if metric_score == "probability" {
         String::new()
     } else {
         format!("-{metric_score}")
     };
-    let out = root.join(format!("target/sign-study{suffix}"));
+    let key = model.key;
+    let out = root.join(format!("target/sign-study/{key}{suffix}"));
     std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-    let classes = photo_classes(&root, &ember, photos)?;
     let cells: Vec<RgbImage> = PHOTOS
         .iter()
-        .map(|(file, _, _)| cell(&root.join("examples/images").join(file)))
+        .map(|file| cell(&root.join("examples/images").join(file)))
         .collect::<Result<_, _>>()?;
     let mut rows: Vec<(String, Value)> = Vec::new();
-    for (photo, (file, _, _)) in PHOTOS.iter().enumerate() {
+    for (photo, file) in PHOTOS.iter().enumerate() {
         if !photos.iter().any(|p| file.starts_with(p.as_str())) {
             continue;
         }
+        let class = photo_class(root, ember, model, file)?;
         let group = out.join(file.split('.').next().unwrap_or("photo"));
         let mosaics = group.join("mosaics");
         std::fs::create_dir_all(&mosaics).map_err(|e| format!("cannot create {}: {e}", mosaics.display()))?;
@@ -104,58 +178,87 @@ pub fn sign_study(
         let boxes_file = group.join("boxes.json");
         std::fs::write(&boxes_file, Value::Object(boxes).to_string())
             .map_err(|e| format!("cannot write {}: {e}", boxes_file.display()))?;
-        for (layer_name, layer) in LAYERS {
-            let json = group.join(format!("rows-{}.json", layer.replace('/', "_")));
-            let status = Command::new(&ember)
-                .current_dir(&root)
-                .args(["evaluate", "--device", "flex", "--model", "models/mobilenet_v2.onnx"])
-                .arg("--image")
-                .arg(&mosaics)
-                .args(["--preprocess", "resize", "--class", &classes[photo].to_string()])
-                .args(["--layer", layer, "--method", methods, "--rectifier", RECTIFIERS])
-                .args(["--metrics", METRICS, "--steps", &steps.to_string()])
-                .args(["--metric-score", metric_score])
-                .arg("--boxes")
-                .arg(&boxes_file)
-                .arg("--json")
-                .arg(&json)
-                .status();
-            succeeded(status, || format!("ember evaluate on {} at {layer}", group.display()))?;
+        for (layer_name, layer) in model.layers {
+            let json = rows_file(&group, layer);
+            if !tables_only {
+                evaluate(root, ember, model, run, class, &group, layer)?;
+            }
             let text = std::fs::read_to_string(&json).map_err(|e| format!("{}: {e}", json.display()))?;
             let parsed: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", json.display()))?;
             for row in parsed.as_array().cloned().unwrap_or_default() {
                 rows.push((layer_name.to_owned(), row));
             }
             // After every run, so that an interrupted study still leaves its tables so far.
-            let report = tables(&rows, methods, metric_score);
-            let path = root.join(format!("docs/sign-study-results{suffix}.md"));
+            let report = tables(&rows, model, methods, metric_score);
+            let path = root.join(format!("docs/sign-study-{key}-results{suffix}.md"));
             std::fs::write(&path, report).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            println!("{file} at {layer_name}: tables written to {}", path.display());
+            println!(
+                "{} on {file} at {layer_name}: tables written to {}",
+                model.name,
+                path.display()
+            );
         }
-        if suffix.is_empty() {
-            sheet(&root, &ember, &mosaics.join("cell0.png"), classes[photo], file)?;
+        if suffix.is_empty() && !tables_only {
+            sheet(root, ember, model, &mosaics.join("cell0.png"), class, file)?;
         }
     }
     Ok(())
 }
 
+/// Where the rows of one photo's mosaics at one layer are kept.
+fn rows_file(group: &Path, layer: &str) -> std::path::PathBuf {
+    group.join(format!("rows-{}.json", layer.replace('/', "_")))
+}
+
+/// `ember evaluate` on one photo's mosaics (`group/mosaics`, boxes in `group/boxes.json`) at one
+/// layer, every method × rectifier, rows to [`rows_file`].
+fn evaluate(
+    root: &Path,
+    ember: &Path,
+    model: &StudyModel,
+    run: &Run,
+    class: usize,
+    group: &Path,
+    layer: &str,
+) -> Result<(), String> {
+    let status = Command::new(ember)
+        .current_dir(root)
+        .args(["evaluate", "--device", "flex", "--model", model.file])
+        .arg("--image")
+        .arg(group.join("mosaics"))
+        .args(["--preprocess", "resize"])
+        .args(model.preprocess)
+        .args(["--class", &class.to_string()])
+        .args(["--layer", layer, "--method", run.methods, "--rectifier", RECTIFIERS])
+        .args(["--metrics", METRICS, "--steps", &run.steps.to_string()])
+        .args(["--metric-score", run.metric_score])
+        .arg("--boxes")
+        .arg(group.join("boxes.json"))
+        .arg("--json")
+        .arg(rows_file(group, layer))
+        .status();
+    succeeded(status, || format!("ember evaluate on {} at {layer}", group.display()))
+}
+
 /// The methods shown side by side in the study's sheets (all four rectifiers each).
 const SHEET_METHODS: &str = "gradcam,gradcam++,eigencam,ablationcam";
 
-/// A comparison sheet of the photo's first mosaic at the last block: a row per method of
-/// [`SHEET_METHODS`], a column per rectifier, to docs/sign-study-<photo>.jpg.
-fn sheet(root: &Path, ember: &Path, mosaic: &Path, class: usize, file: &str) -> Result<(), String> {
+/// A comparison sheet of the photo's first mosaic at the model's last layer: a row per method of
+/// [`SHEET_METHODS`], a column per rectifier, to docs/sign-study-<model>-<photo>.jpg.
+fn sheet(root: &Path, ember: &Path, model: &StudyModel, mosaic: &Path, class: usize, file: &str) -> Result<(), String> {
     let name = file.split('.').next().unwrap_or("photo");
-    let out = root.join(format!("docs/sign-study-{name}.jpg"));
+    let out = root.join(format!("docs/sign-study-{}-{name}.jpg", model.key));
     let status = Command::new(ember)
         .current_dir(root)
-        .args(["explain", "--device", "flex", "--model", "models/mobilenet_v2.onnx"])
+        .args(["explain", "--device", "flex", "--model", model.file])
         .arg("--image")
         .arg(mosaic)
-        .args(["--preprocess", "resize", "--class", &class.to_string()])
+        .args(["--preprocess", "resize"])
+        .args(model.preprocess)
+        .args(["--class", &class.to_string()])
         .args([
             "--layer",
-            LAYERS[0].1,
+            model.layers[0].1,
             "--method",
             SHEET_METHODS,
             "--rectifier",
@@ -165,40 +268,27 @@ fn sheet(root: &Path, ember: &Path, mosaic: &Path, class: usize, file: &str) -> 
         .arg(&out)
         .status();
     succeeded(status, || format!("ember explain on {}", mosaic.display()))?;
-    println!("{file}: maps side by side in {}", out.display());
+    println!("{} on {file}: maps side by side in {}", model.name, out.display());
     Ok(())
 }
 
-/// MobileNetV2's top class for each photo alone (the rocket's is looked up: ImageNet has no
-/// rocket class, so whatever the model sees there is the object explained).
-fn photo_classes(root: &Path, ember: &Path, photos: &[String]) -> Result<Vec<usize>, String> {
-    PHOTOS
-        .iter()
-        .map(|(file, class, _)| {
-            if *class != 0 || !photos.iter().any(|p| file.starts_with(p.as_str())) {
-                return Ok(*class);
-            }
-            let output = Command::new(ember)
-                .current_dir(root)
-                .args([
-                    "explain",
-                    "--device",
-                    "flex",
-                    "--model",
-                    "models/mobilenet_v2.onnx",
-                    "--image",
-                ])
-                .arg(root.join("examples/images").join(file))
-                .args(["--out", "target/sign-study/top-class.png"])
-                .output()
-                .map_err(|e| format!("cannot run ember: {e}"))?;
-            let text = String::from_utf8_lossy(&output.stdout);
-            text.lines()
-                .find_map(|l| l.strip_prefix("explained class "))
-                .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-                .ok_or_else(|| format!("no class in ember's report on {file}: {text}"))
-        })
-        .collect()
+/// The model's top class for the photo alone (ImageNet's recipe: shorter side 256, centre crop
+/// 224, with the model's normalisation).
+fn photo_class(root: &Path, ember: &Path, model: &StudyModel, file: &str) -> Result<usize, String> {
+    let output = Command::new(ember)
+        .current_dir(root)
+        .args(["explain", "--device", "flex", "--model", model.file, "--image"])
+        .arg(root.join("examples/images").join(file))
+        .args(model.preprocess)
+        .arg("--out")
+        .arg(root.join(format!("target/sign-study/{}-top-class.png", model.key)))
+        .output()
+        .map_err(|e| format!("cannot run ember: {e}"))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("explained class "))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| format!("no class in ember's report on {file}: {text}"))
 }
 
 /// `cargo build --release -p ember-cli`, and the binary it made.
@@ -234,7 +324,7 @@ fn cell(path: &Path) -> Result<RgbImage, String> {
 
 /// Per layer and metric: methods × rectifiers, the mean over every mosaic, the best rectifier
 /// of each method in bold.
-fn tables(rows: &[(String, Value)], methods: &str, metric_score: &str) -> String {
+fn tables(rows: &[(String, Value)], model: &StudyModel, methods: &str, metric_score: &str) -> String {
     // (layer, metric, method, rectifier) → values over every group.
     let mut values: BTreeMap<(String, String, String, String), Vec<f64>> = BTreeMap::new();
     let mut higher: BTreeMap<String, bool> = BTreeMap::new();
@@ -251,13 +341,14 @@ fn tables(rows: &[(String, Value)], methods: &str, metric_score: &str) -> String
     }
     let rectifiers: Vec<&str> = RECTIFIERS.split(',').collect();
     let mut text = format!(
-        "# Sign study: results ({metric_score})\n\nGenerated by `cargo xtask sign-study --metric-score \
-         {metric_score}` (see docs/sign-study.md for the set-up and the reading): deletion, insertion and ROAD \
-         score the explained class's {metric_score}. Means over the mosaics; the best rectifier of each method in \
-         **bold** (↑: higher is better, ↓: lower).\n",
+        "# Sign study: {}, results ({metric_score})\n\nGenerated by `cargo xtask sign-study --models {} \
+         --metric-score {metric_score}` (see docs/sign-study.md for the set-up and the reading): deletion, insertion \
+         and ROAD score the explained class's {metric_score}. Means over the mosaics; the best rectifier of each \
+         method in **bold** (↑: higher is better, ↓: lower).\n",
+        model.name, model.key
     );
     let mut wins: BTreeMap<(String, String), BTreeMap<String, usize>> = BTreeMap::new();
-    for (layer, _) in LAYERS {
+    for (layer, _) in model.layers {
         for metric in METRICS.split(',') {
             let up = higher.get(metric).copied().unwrap_or(true);
             text.push_str(&format!(
