@@ -328,6 +328,28 @@ pub fn atanh(_: &Node) -> Result<Kernel, String> {
     unary(|t| t.atanh())
 }
 
+/// Swish(x) = x · σ(α·x) (opset 24; SiLU for α = 1).
+pub fn swish(node: &Node) -> Result<Kernel, String> {
+    let alpha = node!(node, Swish).config.alpha;
+    kernel(move |mut inputs, device| {
+        one(float(&mut inputs, 0, device)?.map(|t| t.clone() * activation::sigmoid(t * alpha)))
+    })
+}
+
+/// Shrink(x) = x − bias for x > λ, x + bias for x < −λ, 0 otherwise.
+pub fn shrink(node: &Node) -> Result<Kernel, String> {
+    let config = &node!(node, Shrink).config;
+    let (lambda, bias) = (config.lambda, config.bias);
+    kernel(move |mut inputs, device| {
+        one(float(&mut inputs, 0, device)?.map(|t| {
+            let above = t.clone().greater_elem(lambda);
+            let below = t.clone().lower_elem(-lambda);
+            let zero = t.zeros_like();
+            zero.mask_where(above, t.clone() - bias).mask_where(below, t + bias)
+        }))
+    })
+}
+
 /// Softplus(x) = ln(1 + eˣ).
 pub fn softplus(_: &Node) -> Result<Kernel, String> {
     unary(|t| activation::softplus(t, 1.0))

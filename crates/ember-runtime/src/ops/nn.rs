@@ -311,6 +311,49 @@ pub fn layer_norm(node: &Node) -> Result<Kernel, String> {
     })
 }
 
+/// LpNormalization: each slice along `axis` divided by its L1 or L2 norm; a slice of zeros stays
+/// zeros (ONNX's expected outputs), where the plain quotient would be NaN.
+pub fn lp_normalization(node: &Node) -> Result<Kernel, String> {
+    let config = node!(node, LpNormalization).config.clone();
+    kernel(move |mut inputs, device| {
+        let x = float(&mut inputs, 0, device)?;
+        if config.axis >= x.rank {
+            return Err(format!("axis {} of a rank-{} input", config.axis, x.rank));
+        }
+        let axis = x.axis(config.axis);
+        let norm = match config.p {
+            1 => x.tensor.clone().abs().sum_dim(axis),
+            2 => x.tensor.clone().powf_scalar(2.0).sum_dim(axis).sqrt(),
+            p => return Err(format!("p = {p}: LpNormalization takes 1 or 2")),
+        };
+        let zero = norm.clone().equal_elem(0.0);
+        one(Float {
+            tensor: x.tensor / norm.mask_fill(zero, 1.0),
+            rank: x.rank,
+        })
+    })
+}
+
+/// MeanVarianceNormalization (ONNX's function): (x − E[x]) / (√(E[x²] − E[x]²) + 1e-9), the
+/// expectations over `axes`.
+pub fn mean_variance_normalization(node: &Node) -> Result<Kernel, String> {
+    let axes = node!(node, MeanVarianceNormalization).config.axes.clone();
+    kernel(move |mut inputs, device| {
+        let x = float(&mut inputs, 0, device)?;
+        if let Some(axis) = axes.iter().find(|&&a| a >= x.rank) {
+            return Err(format!("axis {axis} of a rank-{} input", x.rank));
+        }
+        let physical: Vec<usize> = axes.iter().map(|&a| x.axis(a)).collect();
+        let mean = x.tensor.clone().mean_dims(&physical);
+        let mean_of_squares = x.tensor.clone().powf_scalar(2.0).mean_dims(&physical);
+        let deviation = (mean_of_squares - mean.clone().powf_scalar(2.0)).sqrt();
+        one(Float {
+            tensor: (x.tensor - mean) / (deviation + 1e-9),
+            rank: x.rank,
+        })
+    })
+}
+
 /// LRN (AlexNet): x / (bias + α/size · Σ x²)^β, the sum over `size` neighbouring channels,
 /// ⌊(size−1)/2⌋ before and ⌈(size−1)/2⌉ after each one.
 pub fn lrn(node: &Node) -> Result<Kernel, String> {
