@@ -187,13 +187,14 @@ pub struct InputArgs {
     #[arg(long, value_enum, default_value = "imagenet")]
     pub preprocess: PreprocessKind,
 
-    /// Per-channel mean to subtract (values in [0, 1]), overriding the pre-processing's:
-    /// R,G,B (or three separate values).
+    /// Per-channel mean to subtract (values in [0, 1], or 0–255 with --value-range byte),
+    /// overriding the pre-processing's: R,G,B (or three separate values), or one value for every
+    /// channel.
     #[arg(long, num_args = 1..=3, value_delimiter = ',', allow_negative_numbers = true)]
     pub mean: Option<Vec<f32>>,
 
     /// Per-channel standard deviation to divide by, overriding the pre-processing's: R,G,B (or
-    /// three separate values).
+    /// three separate values), or one value for every channel.
     #[arg(long, num_args = 1..=3, value_delimiter = ',')]
     pub std: Option<Vec<f32>>,
 

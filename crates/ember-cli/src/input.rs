@@ -253,10 +253,18 @@ fn overrides(args: &InputArgs, recipe: &mut Preprocess) -> Result<(), Failure> {
     Ok(())
 }
 
+/// R,G,B from three values, or one value for every channel (TensorFlow and PaddlePaddle recipes
+/// such as `(pixel − 127) / 128`).
 fn three(values: &[f32], name: &str) -> Result<[f32; 3], Failure> {
-    values
-        .try_into()
-        .map_err(|_| Failure::usage(format!("{name} takes three values (R,G,B), got {}", values.len())))
+    match values {
+        &[all] => Ok([all; 3]),
+        _ => values.try_into().map_err(|_| {
+            Failure::usage(format!(
+                "{name} takes three values (R,G,B) or one for every channel, got {}",
+                values.len()
+            ))
+        }),
+    }
 }
 
 /// The images named on the command line, folders expanded (sorted, PNG and JPEG only).
@@ -338,6 +346,15 @@ pub fn class_index(text: &str, labels: &[String]) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mean_and_std_take_three_values_or_one_for_every_channel() {
+        assert_eq!(three(&[0.1, 0.2, 0.3], "--mean").unwrap(), [0.1, 0.2, 0.3]);
+        assert_eq!(three(&[127.0], "--mean").unwrap(), [127.0; 3]);
+        for wrong in [&[0.5, 0.5][..], &[], &[1.0, 2.0, 3.0, 4.0]] {
+            assert!(three(wrong, "--std").is_err(), "{wrong:?}");
+        }
+    }
 
     #[test]
     fn sizes_come_from_the_model_or_the_flag() {

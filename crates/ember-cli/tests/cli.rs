@@ -694,7 +694,7 @@ fn bad_arguments_and_inputs_are_one_line_errors() {
     ));
     assert_clean_error(
         &explain(&mobilenet, &["--mean", "0.5,0.5"]),
-        "--mean takes three values",
+        "--mean takes three values (R,G,B) or one",
     );
     assert_clean_error(&explain(&mobilenet, &["--size", "256"]), "does not match");
     assert_clean_error(
