@@ -17,6 +17,7 @@ Pad, ReduceMean, Transpose, MatMul, a Softmax output) and has a dynamic input si
 """
 
 import ast
+import functools
 import importlib
 import json
 import pathlib
@@ -37,12 +38,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 ZOO = ROOT / "tests" / "fixtures" / "zoo"
 # Opset 16 as burn-onnx's build-time import wants; one model keeps torch's default opset (20),
 # where ConvNeXt exports LayerNormalization and Gelu as single operators; one ViT goes to opset 23,
-# where attention is one `Attention` node.
-OPSETS = {"convnext_opset20": 20, "vit_opset23": 23}
+# where attention is one `Attention` node (and one with RMSNorm, one `RMSNormalization` node).
+OPSETS = {"convnext_opset20": 20, "vit_opset23": 23, "vit_rmsnorm": 23}
 # Exported with torch.onnx.export's defaults (the dynamo exporter, opset 20, weights in a separate
 # `.onnx.data` file, the batch size fixed by the example input). The ViTs too: the legacy
 # exporter writes multi-head attention's shape arithmetic in a form onnx-ir 0.22 cannot type.
-DYNAMO = {"resnet_dynamo", "vit", "vit_registers", "vit_saliency", "vit_opset23"}
+DYNAMO = {"resnet_dynamo", "vit", "vit_registers", "vit_saliency", "vit_opset23", "vit_rmsnorm"}
 SIZE = 64
 CLASSES = 10
 # Exported, then rewritten with their weights in Constant nodes.
@@ -191,11 +192,12 @@ class TfStyleNhwc(torch.nn.Module):
         return torch.softmax(self.dense(x.mean((1, 2))), dim=1)
 
 
-def tiny_vit():
+def tiny_vit(norm_layer=None):
     """torchvision's VisionTransformer made small: 64×64 inputs in 16×16 patches (a 4×4 grid),
-    a class token, two encoder blocks of width 32."""
+    a class token, two encoder blocks of width 32 (LayerNorm, or `norm_layer`)."""
+    norm = {} if norm_layer is None else {"norm_layer": norm_layer}
     return vision_transformer.VisionTransformer(
-        image_size=SIZE, patch_size=16, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=CLASSES
+        image_size=SIZE, patch_size=16, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=CLASSES, **norm
     )
 
 
@@ -399,6 +401,14 @@ def zoo():
         # The ViT at opset 23, where the exporter writes attention as ONNX's own `Attention`
         # node (no Softmax left in the graph).
         ("vit_opset23", token_layout(tiny_vit(), "tokens 4x4 after 1", seed=1), lambda m: m.encoder.layers[-1].ln_1, False),
+        # The ViT with RMSNorm (recent transformers' norm) at opset 23: one `RMSNormalization`
+        # node per norm, which onnx-ir 0.22 does not know (Ember runs it as a legalized node).
+        (
+            "vit_rmsnorm",
+            token_layout(tiny_vit(functools.partial(torch.nn.RMSNorm, eps=1e-6)), "tokens 4x4 after 1", seed=1),
+            lambda m: m.encoder.layers[-1].ln_1,
+            False,
+        ),
         # The same ViT through torch's legacy exporter (`dynamo=False`): its attention reshapes
         # take shapes assembled at run time (Shape → Gather → Unsqueeze → Concat), whose lengths
         # onnx-ir cannot tell; Ember declares their ranks before it parses (ember_onnx::legalize).

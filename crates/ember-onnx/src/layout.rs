@@ -95,6 +95,7 @@ const LAYOUT_KEEPING_OPS: &[&str] = &[
     "Sqrt",
     "Sub",
     "Sum",
+    "Swish",
     "Tanh",
     "ThresholdedRelu",
     "Upsample",
@@ -103,7 +104,14 @@ const LAYOUT_KEEPING_OPS: &[&str] = &[
 
 /// Operators over the last axis (a matrix product with weights, layer normalisation): a
 /// channels-last input stays channels-last.
-const LAST_AXIS_OPS: &[&str] = &["MatMul", "LayerNormalization", "Softmax", "LogSoftmax", "Gemm"];
+const LAST_AXIS_OPS: &[&str] = &[
+    "MatMul",
+    "LayerNormalization",
+    "RMSNormalization",
+    "Softmax",
+    "LogSoftmax",
+    "Gemm",
+];
 
 /// Reductions: they keep the layout when they keep their dimensions (`keepdims`, 1 by default).
 const REDUCTIONS: &[&str] = &[

@@ -15,6 +15,8 @@
 //!   Attention nodes onnx-ir's simplification makes of decomposed attention stay onnx-ir's.
 //! - `SpaceToDepth` with opset 25's `mode` attribute, which onnx-ir 0.22 ignores (`CRD` would
 //!   come out in `DCR` order, silently).
+//! - `RMSNormalization` (opset 23, the norm of recent transformers), which onnx-ir 0.22 does not
+//!   know.
 
 use onnx_ir::{AttributeProto, ModelProto, NodeProto};
 
@@ -22,7 +24,7 @@ use onnx_ir::{AttributeProto, ModelProto, NodeProto};
 pub const LEGALIZED_DOMAIN: &str = "ember.onnx";
 
 /// The ONNX operators that [`legalize`] may turn into nodes of [`LEGALIZED_DOMAIN`].
-pub const LEGALIZED_OPS: &[&str] = &["Resize", "Upsample", "Attention", "SpaceToDepth"];
+pub const LEGALIZED_OPS: &[&str] = &["Resize", "Upsample", "Attention", "SpaceToDepth", "RMSNormalization"];
 
 /// Rewrites the nodes of `model`'s main graph that onnx-ir would refuse (see the module).
 pub fn legalize(model: &mut ModelProto) {
@@ -46,7 +48,7 @@ pub fn legalize(model: &mut ModelProto) {
                 legalized = true;
                 nodes.push(custom(node));
             }
-            "Attention" if domain_is_onnx => {
+            "Attention" | "RMSNormalization" if domain_is_onnx => {
                 legalized = true;
                 nodes.push(custom(node));
             }
@@ -220,7 +222,7 @@ fn declare_reshape_ranks(graph: &mut onnx_ir::GraphProto) {
                 (out, len.filter(|_| out == Some(1)))
             }
             "Transpose" | "Cast" | "Identity" | "Neg" | "Sqrt" | "Erf" | "Softmax" | "LogSoftmax"
-            | "LayerNormalization" | "Relu" | "Sigmoid" | "Tanh" | "Gelu" | "Dropout" | "Conv"
+            | "LayerNormalization" | "RMSNormalization" | "Relu" | "Sigmoid" | "Tanh" | "Gelu" | "Dropout" | "Conv"
             | "BatchNormalization" | "Abs" | "Exp" | "Log" | "Floor" | "Ceil" | "Clip" | "Reciprocal"
             | "HardSigmoid" | "HardSwish" | "LeakyRelu" | "Softplus" | "Mish" | "Elu" | "MaxPool" | "AveragePool"
             | "Not" => (input_rank(0), input_length(0).filter(|_| input_rank(0) == Some(1))),

@@ -425,7 +425,8 @@ pub fn tap_model_as(
 }
 
 /// The layer explained when none is chosen. In a transformer (token layers and attention
-/// Softmaxes), the normalisation (a LayerNormalization, or its decomposition below opset 17)
+/// Softmaxes), the normalisation (a LayerNormalization or RMSNormalization, or LayerNorm's
+/// decomposition below opset 17)
 /// before the last attention — pytorch-grad-cam's advice for ViTs,
 /// `blocks[-1].norm1`: after the last attention only the class token reaches the head, so later
 /// layers' patch tokens have no gradient. The same in a transformer with a `dense` output (a
@@ -450,10 +451,10 @@ pub fn default_layer(graph: &onnx_ir::GraphProto, layers: &[LayerInfo], dense: b
             .and_then(|name| producer.get(name.as_str()))
             .map(|n| n.op_type.as_str())
     };
-    // A LayerNormalization, or the decomposition exporters write below opset 17:
-    // `(x − mean) / sqrt(var + ε) · γ + β`, ending Div(·, Sqrt) → Mul → Add.
+    // A LayerNormalization or RMSNormalization, or the decomposition exporters write below
+    // opset 17: `(x − mean) / sqrt(var + ε) · γ + β`, ending Div(·, Sqrt) → Mul → Add.
     let is_layer_norm = |layer: &LayerInfo| {
-        if layer.op_type == "LayerNormalization" {
+        if layer.op_type == "LayerNormalization" || layer.op_type == "RMSNormalization" {
             return true;
         }
         let Some(&index) = position.get(layer.name.as_str()) else {

@@ -110,7 +110,7 @@ fn cases() -> Vec<Case> {
 fn every_zoo_architecture_matches_pytorch_onnxruntime_and_pytorch_grad_cam() {
     let device = Device::flex();
     let cases = cases();
-    assert_eq!(cases.len(), 24, "the zoo lists twenty-four models");
+    assert_eq!(cases.len(), 25, "the zoo lists twenty-five models");
     assert!(
         cases
             .iter()

@@ -217,6 +217,7 @@ pub static LEGALIZED: &[(&str, CompileCustom)] = &[
     ("Upsample", resize::legalized),
     ("Attention", attention::legalized),
     ("SpaceToDepth", nn::space_to_depth_legalized),
+    ("RMSNormalization", nn::rms_normalization_legalized),
 ];
 
 const fn op(name: &'static str, node_type: NodeType, compile: Compile) -> Operator {

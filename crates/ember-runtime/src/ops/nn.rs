@@ -334,6 +334,32 @@ pub fn lp_normalization(node: &Node) -> Result<Kernel, String> {
     })
 }
 
+/// RMSNormalization (opset 23): x / √(E[x²] + ε) · scale, the mean over the axes from `axis` to
+/// the last (computed in float32, as the default `stash_type`).
+pub fn rms_normalization_legalized(node: &onnx_ir::CustomNode) -> Result<Kernel, String> {
+    let axis = node.attrs.get_i64("axis").unwrap_or(-1);
+    let epsilon = node.attrs.get_f32("epsilon").unwrap_or(1e-5);
+    if let Some(stash) = node.attrs.get_i64("stash_type")
+        && stash != 1
+    {
+        return Err(format!(
+            "RMSNormalization with stash_type {stash} (only float32, 1, is run)"
+        ));
+    }
+    kernel(move |mut inputs, device| {
+        let x = float(&mut inputs, 0, device)?;
+        let scale = float(&mut inputs, 1, device)?;
+        let first = normalise_axes(&[axis], x.rank)?[0];
+        let axes: Vec<usize> = (first..x.rank).map(|a| x.axis(a)).collect();
+        let mean_square = x.tensor.clone().powf_scalar(2.0).mean_dims(&axes);
+        let normalised = Float {
+            tensor: x.tensor / (mean_square + f64::from(epsilon)).sqrt(),
+            rank: x.rank,
+        };
+        one(binary_float(normalised, scale, |a, b| a * b)?)
+    })
+}
+
 /// MeanVarianceNormalization (ONNX's function): (x − E[x]) / (√(E[x²] − E[x]²) + 1e-9), the
 /// expectations over `axes`.
 pub fn mean_variance_normalization(node: &Node) -> Result<Kernel, String> {
