@@ -119,10 +119,13 @@ def write_case(folder, case, inputs, outputs):
     folder.mkdir(parents=True, exist_ok=True)
     onnx.save(case.model, str(folder / "model.onnx"))
     names = [i.name for i in case.model.graph.input if i.name not in {t.name for t in case.model.graph.initializer}]
+    # C order: some expected outputs come out of ONNX's reference in Fortran order (GatherElements'
+    # take_along_axis), which a reader that follows the .npy header's `fortran_order` must not
+    # take as C order.
     for k, array in enumerate(inputs):
-        np.save(folder / f"input_{k}.npy", array)
+        np.save(folder / f"input_{k}.npy", np.asarray(array, order="C"))
     for k, array in enumerate(outputs):
-        np.save(folder / f"expected_{k}.npy", array)
+        np.save(folder / f"expected_{k}.npy", np.asarray(array, order="C"))
     return names
 
 

@@ -20,6 +20,7 @@ fn folder() -> PathBuf {
 fn read(path: &Path) -> HostTensor {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
+    assert_eq!(npy.order(), npyz::Order::C, "{}: not in C order", path.display());
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     match npy.dtype().descr().as_str() {
         "'<f4'" => HostTensor::Float {

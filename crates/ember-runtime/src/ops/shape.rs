@@ -439,6 +439,95 @@ pub fn gather(node: &Node) -> Result<Kernel, String> {
     })
 }
 
+/// GatherElements: `out[…, i, …] = data[…, indices[…, i, …], …]` along `axis`; the output has
+/// the indices' shape (of the data's rank, each size at most the data's off the axis).
+pub fn gather_elements(node: &Node) -> Result<Kernel, String> {
+    let axis = node!(node, GatherElements).config.axis;
+    // Constant indices keep their shape here (onnx-ir's configuration flattens them).
+    let fixed = match node.inputs().get(1).and_then(|a| a.value()) {
+        Some(data) => Some(Ints::from_data(data)?),
+        None => None,
+    };
+    kernel(move |mut inputs, device| {
+        let indices = match &fixed {
+            Some(indices) => indices.clone(),
+            None => take(&mut inputs, 1)?.into_ints()?,
+        };
+        let data = take(&mut inputs, 0)?;
+        let shape = data.shape();
+        let rank = shape.len();
+        if indices.shape.len() != rank || axis >= rank {
+            return Err(format!(
+                "indices of shape {:?} for data of shape {shape:?} along axis {axis}",
+                indices.shape
+            ));
+        }
+        if let Some(d) = (0..rank).find(|&d| d != axis && indices.shape[d] > shape[d]) {
+            return Err(format!(
+                "indices of shape {:?} exceed the data's {shape:?} on axis {d}",
+                indices.shape
+            ));
+        }
+        let length = shape[axis] as i64;
+        let index: Vec<i64> = indices
+            .values
+            .iter()
+            .map(|&i| if i < 0 { i.saturating_add(length) } else { i })
+            .collect();
+        if let Some(bad) = index.iter().find(|&&i| i < 0 || i >= length) {
+            return Err(format!("GatherElements index {bad} out of range 0..{length}"));
+        }
+        within_budget(&indices.shape)?;
+        Ok(vec![match data {
+            Value::Ints(ints) => {
+                let strides: Vec<usize> = (0..rank).map(|d| shape[d + 1..].iter().product()).collect();
+                let values = self::indices(&indices.shape)
+                    .zip(&index)
+                    .map(|(position, &k)| {
+                        let source: usize = (0..rank)
+                            .map(|d| if d == axis { k as usize } else { position[d] } * strides[d])
+                            .sum();
+                        ints.values[source]
+                    })
+                    .collect();
+                Value::Ints(Ints {
+                    values,
+                    shape: indices.shape.clone(),
+                })
+            }
+            Value::Float(f) if indices.values.is_empty() => Value::Float(Float {
+                tensor: Tensor::zeros(padded(&indices.shape)?, device),
+                rank: f.rank,
+            }),
+            Value::Float(f) => {
+                // Burn's gather takes indices of the data's shape off the axis.
+                let mut tensor = f.tensor.clone();
+                for d in (0..rank).filter(|&d| d != axis && indices.shape[d] < shape[d]) {
+                    tensor = tensor.narrow(f.axis(d), 0, indices.shape[d]);
+                }
+                let selector =
+                    Tensor::<MAX_RANK, Int>::from_data(TensorData::new(index, padded(&indices.shape)?), device);
+                Value::Float(Float {
+                    tensor: tensor.gather(f.axis(axis), selector),
+                    rank: f.rank,
+                })
+            }
+        }])
+    })
+}
+
+/// Size: the number of elements, a scalar.
+pub fn size(_: &Node) -> Result<Kernel, String> {
+    kernel(|mut inputs, _| {
+        let count: usize = take(&mut inputs, 0)?.shape().iter().product();
+        let count = i64::try_from(count).map_err(|_| "Size overflows".to_owned())?;
+        Ok(vec![Value::Ints(Ints {
+            values: vec![count],
+            shape: Vec::new(),
+        })])
+    })
+}
+
 /// Cast: to floats (uploaded) or integers (float tensors are not read back mid-graph).
 pub fn cast(node: &Node) -> Result<Kernel, String> {
     cast_to(node!(node, Cast).config.to.is_float())

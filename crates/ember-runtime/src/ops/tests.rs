@@ -264,12 +264,13 @@ const POSITIVE: [f32; 4] = [0.25, 1.0, 2.0, 9.0];
 
 #[test]
 fn the_table_has_each_onnx_name_once_per_node_type() {
-    // 122 entries: Gemm twice (onnx-ir's Gemm, and its Linear for constant weights), Conv,
+    // 128 entries: Gemm twice (onnx-ir's Gemm, and its Linear for constant weights), Conv,
     // ConvTranspose, MaxPool and AveragePool twice (2-D and 1-D); Resize, Attention and
-    // SpaceToDepth are also among the legalized operators, Upsample only there.
+    // SpaceToDepth are also among the legalized operators, Upsample and RMSNormalization only
+    // there.
     let names = supported();
-    assert_eq!(OPERATORS.len(), 122);
-    assert_eq!(names.len(), 118, "{names:?}");
+    assert_eq!(OPERATORS.len(), 128);
+    assert_eq!(names.len(), 125, "{names:?}");
     // The legalized nodes are exactly those ember-onnx types for onnx-ir.
     let legalized: Vec<&str> = LEGALIZED.iter().map(|(name, _)| *name).collect();
     assert_eq!(legalized, ember_onnx::legalize::LEGALIZED_OPS);
@@ -891,6 +892,51 @@ fn shape_gather_cast_and_constants() {
 }
 
 #[test]
+fn gather_elements_reads_along_the_axis_with_fewer_indices_than_data() {
+    let x: Vec<f32> = (0..12).map(|v| v as f32).collect(); // [3, 4]
+    // Constant indices [2, 2] along axis 1: only the first two rows and a negative index.
+    let (values, shape) = Graph::new()
+        .input("x", &x, &[3, 4])
+        .ints("i", &[3, 0, -1, 1], &[2, 2])
+        .node("GatherElements", &["x", "i"], &["y"], vec![attr_int("axis", 1)])
+        .output("y")
+        .run_float();
+    assert_eq!(shape, [2, 2]);
+    assert_eq!(values, [3.0, 0.0, 7.0, 5.0]);
+    // Run-time indices along axis 0, and the same on integers (on the host).
+    let (values, _) = Graph::new()
+        .input("x", &x, &[3, 4])
+        .input_ints("i", &[2, 0, 1, 2], &[1, 4])
+        .node("GatherElements", &["x", "i"], &["y"], vec![attr_int("axis", 0)])
+        .output("y")
+        .run_float();
+    assert_eq!(values, [8.0, 1.0, 6.0, 11.0]);
+    let ints: Vec<i64> = (0..12).collect();
+    let out = Graph::new()
+        .input_ints("x", &ints, &[3, 4])
+        .input_ints("i", &[2, 0, 1, 2], &[1, 4])
+        .node("GatherElements", &["x", "i"], &["y"], vec![attr_int("axis", 0)])
+        .output("y")
+        .run();
+    assert_eq!(ints_of(&out[0]), (vec![8, 1, 6, 11], vec![1, 4]));
+    let out_of_range = Graph::new()
+        .input("x", &x, &[3, 4])
+        .input_ints("i", &[4], &[1, 1])
+        .node("GatherElements", &["x", "i"], &["y"], vec![attr_int("axis", 1)])
+        .output("y")
+        .try_run()
+        .unwrap_err();
+    assert!(out_of_range.contains("out of range"), "{out_of_range}");
+    // Size: the element count.
+    let out = Graph::new()
+        .input("x", &x, &[3, 4])
+        .node("Size", &["x"], &["n"], vec![])
+        .output("n")
+        .run();
+    assert_eq!(ints_of(&out[0]).0, vec![12]);
+}
+
+#[test]
 fn constant_nodes_give_their_value() {
     let mut value = TensorProto::new();
     value.data_type = 1;
@@ -925,7 +971,7 @@ fn constant_nodes_give_their_value() {
 fn unknown_operators_are_not_compiled() {
     let error = Graph::new()
         .input("x", &X, &[5])
-        .node("Shrink", &["x"], &["y"], vec![])
+        .node("NonZero", &["x"], &["y"], vec![])
         .output("y")
         .try_run()
         .unwrap_err();
