@@ -219,6 +219,7 @@ fn check_against_flex(backend: &str, make_device: impl FnOnce() -> Device) {
         }
     };
     check_resize(backend, &device);
+    check_gelu(backend, &device);
     check_perturbation(backend, &device);
     check_guided(backend, &device);
     check_zoo(backend, &device);
@@ -254,6 +255,31 @@ fn check_resize(backend: &str, device: &Device) {
     assert!(
         worst <= MAP_ABS,
         "{backend}: upsampled maps differ from flex by {worst}"
+    );
+}
+
+/// GELU's values and gradient against flex's, whose `gelu_backward` is the exact derivative
+/// `Φ(x) + x·φ(x)`: Burn's default, which ndarray and CubeCL use, is the tanh approximation's
+/// (off by up to ~1e-3), so this fails without `ember_cam::gelu`'s own gradient.
+#[cfg(any(feature = "ndarray", feature = "wgpu"))]
+fn check_gelu(backend: &str, device: &Device) {
+    let points: Vec<f32> = (-40..=40).map(|i| i as f32 * 0.15).collect();
+    let value_and_gradient = |device: &Device| {
+        let x = Tensor::<1>::from_floats(points.as_slice(), &device.clone().autodiff()).require_grad();
+        let y = ember_cam::gelu(x.clone());
+        let values = maps_to_host(&y.clone().inner().unsqueeze::<3>()).unwrap();
+        let grads = y.sum().backward();
+        let gradient = x.grad(&grads).unwrap().try_into_vec_as::<f32>().unwrap();
+        (values, gradient)
+    };
+    let (ours, flex) = (value_and_gradient(device), value_and_gradient(&Device::flex()));
+    let worst = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    let (values, gradient) = (worst(&ours.0, &flex.0), worst(&ours.1, &flex.1));
+    println!("{backend} vs flex, GELU: values {values:.1e}, gradient {gradient:.1e}");
+    assert!(values <= 1e-6, "{backend}: GELU values differ from flex by {values}");
+    assert!(
+        gradient <= 1e-6,
+        "{backend}: GELU's gradient differs from flex's by {gradient}"
     );
 }
 

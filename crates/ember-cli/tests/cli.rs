@@ -840,6 +840,25 @@ fn pre_processing_is_a_typed_config_with_channel_order_range_and_filter() {
     );
 }
 
+/// The bundled pretrained EfficientNet-Lite0 with TensorFlow's pre-processing as models/README.md
+/// gives it (one value for every channel): the cat is a cat (PyTorch: 282 "tiger cat"), and one
+/// value means the same as three.
+#[test]
+fn efficientnet_lite0_is_explained_with_tensorflow_s_pre_processing() {
+    let model = path("models/efficientnet_lite0.onnx");
+    let run = |name: &str, extra: &[&str]| {
+        let npy = scratch(&format!("lite0-{name}.npy"));
+        let mut args = vec!["--value-range", "byte", "--save-npy", npy.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let text = stdout(&explain(&model, &args));
+        (text, read_npy(&npy).0)
+    };
+    let (text, one_value) = run("one", &["--mean", "127", "--std", "128"]);
+    assert!(text.contains("explained class 282"), "{text}");
+    let (_, three_values) = run("three", &["--mean", "127,127,127", "--std", "128,128,128"]);
+    assert_eq!(one_value, three_values);
+}
+
 /// The input batch `[2, 3, 64, 64]` of the zoo's ResNet fixture, flattened.
 fn resnet_input() -> Vec<f32> {
     zoo_array("resnet", "input")

@@ -1,4 +1,5 @@
-//! ReLU and clamp (ReLU6, ONNX `Clip`, hard sigmoid) with kernels of their own on flex.
+//! ReLU and clamp (ReLU6, ONNX `Clip`, hard sigmoid) with kernels of their own on flex, and GELU
+//! with its exact gradient on every backend.
 //!
 //! Why: Burn 0.22's flex backend applies `relu` and `clamp` through a generic element-wise
 //! closure that neither vectorises nor runs in parallel, and `clamp` on an autodiff tensor
@@ -14,6 +15,13 @@
 //! `x` is NaN (Burn's `clamp_min`/`clamp_max` through `mask_fill`). Other backends (ndarray,
 //! the CubeCL backend behind wgpu) run Burn's own operations, so every backend gives the same
 //! numbers; tests compare them.
+//!
+//! GELU: Burn 0.22's default `gelu_backward`, which ndarray and the CubeCL backends use, is the
+//! derivative of GELU's *tanh approximation*, while their forward pass is the exact
+//! `x·Φ(x)` (erf); only flex overrides it with the exact derivative. The gradient through a ViT's
+//! or ConvNeXt's MLP was off by up to ~1e-3 relative on those backends (the zoo's RMSNorm ViT:
+//! Grad-CAM 3.1e-4 from pytorch-grad-cam on ndarray and wgpu, 1.0e-6 on flex). [`gelu`] keeps
+//! Burn's forward and differentiates it exactly: `Φ(x) + x·φ(x)`.
 
 use burn::backend::Autodiff;
 use burn::backend::TensorMetadata;
@@ -52,6 +60,34 @@ pub trait ActivationBackend: Backend {
     fn fast_clamp_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>, lo: f64, hi: f64) -> FloatTensor<Self> {
         clamp_backward_by_masks::<Self>(x, grad, lo, hi)
     }
+
+    /// GELU, `x·Φ(x)` (Burn's `gelu`).
+    fn exact_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::gelu(x)
+    }
+
+    /// The exact gradient through GELU: `grad · (Φ(x) + x·φ(x))`.
+    fn exact_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        gelu_backward_by_steps::<Self>(x, grad)
+    }
+}
+
+/// `grad · (Φ(x) + x·φ(x))` from Burn's operations: Φ(x) = (1 + erf(x/√2)) / 2, φ(x) =
+/// e^(−x²/2) / √(2π).
+fn gelu_backward_by_steps<B: Backend>(x: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+    let cdf = B::float_mul_scalar(
+        B::float_add_scalar(
+            B::float_erf(B::float_mul_scalar(x.clone(), std::f64::consts::FRAC_1_SQRT_2.into())),
+            1.0.into(),
+        ),
+        0.5.into(),
+    );
+    let square = B::float_mul(x.clone(), x.clone());
+    let pdf = B::float_mul_scalar(
+        B::float_exp(B::float_mul_scalar(square, (-0.5).into())),
+        (1.0 / (2.0 * std::f64::consts::PI).sqrt()).into(),
+    );
+    B::float_mul(grad, B::float_add(cdf, B::float_mul(x, pdf)))
 }
 
 /// `min(max(x, lo), hi)` from Burn's operations, one bound at a time (Burn's `clamp` panics on
@@ -223,6 +259,11 @@ impl ActivationBackend for Flex {
             clamp_backward_by_masks::<Self>(x, grad, lo, hi)
         })
     }
+
+    /// Flex's own `gelu_backward` is already the exact derivative (one pass).
+    fn exact_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::gelu_backward(x, grad)
+    }
 }
 
 impl<B: Backend + ActivationBackend, C: CheckpointStrategy> ActivationBackend for Autodiff<B, C> {
@@ -276,12 +317,41 @@ impl<B: Backend + ActivationBackend, C: CheckpointStrategy> ActivationBackend fo
             OpsKind::UnTracked(prep) => prep.finish(B::fast_clamp(Self::inner(x), lo, hi)),
         }
     }
+
+    fn exact_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct GeluOp;
+
+        impl<B: Backend + ActivationBackend> Backward<B, 1> for GeluOp {
+            /// The forward input.
+            type State = FloatTensor<B>;
+
+            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+                let input = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |grad| B::exact_gelu_backward(input, grad));
+            }
+        }
+
+        match GeluOp.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let input = Self::inner(x);
+                prep.finish(input.clone(), B::exact_gelu(input))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::exact_gelu(Self::inner(x))),
+        }
+    }
 }
 
 /// Burn's ReLU, computed in one pass (see the module documentation). Models call
 /// [`crate::relu`], which is this except during Guided Backpropagation.
 pub fn fast_relu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as ActivationBackend>::fast_relu(x.into_dispatch()))
+}
+
+/// GELU, `x·Φ(x)` with `Φ` the normal CDF (Burn's `gelu` values), with its exact gradient on
+/// every backend (see the module documentation).
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as ActivationBackend>::exact_gelu(x.into_dispatch()))
 }
 
 /// `x` clamped to `[lo, hi]` (an infinite bound is no bound): Burn's `clamp`, `clamp_min` or

@@ -36,7 +36,7 @@ mod tap;
 mod target;
 pub mod vocabulary;
 
-pub use activation::{ActivationBackend, clamp, fast_relu};
+pub use activation::{ActivationBackend, clamp, fast_relu, gelu};
 pub use depthwise::{DepthwiseConvBackend, conv2d, conv2d_layer};
 pub use device::{
     Adapter, DEFAULT_DEVICE, DEVICES, DeviceError, OpenedDevice, device_named, device_names, open_device,

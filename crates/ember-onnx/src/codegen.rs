@@ -157,6 +157,9 @@ impl TappedModelGen {
             .register_op_override(ClipOp {
                 runtime_crate: self.runtime_crate.clone(),
             })
+            .register_op_override(GeluOp {
+                runtime_crate: self.runtime_crate.clone(),
+            })
             .run_from_script();
 
         let generated = out_dir.join(&self.out_dir).join(file_name).with_extension("rs");
@@ -266,6 +269,41 @@ impl ClipOp {
                         )));
                     }
                 })
+            }
+        })
+    }
+}
+
+/// Code generation of ONNX `Gelu`: Ember's `gelu` (Burn's values, and the exact gradient on
+/// every backend: Burn's ndarray and CubeCL backends differentiate the exact GELU as its tanh
+/// approximation), Burn's `gelu_approximate` for `approximate = "tanh"` (plain tensor operations,
+/// differentiated exactly).
+struct GeluOp {
+    runtime_crate: String,
+}
+
+impl OpOverride for GeluOp {
+    fn target(&self) -> NodeType {
+        NodeType::Gelu
+    }
+
+    fn forward(&self, node: &Node, ctx: &mut CodegenContext<'_, '_>) -> Result<TokenStream, ProcessError> {
+        let Node::Gelu(gelu) = node else {
+            return Err(ProcessError::Custom(format!("the Gelu override was given {node:?}")));
+        };
+        let (Some(input), Some(output)) = (gelu.inputs.first(), gelu.outputs.first()) else {
+            return Err(ProcessError::Custom("Gelu without an input or an output".into()));
+        };
+        let x = ctx.arg(input);
+        let y = arg_to_ident(output);
+        Ok(match gelu.config.approximate {
+            onnx_ir::node::gelu::GeluApproximate::Exact => {
+                let runtime = TokenStream::from_str(&api_path(&self.runtime_crate))
+                    .map_err(|e| ProcessError::Custom(format!("bad crate path `{}`: {e}", self.runtime_crate)))?;
+                quote! { let #y = #runtime::gelu(#x); }
+            }
+            onnx_ir::node::gelu::GeluApproximate::Tanh => {
+                quote! { let #y = burn::tensor::activation::gelu_approximate(#x); }
             }
         })
     }

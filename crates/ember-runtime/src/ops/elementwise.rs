@@ -178,7 +178,9 @@ pub fn tanh(_: &Node) -> Result<Kernel, String> {
 
 pub fn gelu(node: &Node) -> Result<Kernel, String> {
     match node!(node, Gelu).config.approximate {
-        GeluApproximate::Exact => unary(activation::gelu),
+        // Exact GELU with its exact gradient on every backend (Burn's is the tanh
+        // approximation's outside flex).
+        GeluApproximate::Exact => unary(ember_core::gelu),
         GeluApproximate::Tanh => unary(activation::gelu_approximate),
     }
 }
