@@ -363,11 +363,11 @@ fn corrupt_and_unsupported_models_are_one_line_errors() {
     let unsupported = edited_resnet("unsupported.onnx", |m| {
         let graph = m.graph.as_mut().unwrap();
         let node = graph.node.iter_mut().find(|n| n.op_type == "Relu").unwrap();
-        node.op_type = "Shrink".into();
+        node.op_type = "Bernoulli".into();
     });
     assert_clean_error(
         &explain(unsupported.to_str().unwrap(), &[]),
-        "unsupported ONNX operator Shrink (node `/stem/stem.2/Relu`)",
+        "unsupported ONNX operator Bernoulli (node `/stem/stem.2/Relu`)",
     );
 
     // An attribute the executor cannot take is a load-time error naming the file's node: here
