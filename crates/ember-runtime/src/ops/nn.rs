@@ -361,7 +361,7 @@ pub fn rms_normalization_legalized(node: &onnx_ir::CustomNode) -> Result<Kernel,
 }
 
 /// MeanVarianceNormalization (ONNX's function): (x − E[x]) / (√(E[x²] − E[x]²) + 1e-9), the
-/// expectations over `axes`.
+/// expectations over `axes`; a variance that rounding makes negative counts as 0 (not NaN).
 pub fn mean_variance_normalization(node: &Node) -> Result<Kernel, String> {
     let axes = node!(node, MeanVarianceNormalization).config.axes.clone();
     kernel(move |mut inputs, device| {
@@ -372,7 +372,7 @@ pub fn mean_variance_normalization(node: &Node) -> Result<Kernel, String> {
         let physical: Vec<usize> = axes.iter().map(|&a| x.axis(a)).collect();
         let mean = x.tensor.clone().mean_dims(&physical);
         let mean_of_squares = x.tensor.clone().powf_scalar(2.0).mean_dims(&physical);
-        let deviation = (mean_of_squares - mean.clone().powf_scalar(2.0)).sqrt();
+        let deviation = (mean_of_squares - mean.clone().powf_scalar(2.0)).clamp_min(0.0).sqrt();
         one(Float {
             tensor: (x.tensor - mean) / (deviation + 1e-9),
             rank: x.rank,

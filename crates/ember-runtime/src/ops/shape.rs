@@ -480,6 +480,12 @@ pub fn gather_elements(node: &Node) -> Result<Kernel, String> {
         within_budget(&indices.shape)?;
         Ok(vec![match data {
             Value::Ints(ints) => {
+                if indices.values.len() > 1 << 20 {
+                    return Err(format!(
+                        "an integer tensor of shape {:?} is too large for the host",
+                        indices.shape
+                    ));
+                }
                 let strides: Vec<usize> = (0..rank).map(|d| shape[d + 1..].iter().product()).collect();
                 let values = self::indices(&indices.shape)
                     .zip(&index)
