@@ -5,51 +5,25 @@
 //!
 //! Tolerances as in the zoo: logits ≤ 1e-4 relative to the largest, maps (in [0, 1]) ≤ 1e-4.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-
 use burn::tensor::{Device, Tensor, TensorData};
 use ember_core::{CamModel, ClassTarget, Explainer, GradCam};
 use ember_runtime::OnnxModel;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn fixture() -> BTreeMap<String, (Vec<f32>, Vec<usize>)> {
-    let path = root().join("tests/fixtures/efficientnet_lite0_chelsea.npz");
-    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut npz = npyz::npz::NpzArchive::new(std::io::BufReader::new(file)).unwrap();
-    let names: Vec<String> = npz.array_names().map(str::to_owned).collect();
-    names
-        .into_iter()
-        .map(|key| {
-            let array = npz.by_name(&key).unwrap().unwrap();
-            let shape = array.shape().iter().map(|&d| d as usize).collect();
-            (key, (array.into_vec::<f32>().unwrap(), shape))
-        })
-        .collect()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
+mod common;
+use common::{max_abs_diff, npz_arrays, relative, root};
 
 #[test]
 fn efficientnet_lite0_matches_pytorch_and_pytorch_grad_cam_on_a_photo() {
     let device = Device::flex();
     let model = OnnxModel::load(root().join("models/efficientnet_lite0.onnx"), &device).unwrap();
     assert_eq!(model.default_layer().as_deref(), Some("/head_act/Clip"));
-    let fixture = fixture();
+    let fixture = npz_arrays(&root().join("tests/fixtures/efficientnet_lite0_chelsea.npz"));
     let (input, shape) = &fixture["input"];
     let input = Tensor::<4>::from_data(TensorData::new(input.clone(), shape.clone()), &device);
 
     let logits = CamModel::forward(&model, input.clone()).unwrap();
     let logits = logits.inner().try_into_vec_as::<f32>().unwrap();
-    let (expected, _) = &fixture["logits"];
-    let scale = expected.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let logits_diff = max_abs_diff(&logits, expected) / scale;
+    let logits_diff = relative(&logits, &fixture["logits"].0);
     let top = logits
         .iter()
         .enumerate()

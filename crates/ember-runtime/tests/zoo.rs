@@ -15,36 +15,15 @@ use ember_runtime::{OnnxModel, ScoreSource};
 const LOGITS_REL: f32 = 1e-4;
 const MAP_ABS: f32 = 1e-4;
 
+mod common;
+use common::{max_abs_diff, npz_arrays, relative, root};
+
 fn zoo_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/zoo")
+    root().join("tests/fixtures/zoo")
 }
 
 fn arrays(name: &str) -> BTreeMap<String, (Vec<f32>, Vec<usize>)> {
-    let path = zoo_dir().join(format!("{name}.npz"));
-    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut npz = npyz::npz::NpzArchive::new(std::io::BufReader::new(file)).unwrap();
-    let names: Vec<String> = npz.array_names().map(str::to_owned).collect();
-    names
-        .into_iter()
-        .map(|key| {
-            let array = npz.by_name(&key).unwrap().unwrap();
-            let shape = array.shape().iter().map(|&d| d as usize).collect();
-            (key, (array.into_vec::<f32>().unwrap(), shape))
-        })
-        .collect()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
-
-fn relative(ours: &[f32], reference: &[f32]) -> f32 {
-    let scale = reference
-        .iter()
-        .fold(0.0f32, |m, v| m.max(v.abs()))
-        .max(f32::MIN_POSITIVE);
-    max_abs_diff(ours, reference) / scale
+    npz_arrays(&zoo_dir().join(format!("{name}.npz")))
 }
 
 struct Case {

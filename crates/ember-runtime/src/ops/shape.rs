@@ -468,15 +468,7 @@ pub fn gather_elements(node: &Node) -> Result<Kernel, String> {
                 indices.shape
             ));
         }
-        let length = shape[axis] as i64;
-        let index: Vec<i64> = indices
-            .values
-            .iter()
-            .map(|&i| if i < 0 { i.saturating_add(length) } else { i })
-            .collect();
-        if let Some(bad) = index.iter().find(|&&i| i < 0 || i >= length) {
-            return Err(format!("GatherElements index {bad} out of range 0..{length}"));
-        }
+        let index = in_range(&indices.values, shape[axis], "GatherElements")?;
         within_budget(&indices.shape)?;
         Ok(vec![match data {
             Value::Ints(ints) => {
@@ -788,17 +780,26 @@ pub(super) fn slice_ints(
     Ok(Ints { values, shape })
 }
 
+/// Indices into an axis of `length` elements, negative ones counted from the end, each checked.
+fn in_range(indices: &[i64], length: usize, what: &str) -> Result<Vec<i64>, String> {
+    let length = i64::try_from(length).map_err(|_| format!("{what}: axis too long"))?;
+    indices
+        .iter()
+        .map(|&i| {
+            let index = if i < 0 { i.saturating_add(length) } else { i };
+            if (0..length).contains(&index) {
+                Ok(index)
+            } else {
+                Err(format!("{what} index {i} out of range 0..{length}"))
+            }
+        })
+        .collect()
+}
+
 fn gather_values(data: Value, indices: &Ints, axis: usize, device: &Device) -> Outputs {
     let shape = data.shape();
-    let length = *shape.get(axis).ok_or("gather axis out of range")? as i64;
-    let index: Vec<i64> = indices
-        .values
-        .iter()
-        .map(|&i| if i < 0 { i.saturating_add(length) } else { i })
-        .collect();
-    if let Some(bad) = index.iter().find(|&&i| i < 0 || i >= length) {
-        return Err(format!("gather index {bad} out of range 0..{length}"));
-    }
+    let length = *shape.get(axis).ok_or("gather axis out of range")?;
+    let index = in_range(&indices.values, length, "gather")?;
     let mut out_shape = shape[..axis].to_vec();
     out_shape.extend(&indices.shape);
     out_shape.extend(&shape[axis + 1..]);
