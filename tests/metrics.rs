@@ -96,7 +96,7 @@ fn check(worst: &mut BTreeMap<String, f32>, what: &str, ours: &[f32], reference:
     *entry = entry.max(error);
 }
 
-fn check_model<M: CamModel<Output = Tensor<2>>>(
+fn check_model<M: CamModel<Output = Tensor<2>> + Sync>(
     worst: &mut BTreeMap<String, f32>,
     model: &M,
     input: Tensor<4>,
@@ -108,7 +108,7 @@ fn check_model<M: CamModel<Output = Tensor<2>>>(
     let get = |key: &str| reference.get(&format!("{prefix}/{key}")).unwrap().0.clone();
     let logits = ClassTarget::TopClass;
     let probabilities = ClassProbability(ClassTarget::TopClass);
-    let targets: [(&str, &dyn Target<Tensor<2>>); 2] = [("logit", &logits), ("softmax", &probabilities)];
+    let targets: [(&str, &(dyn Target<Tensor<2>> + Sync)); 2] = [("logit", &logits), ("softmax", &probabilities)];
     for (score, target) in targets {
         let change = confidence_change(model, &input, &maps, target).unwrap();
         check(
@@ -125,11 +125,13 @@ fn check_model<M: CamModel<Output = Tensor<2>>>(
             &get(&format!("{score}/increase_in_confidence")),
             true,
         );
-        for (name, baseline) in [("zeros", Baseline::Zeros), ("mean", Baseline::Mean)] {
+        // Copies in batches of 7, and (flex's default) one at a time on worker threads.
+        let baselines = [("zeros", Baseline::Zeros), ("mean", Baseline::Mean)];
+        for ((name, baseline), batch) in baselines.into_iter().flat_map(|b| [(b, Some(7)), (b, None)]) {
             let metric = DeletionInsertion {
                 steps: 20,
                 baseline,
-                batch: Some(7),
+                batch,
             };
             let curves = metric.evaluate(model, &input, &maps, target).unwrap();
             check(

@@ -69,7 +69,11 @@ pub fn evaluate(args: EvaluateArgs) -> Result<(), Failure> {
     };
     let probability = ClassProbability(target.clone());
     // Probabilities: a softmax of the logits, unless the model's output already is them.
-    let scored: &dyn Target<Tensor<2>> = match (args.metric_score, model.final_activation(), model.score_source()) {
+    let scored: &(dyn Target<Tensor<2>> + Sync) = match (
+        args.metric_score,
+        model.final_activation(),
+        model.score_source(),
+    ) {
         (MetricScore::Logit, _, _) => &target,
         (_, Some(FinalActivation::Softmax | FinalActivation::Sigmoid), ScoreSource::Output) => &target,
         (_, Some(FinalActivation::Sigmoid), ScoreSource::Logits) => {

@@ -183,6 +183,10 @@ fn depthwise_convolution_gradients_are_burns() {
         ([1, 3, 8, 8], [3, 3], [2, 2], [(0, 1), (1, 0)], [1, 1]),
         ([1, 5, 12, 12], [7, 7], [3, 3], [(3, 3), (3, 3)], [1, 1]),
         ([1, 3, 9, 9], [1, 1], [2, 2], [(0, 0), (0, 0)], [1, 1]),
+        // Rows long enough for Ember's forward kernel's 32- and 8-wide blocks, strided too.
+        ([1, 3, 6, 75], [3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1]),
+        ([2, 2, 5, 83], [3, 3], [2, 2], [(1, 1), (1, 1)], [1, 1]),
+        ([1, 2, 4, 50], [1, 3], [1, 3], [(0, 0), (0, 2)], [1, 1]),
         // Burn's own input gradient: dilation, and padding as wide as the kernel.
         ([1, 3, 9, 9], [3, 3], [1, 1], [(2, 2), (2, 2)], [2, 2]),
         ([1, 3, 9, 9], [3, 3], [1, 1], [(3, 3), (3, 3)], [1, 1]),
@@ -191,6 +195,82 @@ fn depthwise_convolution_gradients_are_burns() {
         let options = ConvOptions::new_with_padding(*stride, *padding, *dilation, input[1]);
         let weight = [input[1], 1, kernel[0], kernel[1]];
         compare_convolutions(*input, weight, &options);
+    }
+    // A first layer (3 channels in): Ember's forward kernel, Burn's gradients.
+    compare_convolutions(
+        [1, 3, 11, 40],
+        [8, 3, 3, 3],
+        &ConvOptions::new([2, 2], [1, 1], [1, 1], 1),
+    );
+}
+
+#[test]
+fn small_group_convolutions_without_autodiff_are_burns() {
+    // Ember's forward kernel on flex: depthwise and up to 4 channels per group, every row
+    // length through the 32- and 8-wide blocks and the rest, strides 1–3, asymmetric padding,
+    // a bias or none, and non-finite values (a padded zero times an infinite kernel value is
+    // NaN, as in Burn's).
+    let device = flex();
+    // Input, kernels `[out, per group, kh, kw]`, stride, padding, groups.
+    type Case = ([usize; 4], [usize; 4], [usize; 2], [(usize, usize); 2], usize);
+    let cases: &[Case] = &[
+        ([2, 4, 7, 71], [4, 1, 3, 3], [1, 1], [(1, 1), (1, 1)], 4),
+        ([1, 3, 9, 45], [3, 1, 3, 3], [2, 2], [(1, 1), (1, 1)], 3),
+        ([1, 2, 12, 40], [2, 1, 5, 5], [3, 2], [(2, 1), (0, 4)], 2),
+        ([1, 2, 3, 3], [2, 1, 3, 3], [1, 1], [(0, 0), (0, 0)], 2),
+        ([3, 5, 8, 17], [5, 1, 3, 1], [1, 1], [(2, 0), (0, 0)], 5),
+        // A network's first layer (3 channels in), grouped layers, a 1×1 layer.
+        ([2, 3, 19, 37], [8, 3, 3, 3], [2, 2], [(1, 1), (1, 1)], 1),
+        ([1, 3, 23, 23], [6, 3, 7, 7], [2, 2], [(3, 3), (3, 3)], 1),
+        ([2, 4, 6, 20], [6, 2, 3, 3], [1, 1], [(1, 1), (1, 1)], 2),
+        ([1, 2, 5, 9], [4, 2, 1, 1], [1, 1], [(0, 0), (0, 0)], 1),
+    ];
+    for &(input, weight_shape, stride, padding, groups) in cases {
+        let options = ConvOptions::new_with_padding(stride, padding, [1, 1], groups);
+        let x = random(input, 21, &device);
+        let mut weights = normal(weight_shape.iter().product(), 22);
+        weights[0] = f32::INFINITY;
+        let weight = Tensor::<1>::from_floats(weights.as_slice(), &device).reshape(weight_shape);
+        for bias in [Some(random([weight_shape[0]], 23, &device)), None] {
+            let what = format!(
+                "{input:?} * {weight_shape:?}, stride {stride:?}, padding {padding:?}, {groups} groups, bias {}",
+                bias.is_some()
+            );
+            let ours = values(ember_core::conv2d(
+                x.clone(),
+                weight.clone(),
+                bias.clone(),
+                options.clone(),
+            ));
+            let burns = values(burn_conv2d(x.clone(), weight.clone(), bias, options.clone()));
+            // The same values are non-finite (NaN, or the same infinity); the rest are close.
+            let special = |v: &[f32]| {
+                v.iter()
+                    .map(|v| {
+                        (!v.is_finite()).then(|| {
+                            if v.is_nan() {
+                                "NaN"
+                            } else if *v > 0.0 {
+                                "+inf"
+                            } else {
+                                "-inf"
+                            }
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(special(&ours), special(&burns), "{what}: non-finite values");
+            assert!(
+                special(&ours).iter().any(Option::is_some),
+                "{what}: the infinite kernel value shows"
+            );
+            let finite = |v: &[f32]| {
+                v.iter()
+                    .map(|v| if v.is_finite() { *v } else { 0.0 })
+                    .collect::<Vec<_>>()
+            };
+            close(&finite(&ours), &finite(&burns), &what);
+        }
     }
 }
 
@@ -226,10 +306,11 @@ fn pointwise_convolution_gradients_are_burns() {
 }
 
 #[test]
-fn convolutions_that_are_not_depthwise_are_burns() {
+fn convolutions_with_many_channels_per_group_are_burns() {
+    // 5 channels per group: more than Ember's kernel takes, so Burn's convolution, bit for bit.
     let device = flex().autodiff();
-    let x = random([1, 4, 6, 6], 5, &device);
-    let weight = random([6, 2, 3, 3], 6, &device);
+    let x = random([1, 10, 6, 6], 5, &device);
+    let weight = random([6, 5, 3, 3], 6, &device);
     let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 2);
     let ours = ember_core::conv2d(x.clone(), weight.clone(), None, options.clone());
     let burns = burn_conv2d(x, weight, None, options);

@@ -27,8 +27,8 @@ pub struct ConfidenceChange {
 /// (`maps` `[N, H, W]`), for the classes the target resolves on the unperturbed input.
 pub fn confidence_change<M, T>(model: &M, input: &Tensor<4>, maps: &Tensor<3>, target: &T) -> Result<ConfidenceChange>
 where
-    M: CamModel + ?Sized,
-    T: Target<M::Output> + ?Sized,
+    M: CamModel + Sync + ?Sized,
+    T: Target<M::Output> + Sync + ?Sized,
 {
     check_maps(input, maps)?;
     let [batch, _, height, width] = input.dims();

@@ -35,7 +35,8 @@ pub struct DeletionInsertion {
     pub steps: usize,
     /// What deleted pixels become.
     pub baseline: Baseline,
-    /// Perturbed copies run at once (default: as many as 64 MiB hold).
+    /// Perturbed copies run at once (default: on flex one at a time on every worker thread,
+    /// elsewhere as many as 64 MiB hold; see `copy_scores`).
     pub batch: Option<usize>,
 }
 
@@ -73,8 +74,8 @@ impl DeletionInsertion {
     /// for the classes the target resolves on the unperturbed input.
     pub fn evaluate<M, T>(&self, model: &M, input: &Tensor<4>, maps: &Tensor<3>, target: &T) -> Result<Curves>
     where
-        M: CamModel + ?Sized,
-        T: Target<M::Output> + ?Sized,
+        M: CamModel + Sync + ?Sized,
+        T: Target<M::Output> + Sync + ?Sized,
     {
         if self.steps == 0 {
             return Err(CamError::MetricInput(
@@ -126,7 +127,7 @@ impl DeletionInsertion {
                     width,
                 ]);
                 let copies = x.clone() * keep.clone() + baseline.clone() * (keep.neg() + 1.0);
-                scores.extend(copy_scores(model, target, copies, class, Some(part.len()))?);
+                scores.extend(copy_scores(model, target, copies, class, self.batch)?);
             }
             let points = counts.len();
             let mut deletion = vec![0.0f32; points];

@@ -39,7 +39,8 @@ pub struct Road {
     pub percentiles: Vec<f32>,
     /// The imputation.
     pub imputer: NoisyLinearImputer,
-    /// Perturbed copies run at once (default: as many as 64 MiB hold).
+    /// Perturbed copies run at once (default: on flex one at a time on every worker thread,
+    /// elsewhere as many as 64 MiB hold; see `copy_scores`).
     pub batch: Option<usize>,
 }
 
@@ -96,8 +97,8 @@ impl Road {
     /// classes the target resolves on the unperturbed input.
     pub fn evaluate<M, T>(&self, model: &M, input: &Tensor<4>, maps: &Tensor<3>, target: &T) -> Result<RoadScores>
     where
-        M: CamModel + ?Sized,
-        T: Target<M::Output> + ?Sized,
+        M: CamModel + Sync + ?Sized,
+        T: Target<M::Output> + Sync + ?Sized,
     {
         if self.percentiles.is_empty() || self.percentiles.iter().any(|p| !(0.0..=100.0).contains(p)) {
             return Err(CamError::MetricInput(format!(
