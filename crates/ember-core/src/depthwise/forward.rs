@@ -1,5 +1,5 @@
-//! Flex's forward depthwise convolution, one output row at a time with the sums kept in
-//! registers.
+//! Depthwise (and few-channel grouped) convolution on flex, one output row at a time with the
+//! sums kept in registers.
 //!
 //! Why: flex 0.22's depthwise kernel adds one kernel tap at a time into the whole output row
 //! (nine loads and stores of every output value for a 3×3 kernel) and runs strided
@@ -22,7 +22,7 @@ const BLOCK: usize = 32;
 /// One 8-lane vector: the rest of a row after its blocks.
 const LANES: usize = 8;
 
-/// The geometry of one depthwise convolution.
+/// The geometry of one convolution's planes.
 #[derive(Debug, Clone, Copy)]
 struct Geometry {
     height: usize,
@@ -72,6 +72,9 @@ pub(super) const MAX_CHANNELS_PER_GROUP: usize = 4;
 /// At most this many kernel values per output (channels per group × kernel height × width).
 const MAX_TAPS: usize = 256;
 
+/// The largest stride taken: a framed row holds `stride` phases of at least 8 values each.
+const MAX_STRIDE: usize = 16;
+
 /// `conv2d(x, weight, bias, options)` for a grouped convolution of f32 tensors with at most
 /// [`MAX_CHANNELS_PER_GROUP`] input channels per group (depthwise: one), dilation 1 and padding
 /// smaller than the kernel, or `None` for anything else (the caller then runs flex's kernel).
@@ -94,7 +97,7 @@ pub(super) fn grouped_conv2d(
         && out_channels % groups == 0
         && per_group * kh * kw <= MAX_TAPS
         && options.dilation == [1, 1]
-        && options.stride.iter().all(|&s| s >= 1)
+        && options.stride.iter().all(|s| (1..=MAX_STRIDE).contains(s))
         && options.padding[0].0.max(options.padding[0].1) < kh
         && options.padding[1].0.max(options.padding[1].1) < kw;
     if !supported {
