@@ -1,11 +1,15 @@
 //! Small Burn CNNs with known closed forms, shared by the engine tests.
 #![allow(dead_code)]
 
+use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::Distribution;
+use burn::tensor::TensorData;
 use ember_core::{CamModel, LayerInfo, LayerTap, Layout};
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
 
 pub const CLASSES: usize = 5;
 pub const CHANNELS: usize = 4;
@@ -15,10 +19,53 @@ pub fn device() -> Device {
     Device::flex()
 }
 
+/// Random values from a generator of the test's own: the device's generator is shared by the
+/// tests that run in parallel, so seeding it does not make a test's values its own.
+pub struct Values(Xoshiro256PlusPlus);
+
+impl Values {
+    pub fn new(seed: u64) -> Self {
+        Self(Xoshiro256PlusPlus::seed_from_u64(seed))
+    }
+
+    /// Standard normal values.
+    pub fn normal<const D: usize>(&mut self, shape: [usize; D]) -> Tensor<D> {
+        let values = (0..shape.iter().product())
+            .map(|_| StandardNormal.sample(&mut self.0))
+            .collect::<Vec<f32>>();
+        Tensor::from_data(TensorData::new(values, shape), &device())
+    }
+
+    /// Uniform in `[-bound, bound)`.
+    pub fn uniform<const D: usize>(&mut self, shape: [usize; D], bound: f32) -> Tensor<D> {
+        let values = (0..shape.iter().product())
+            .map(|_| self.0.random_range(-bound..bound))
+            .collect::<Vec<f32>>();
+        Tensor::from_data(TensorData::new(values, shape), &device())
+    }
+
+    /// A 3×3 "same" convolution, Kaiming-uniform as Burn initializes it.
+    fn conv(&mut self, from: usize, to: usize) -> Conv2d {
+        let mut conv = Conv2dConfig::new([from, to], [3, 3])
+            .with_padding(PaddingConfig2d::Same)
+            .init(&device());
+        let bound = 1.0 / ((from * 9) as f32).sqrt();
+        conv.weight = Param::from_tensor(self.uniform([to, from, 3, 3], bound));
+        conv.bias = Some(Param::from_tensor(self.uniform([to], bound)));
+        conv
+    }
+
+    fn linear(&mut self, from: usize, to: usize) -> Linear {
+        let mut linear = LinearConfig::new(from, to).init(&device());
+        let bound = 1.0 / (from as f32).sqrt();
+        linear.weight = Param::from_tensor(self.uniform([from, to], bound));
+        linear.bias = Some(Param::from_tensor(self.uniform([to], bound)));
+        linear
+    }
+}
+
 pub fn input(batch: usize, seed: u64) -> Tensor<4> {
-    let device = device();
-    device.seed(seed);
-    Tensor::random([batch, 3, SIZE, SIZE], Distribution::Normal(0.0, 1.0), &device)
+    Values::new(seed).normal([batch, 3, SIZE, SIZE])
 }
 
 pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
@@ -34,12 +81,6 @@ pub fn max_abs(a: &[f32]) -> f32 {
     a.iter().fold(0.0, |m, x| m.max(x.abs()))
 }
 
-fn conv(device: &Device, from: usize, to: usize) -> Conv2d {
-    Conv2dConfig::new([from, to], [3, 3])
-        .with_padding(PaddingConfig2d::Same)
-        .init(device)
-}
-
 /// conv → relu → tap `features` → global average pool → linear: the CAM architecture.
 #[derive(Module, Debug)]
 pub struct GapNet {
@@ -50,12 +91,11 @@ pub struct GapNet {
 
 impl GapNet {
     pub fn new(seed: u64) -> Self {
-        let device = device();
-        device.seed(seed);
+        let mut values = Values::new(seed);
         Self {
-            conv: conv(&device, 3, CHANNELS),
+            conv: values.conv(3, CHANNELS),
             features: LayerTap::new("features"),
-            head: LinearConfig::new(CHANNELS, CLASSES).init(&device),
+            head: values.linear(CHANNELS, CLASSES),
         }
     }
 
@@ -79,12 +119,11 @@ pub struct FlattenNet {
 
 impl FlattenNet {
     pub fn new(seed: u64) -> Self {
-        let device = device();
-        device.seed(seed);
+        let mut values = Values::new(seed);
         Self {
-            conv: conv(&device, 3, CHANNELS),
+            conv: values.conv(3, CHANNELS),
             features: LayerTap::new("features"),
-            head: LinearConfig::new(CHANNELS * SIZE * SIZE, CLASSES).init(&device),
+            head: values.linear(CHANNELS * SIZE * SIZE, CLASSES),
         }
     }
 
@@ -108,14 +147,13 @@ pub struct DeepNet {
 
 impl DeepNet {
     pub fn new(seed: u64) -> Self {
-        let device = device();
-        device.seed(seed);
+        let mut values = Values::new(seed);
         Self {
-            conv1: conv(&device, 3, CHANNELS),
+            conv1: values.conv(3, CHANNELS),
             block1: LayerTap::new("block1"),
-            conv2: conv(&device, CHANNELS, CHANNELS),
+            conv2: values.conv(CHANNELS, CHANNELS),
             block2: LayerTap::new("block2"),
-            head: LinearConfig::new(CHANNELS, CLASSES).init(&device),
+            head: values.linear(CHANNELS, CLASSES),
         }
     }
 

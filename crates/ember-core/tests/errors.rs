@@ -175,9 +175,7 @@ fn a_closure_target_of_the_wrong_length_is_rejected() {
 #[test]
 fn a_layer_of_1x1_is_an_error_with_a_hint_not_a_blank_map() {
     let model = GapNet::new(3);
-    let device = device();
-    device.seed(4);
-    let tiny = Tensor::<4>::random([2, 3, 1, 1], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+    let tiny = Values::new(4).normal([2, 3, 1, 1]);
     let error = Explainer::new(GradCam)
         .layer("features")
         .explain(&|x| model.forward(x), tiny, &ClassTarget::TopClass)
