@@ -207,7 +207,7 @@ fn depthwise_convolution_gradients_are_burns() {
 #[test]
 fn small_group_convolutions_without_autodiff_are_burns() {
     // Ember's forward kernel on flex: depthwise and up to 4 channels per group, every row
-    // length through the 32- and 8-wide blocks and the rest, strides 1–3, asymmetric padding,
+    // length through the 32- and 8-wide blocks and the rest, strides 1–4, asymmetric padding,
     // a bias or none, and non-finite values (a padded zero times an infinite kernel value is
     // NaN, as in Burn's).
     let device = flex();
@@ -219,6 +219,9 @@ fn small_group_convolutions_without_autodiff_are_burns() {
         ([1, 2, 12, 40], [2, 1, 5, 5], [3, 2], [(2, 1), (0, 4)], 2),
         ([1, 2, 3, 3], [2, 1, 3, 3], [1, 1], [(0, 0), (0, 0)], 2),
         ([3, 5, 8, 17], [5, 1, 3, 1], [1, 1], [(2, 0), (0, 0)], 5),
+        // The last rows and columns unread; leading zeros not a multiple of the stride.
+        ([1, 2, 11, 35], [2, 1, 4, 4], [3, 4], [(0, 0), (0, 0)], 2),
+        ([1, 1, 9, 30], [1, 1, 5, 5], [2, 3], [(2, 2), (4, 1)], 1),
         // A network's first layer (3 channels in), grouped layers, a 1×1 layer.
         ([2, 3, 19, 37], [8, 3, 3, 3], [2, 2], [(1, 1), (1, 1)], 1),
         ([1, 3, 23, 23], [6, 3, 7, 7], [2, 2], [(3, 3), (3, 3)], 1),

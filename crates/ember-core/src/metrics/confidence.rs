@@ -9,7 +9,7 @@
 
 use burn::tensor::Tensor;
 
-use super::{check_maps, copy_scores, original_scores};
+use super::{Copies, check_maps, copy_scores, original_scores};
 use crate::error::{CamError, Result};
 use crate::model::CamModel;
 use crate::target::Target;
@@ -31,13 +31,19 @@ where
     T: Target<M::Output> + Sync + ?Sized,
 {
     check_maps(input, maps)?;
-    let [batch, _, height, width] = input.dims();
+    let [batch, channels, height, width] = input.dims();
     let (original, classes) = original_scores(model, input, target)?;
     let masked_input = input.clone().inner() * maps.clone().inner().reshape([batch, 1, height, width]);
     let mut masked = Vec::with_capacity(batch);
     for (image, class) in classes.into_iter().enumerate() {
-        let copy = masked_input.clone().narrow(0, image, 1);
-        masked.extend(copy_scores(model, target, copy, class, None)?);
+        let make = |_: std::ops::Range<usize>| Ok(masked_input.clone().narrow(0, image, 1));
+        let copy = Copies {
+            count: 1,
+            dims: [channels, height, width],
+            device: masked_input.device(),
+            make: &make,
+        };
+        masked.extend(copy_scores(model, target, &copy, class, None)?);
     }
     Ok(ConfidenceChange { original, masked })
 }

@@ -10,7 +10,7 @@
 
 use burn::tensor::{Tensor, TensorData};
 
-use super::{check_maps, copy_scores, original_scores};
+use super::{Copies, check_maps, copy_scores, original_scores};
 use crate::error::{CamError, Result};
 use crate::model::CamModel;
 use crate::read::to_host;
@@ -101,34 +101,39 @@ impl DeletionInsertion {
         for (image, class) in classes.into_iter().enumerate() {
             let ranks = ranks(&map_values[image * positions..(image + 1) * positions]);
             let x = input.clone().inner().narrow(0, image, 1);
-            let baseline = self.baseline(&x)?;
+            let (x_values, baseline_values) = (to_host(&x)?, to_host(&self.baseline(&x)?)?);
             // Copy 0: all baseline (deletion's last point, insertion's first); then, for every
             // interior point, the deleted and the inserted image.
             let interior = &counts[1..counts.len() - 1];
             let mut jobs: Vec<(bool, usize)> = vec![(false, positions)];
             jobs.extend(interior.iter().flat_map(|&count| [(false, count), (true, count)]));
-            let per_copy = channels * positions * size_of::<f32>();
-            let chunk = self.batch.unwrap_or(super::METRIC_BATCH_BYTES / per_copy.max(1)).max(1);
-            let mut scores = Vec::with_capacity(jobs.len());
-            for part in jobs.chunks(chunk) {
-                // `keep` is 1 where the copy holds the image, 0 where the baseline.
-                let mut keep = Vec::with_capacity(part.len() * positions);
-                for &(inserting, count) in part {
-                    keep.extend(
-                        ranks
-                            .iter()
-                            .map(|&rank| if (rank < count) == inserting { 1.0f32 } else { 0.0 }),
-                    );
+            // A copy holds the image where `(rank < count) == inserting`, else the baseline.
+            let make = |range: std::ops::Range<usize>| {
+                let mut values = Vec::with_capacity(range.len() * channels * positions);
+                for &(inserting, count) in &jobs[range.clone()] {
+                    for (x_plane, baseline_plane) in x_values
+                        .chunks_exact(positions)
+                        .zip(baseline_values.chunks_exact(positions))
+                    {
+                        values.extend(ranks.iter().zip(x_plane.iter().zip(baseline_plane)).map(
+                            |(&rank, (&image, &baseline))| {
+                                if (rank < count) == inserting { image } else { baseline }
+                            },
+                        ));
+                    }
                 }
-                let keep = Tensor::<1>::from_data(TensorData::new(keep, [part.len() * positions]), &device).reshape([
-                    part.len(),
-                    1,
-                    height,
-                    width,
-                ]);
-                let copies = x.clone() * keep.clone() + baseline.clone() * (keep.neg() + 1.0);
-                scores.extend(copy_scores(model, target, copies, class, self.batch)?);
-            }
+                Ok(
+                    Tensor::<1>::from_data(TensorData::new(values, [range.len() * channels * positions]), &device)
+                        .reshape([range.len(), channels, height, width]),
+                )
+            };
+            let copies = Copies {
+                count: jobs.len(),
+                dims: [channels, height, width],
+                device: device.clone(),
+                make: &make,
+            };
+            let scores = copy_scores(model, target, &copies, class, self.batch)?;
             let points = counts.len();
             let mut deletion = vec![0.0f32; points];
             let mut insertion = vec![0.0f32; points];

@@ -18,7 +18,7 @@
 //! seeded one (`Road::seed`), so a run is repeatable: with `noise = 0` both are the same
 //! deterministic imputation (up to the solvers' precision).
 
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand_distr::{Distribution, StandardNormal};
@@ -26,7 +26,7 @@ use rayon::prelude::*;
 use sprs::{PermOwnedI, SymmetryCheck, TriMat};
 use sprs_ldl::LdlNumeric;
 
-use super::{check_maps, copy_scores, original_scores};
+use super::{Copies, check_maps, copy_scores, original_scores};
 use crate::error::{CamError, Result};
 use crate::model::CamModel;
 use crate::read::to_host;
@@ -147,10 +147,15 @@ impl Road {
             for values in imputed {
                 copies.extend(values?);
             }
-            let count = 2 * self.percentiles.len();
-            let copies = Tensor::<1>::from_data(TensorData::new(copies, [count * channels * positions]), &device)
-                .reshape([count, channels, height, width]);
-            let after = copy_scores(model, target, copies, class, self.batch)?;
+            let dims = [channels, height, width];
+            let make = Copies::from_host(&copies, dims, &device);
+            let copies = Copies {
+                count: 2 * self.percentiles.len(),
+                dims,
+                device: device.clone(),
+                make: &make,
+            };
+            let after = copy_scores(model, target, &copies, class, self.batch)?;
             let mean_change = |part: &[f32]| part.iter().map(|s| s - original[image]).sum::<f32>() / part.len() as f32;
             let (most, least) = after.split_at(self.percentiles.len());
             let (most, least) = (mean_change(most), mean_change(least));
