@@ -211,3 +211,47 @@ fn kpca_cam_refuses_layers_too_large_for_its_kernel_matrix() {
     let explanation = explain(32).unwrap();
     assert_eq!(explanation.maps.dims(), [1, 32, 32]);
 }
+
+/// GapNet, failing on images without a zero (the unperturbed image) or with one (the copies,
+/// whose deleted pixels are the zero baseline).
+struct FailingGapNet {
+    net: GapNet,
+    fail_unperturbed: bool,
+}
+
+impl ember_core::CamModel for FailingGapNet {
+    type Output = Tensor<2>;
+
+    fn forward(&self, input: Tensor<4>) -> ember_core::Result<Tensor<2>> {
+        let has_zero = to_vec(input.clone()).contains(&0.0);
+        if has_zero != self.fail_unperturbed {
+            return Err(CamError::MetricInput(format!("refused (zeros: {has_zero})")));
+        }
+        Ok(self.net.forward(input))
+    }
+}
+
+#[test]
+fn a_model_failing_during_deletion_is_an_error_not_a_hang() {
+    // On worker threads the unperturbed image is a job of its own whose class the copies wait
+    // for: its failure must release them (and theirs must not wait for it).
+    let input = input(1, 70);
+    let maps = Values::new(71).uniform([1, SIZE, SIZE], 1.0);
+    for fail_unperturbed in [true, false] {
+        let model = FailingGapNet {
+            net: GapNet::new(72),
+            fail_unperturbed,
+        };
+        for batch in [None, Some(7)] {
+            let metric = ember_core::metrics::DeletionInsertion {
+                batch,
+                ..Default::default()
+            };
+            let error = metric
+                .evaluate(&model, &input, &maps, &ClassTarget::TopClass)
+                .unwrap_err();
+            let expected = format!("refused (zeros: {})", !fail_unperturbed);
+            assert!(error.to_string().contains(&expected), "{error}");
+        }
+    }
+}

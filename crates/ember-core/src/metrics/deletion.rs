@@ -10,7 +10,7 @@
 
 use burn::tensor::{Tensor, TensorData};
 
-use super::{Copies, check_maps, copy_scores, original_scores};
+use super::{Copies, check_maps, scores_with_original};
 use crate::error::{CamError, Result};
 use crate::model::CamModel;
 use crate::read::to_host;
@@ -88,7 +88,6 @@ impl DeletionInsertion {
         let step = positions.div_ceil(self.steps);
         let counts: Vec<usize> = (0..positions).step_by(step).chain([positions]).collect();
         let fractions: Vec<f32> = counts.iter().map(|&c| c as f32 / positions as f32).collect();
-        let (original, classes) = original_scores(model, input, target)?;
         let map_values = to_host(maps)?;
         let device = input.device().inner();
         let mut curves = Curves {
@@ -98,7 +97,7 @@ impl DeletionInsertion {
             deletion_auc: Vec::with_capacity(batch),
             insertion_auc: Vec::with_capacity(batch),
         };
-        for (image, class) in classes.into_iter().enumerate() {
+        for image in 0..batch {
             let ranks = ranks(&map_values[image * positions..(image + 1) * positions]);
             let x = input.clone().inner().narrow(0, image, 1);
             let (x_values, baseline_values) = (to_host(&x)?, to_host(&self.baseline(&x)?)?);
@@ -133,12 +132,12 @@ impl DeletionInsertion {
                 device: device.clone(),
                 make: &make,
             };
-            let scores = copy_scores(model, target, &copies, class, self.batch)?;
+            let (original, scores) = scores_with_original(model, target, &x, &copies, self.batch)?;
             let points = counts.len();
             let mut deletion = vec![0.0f32; points];
             let mut insertion = vec![0.0f32; points];
-            deletion[0] = original[image];
-            insertion[points - 1] = original[image];
+            deletion[0] = original;
+            insertion[points - 1] = original;
             deletion[points - 1] = scores[0];
             insertion[0] = scores[0];
             for (point, pair) in scores[1..].chunks(2).enumerate() {

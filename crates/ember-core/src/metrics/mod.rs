@@ -23,8 +23,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use std::ops::Range;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
 
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -196,6 +196,16 @@ impl Copies<'_> {
     }
 }
 
+/// The class perturbed copies are scored for.
+#[derive(Clone, Copy)]
+pub(crate) enum CopyClass<'a> {
+    /// Resolved already (`None` for targets without classes).
+    Known(Option<usize>),
+    /// Resolved by the target on this unperturbed image `[1, C, H, W]`, which is scored with
+    /// the copies.
+    Of(&'a Tensor<4>),
+}
+
 /// The target's scores of perturbed `copies` of one image, explained for `class`: in batches of
 /// `batch` copies where given; else on flex one copy at a time on every worker thread,
 /// elsewhere in batches of [`METRIC_BATCH_BYTES`] of copies.
@@ -216,63 +226,132 @@ where
     M: CamModel + Sync + ?Sized,
     T: Target<M::Output> + Sync + ?Sized,
 {
-    let count = copies.count;
-    let workers = rayon::current_num_threads().min(count);
-    // (`copy_scores_on_threads` has one pool per global thread, started on first use.)
-    if batch.is_none() && workers > 1 && copies.device == Device::flex() {
-        return copy_scores_on_threads(model, target, copies, class, workers);
-    }
-    let per_copy = (copies.dims.iter().product::<usize>() * size_of::<f32>()).max(1);
-    let batch = batch.unwrap_or(METRIC_BATCH_BYTES / per_copy).max(1);
-    let mut scores = Vec::with_capacity(count);
-    for start in (0..count).step_by(batch) {
-        let end = count.min(start + batch);
-        scores.extend(batch_scores(model, target, (copies.make)(start..end)?, class)?);
-    }
-    Ok(scores)
+    Ok(score_copies(model, target, copies, CopyClass::Known(class), batch)?.1)
 }
 
-/// The target's scores of one batch of copies.
-fn batch_scores<M, T>(model: &M, target: &T, copies: Tensor<4>, class: Option<usize>) -> Result<Vec<f32>>
+/// [`copy_scores`] for the class the target resolves on the unperturbed `image` `[1, C, H,
+/// W]`, and that image's score. On flex's worker threads the image is one more job, run while
+/// the first copies run (they wait for its class before they are scored): with 39 copies on 2
+/// workers it fills the gap the odd copy left, where it ran alone on both cores before.
+pub(crate) fn scores_with_original<M, T>(
+    model: &M,
+    target: &T,
+    image: &Tensor<4>,
+    copies: &Copies,
+    batch: Option<usize>,
+) -> Result<(f32, Vec<f32>)>
 where
-    M: CamModel + ?Sized,
-    T: Target<M::Output> + ?Sized,
+    M: CamModel + Sync + ?Sized,
+    T: Target<M::Output> + Sync + ?Sized,
 {
-    let [size, ..] = copies.dims();
-    let output = model.forward(copies)?;
-    to_host(&target.copy_scores(&output, size, class)?)
+    let (original, scores) = score_copies(model, target, copies, CopyClass::Of(image), batch)?;
+    let original = original.ok_or_else(|| CamError::MetricInput("the unperturbed image was not scored".into()))?;
+    Ok((original, scores))
 }
 
-/// [`copy_scores`] with `workers` threads taking the next copy in turn, each making it and
-/// running the model's kernels on a thread pool of its own with one thread.
-fn copy_scores_on_threads<M, T>(
+/// The unperturbed image's score where `class` asks for it, and the copies' scores.
+fn score_copies<M, T>(
     model: &M,
     target: &T,
     copies: &Copies,
-    class: Option<usize>,
-    workers: usize,
-) -> Result<Vec<f32>>
+    class: CopyClass,
+    batch: Option<usize>,
+) -> Result<(Option<f32>, Vec<f32>)>
 where
     M: CamModel + Sync + ?Sized,
     T: Target<M::Output> + Sync + ?Sized,
 {
     let count = copies.count;
+    let jobs = count + usize::from(matches!(class, CopyClass::Of(_)));
+    let workers = rayon::current_num_threads().min(jobs);
+    // (`scores_on_threads` has one pool per global thread, started on first use.)
+    if batch.is_none() && workers > 1 && copies.device == Device::flex() {
+        return scores_on_threads(model, target, copies, class, workers);
+    }
+    let (original, class) = match class {
+        CopyClass::Known(class) => (None, class),
+        CopyClass::Of(image) => {
+            let (score, class) = image_score(model, target, image)?;
+            (Some(score), class)
+        }
+    };
+    let per_copy = (copies.dims.iter().product::<usize>() * size_of::<f32>()).max(1);
+    let batch = batch.unwrap_or(METRIC_BATCH_BYTES / per_copy).max(1);
+    let mut scores = Vec::with_capacity(count);
+    for start in (0..count).step_by(batch) {
+        let end = count.min(start + batch);
+        let output = model.forward((copies.make)(start..end)?)?;
+        scores.extend(to_host(&target.copy_scores(&output, end - start, class)?)?);
+    }
+    Ok((original, scores))
+}
+
+/// One unperturbed image's score and the class the target resolved on it.
+fn image_score<M, T>(model: &M, target: &T, image: &Tensor<4>) -> Result<(f32, Option<usize>)>
+where
+    M: CamModel + ?Sized,
+    T: Target<M::Output> + ?Sized,
+{
+    let (scores, classes) = original_scores(model, image, target)?;
+    Ok((scores[0], classes[0]))
+}
+
+/// [`score_copies`] with `workers` threads taking the next job in turn (the unperturbed image first,
+/// where asked for, then the copies), each making its copy and running the model's kernels on
+/// a thread pool of its own with one thread.
+fn scores_on_threads<M, T>(
+    model: &M,
+    target: &T,
+    copies: &Copies,
+    class: CopyClass,
+    workers: usize,
+) -> Result<(Option<f32>, Vec<f32>)>
+where
+    M: CamModel + Sync + ?Sized,
+    T: Target<M::Output> + Sync + ?Sized,
+{
+    let count = copies.count;
+    let (image, resolution) = match class {
+        CopyClass::Known(class) => (None, Resolution::Class(class)),
+        CopyClass::Of(image) => (Some(image), Resolution::Pending),
+    };
+    let jobs = count + usize::from(image.is_some());
+    let slot = ClassSlot {
+        state: Mutex::new(resolution),
+        resolved: Condvar::new(),
+    };
     let next = AtomicUsize::new(0);
-    let work = || -> Result<Vec<(usize, f32)>> {
-        let mut scored = Vec::new();
+    let work = || -> Result<WorkerScores> {
+        let (mut original, mut scored) = (None, Vec::new());
         loop {
-            let copy = next.fetch_add(1, Ordering::Relaxed);
-            if copy >= count {
-                return Ok(scored);
+            let job = next.fetch_add(1, Ordering::Relaxed);
+            if job >= jobs {
+                return Ok((original, scored));
             }
-            let score = batch_scores(model, target, (copies.make)(copy..copy + 1)?, class)?;
-            scored.push((copy, score[0]));
+            let copy = match image {
+                Some(image) if job == 0 => {
+                    // Whatever happens here (an error, a panic), the waiting copies go on.
+                    let unresolved = FailUnlessResolved(&slot);
+                    let (score, class) = image_score(model, target, image)?;
+                    unresolved.0.resolve(Resolution::Class(class));
+                    original = Some(score);
+                    continue;
+                }
+                Some(_) => job - 1,
+                None => job,
+            };
+            let output = model.forward((copies.make)(copy..copy + 1)?)?;
+            // `None`: the unperturbed image failed, and its worker says why.
+            let Some(class) = slot.wait() else {
+                return Ok((original, scored));
+            };
+            scored.push((copy, to_host(&target.copy_scores(&output, 1, class)?)?[0]));
         }
     };
     let pools = worker_pools()?;
     // Called from a pool larger than the global one, the work still spreads over these.
     let workers = workers.min(pools.len());
-    let results: Vec<Result<Vec<(usize, f32)>>> = std::thread::scope(|scope| {
+    let results: Vec<Result<WorkerScores>> = std::thread::scope(|scope| {
         let running: Vec<_> = pools[..workers]
             .iter()
             .map(|pool| scope.spawn(|| pool.install(work)))
@@ -282,13 +361,66 @@ where
             .map(|worker| worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
             .collect()
     });
-    let mut scores = vec![0.0f32; count];
+    let (mut original, mut scores) = (None, vec![0.0f32; count]);
     for result in results {
-        for (copy, score) in result? {
+        let (image_score, scored) = result?;
+        original = original.or(image_score);
+        for (copy, score) in scored {
             scores[copy] = score;
         }
     }
-    Ok(scores)
+    Ok((original, scores))
+}
+
+/// What one worker scored: the unperturbed image (if it ran it) and `(copy, score)` pairs.
+type WorkerScores = (Option<f32>, Vec<(usize, f32)>);
+
+/// Where the class copies wait for stands.
+enum Resolution {
+    Pending,
+    Class(Option<usize>),
+    Failed,
+}
+
+/// The class the unperturbed image resolves, shared by the workers.
+struct ClassSlot {
+    state: Mutex<Resolution>,
+    resolved: Condvar,
+}
+
+impl ClassSlot {
+    /// Settles a pending class (once) and wakes the waiting workers.
+    fn resolve(&self, resolution: Resolution) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if matches!(*state, Resolution::Pending) {
+            *state = resolution;
+        }
+        self.resolved.notify_all();
+    }
+
+    /// The class, once resolved; `None` where the unperturbed image failed.
+    fn wait(&self) -> Option<Option<usize>> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            match *state {
+                Resolution::Pending => {
+                    state = self.resolved.wait(state).unwrap_or_else(PoisonError::into_inner);
+                }
+                Resolution::Class(class) => return Some(class),
+                Resolution::Failed => return None,
+            }
+        }
+    }
+}
+
+/// Marks the class failed when dropped before it was resolved (an error or a panic in the job
+/// that resolves it), so that no worker waits for ever.
+struct FailUnlessResolved<'a>(&'a ClassSlot);
+
+impl Drop for FailUnlessResolved<'_> {
+    fn drop(&mut self) {
+        self.0.resolve(Resolution::Failed);
+    }
 }
 
 /// One single-threaded pool per thread of Rayon's global pool, started once: their threads

@@ -26,7 +26,7 @@ use rayon::prelude::*;
 use sprs::{PermOwnedI, SymmetryCheck, TriMat};
 use sprs_ldl::LdlNumeric;
 
-use super::{Copies, check_maps, copy_scores, original_scores};
+use super::{Copies, check_maps, scores_with_original};
 use crate::error::{CamError, Result};
 use crate::model::CamModel;
 use crate::read::to_host;
@@ -109,7 +109,6 @@ impl Road {
         check_maps(input, maps)?;
         let [batch, channels, height, width] = input.dims();
         let positions = height * width;
-        let (original, classes) = original_scores(model, input, target)?;
         let map_values = to_host(maps)?;
         let images = to_host(input)?;
         let device = input.device().inner();
@@ -118,7 +117,7 @@ impl Road {
             least_relevant_first: Vec::with_capacity(batch),
             combined: Vec::with_capacity(batch),
         };
-        for (image, class) in classes.into_iter().enumerate() {
+        for image in 0..batch {
             let map = &map_values[image * positions..(image + 1) * positions];
             let reversed: Vec<f32> = map.iter().map(|v| 1.0 - v).collect();
             let pixels = &images[image * channels * positions..(image + 1) * channels * positions];
@@ -155,8 +154,9 @@ impl Road {
                 device: device.clone(),
                 make: &make,
             };
-            let after = copy_scores(model, target, &copies, class, self.batch)?;
-            let mean_change = |part: &[f32]| part.iter().map(|s| s - original[image]).sum::<f32>() / part.len() as f32;
+            let x = input.clone().inner().narrow(0, image, 1);
+            let (original, after) = scores_with_original(model, target, &x, &copies, self.batch)?;
+            let mean_change = |part: &[f32]| part.iter().map(|s| s - original).sum::<f32>() / part.len() as f32;
             let (most, least) = after.split_at(self.percentiles.len());
             let (most, least) = (mean_change(most), mean_change(least));
             scores.most_relevant_first.push(most);
