@@ -12,7 +12,8 @@
 //! Metrics take the model, the input batch `[N, C, H, W]`, the maps `[N, H, W]` at the input's
 //! resolution (an [`crate::Explanation`]'s `maps`), the target and the classes it explained (for
 //! class targets: the perturbed images are scored for the explained class, not their own top
-//! class). Perturbed copies run through the model in batches; values come back per image.
+//! class). Perturbed copies run through the model in batches, or on flex one at a time on worker
+//! threads (see `copy_scores`); values come back per image.
 
 pub mod confidence;
 pub mod deletion;
@@ -231,8 +232,8 @@ where
 
 /// [`copy_scores`] for the class the target resolves on the unperturbed `image` `[1, C, H,
 /// W]`, and that image's score. On flex's worker threads the image is one more job, run while
-/// the first copies run (they wait for its class before they are scored): with 39 copies on 2
-/// workers it fills the gap the odd copy left, where it ran alone on both cores before.
+/// the first copies run (they wait for its class before they are scored): before, the image
+/// ran first on its own, and 39 copies on 2 workers left one worker idle for the last copy.
 pub(crate) fn scores_with_original<M, T>(
     model: &M,
     target: &T,
